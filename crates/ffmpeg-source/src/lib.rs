@@ -1,0 +1,1 @@
+//! ffmpeg as a stream of MKV bytes.

@@ -1,0 +1,1 @@
+//! The Kinesis Video Streams emulator.

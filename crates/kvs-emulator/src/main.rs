@@ -1,0 +1,2 @@
+//! kvs-emulator binary.
+fn main() {}

@@ -1,0 +1,2 @@
+//! placeholder replaced by issue 6
+fn main() {}
