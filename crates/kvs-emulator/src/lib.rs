@@ -1,1 +1,4 @@
-//! The Kinesis Video Streams emulator.
+//! A faithful local Kinesis Video Streams.
+#![forbid(clippy::print_stdout, clippy::print_stderr)]
+
+pub mod media;

@@ -1,0 +1,1 @@
+//! Independent MKV validation for ingested media.

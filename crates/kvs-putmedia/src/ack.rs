@@ -1,0 +1,1 @@
+//! Acknowledgement stream types and decoder.

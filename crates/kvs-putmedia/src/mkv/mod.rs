@@ -1,0 +1,1 @@
+//! Matroska reading and KVS re-fragmenting.
