@@ -1,0 +1,19 @@
+#!/usr/bin/env bash
+# Installs the system tools the pipeline and its tests run for real (ffmpeg, ffprobe, mkvinfo)
+# when they are missing. Sourced by scripts/demo.sh and scripts/test.sh so that a fresh Debian
+# machine with only the Rust toolchain can run both Quickstart commands.
+ensure_system_deps() {
+  local missing=()
+  command -v ffmpeg >/dev/null 2>&1 && command -v ffprobe >/dev/null 2>&1 || missing+=(ffmpeg)
+  command -v mkvinfo >/dev/null 2>&1 || missing+=(mkvtoolnix)
+  ((${#missing[@]})) || return 0
+  local sudo=()
+  if [[ $(id -u) -ne 0 ]]; then
+    command -v sudo >/dev/null 2>&1 || { echo "need root (or sudo) to apt-get install ${missing[*]}" >&2; return 1; }
+    sudo=(sudo)
+  fi
+  echo "installing ${missing[*]} with apt-get" >&2
+  # The package lists of a fresh machine are empty or stale: update first.
+  "${sudo[@]}" apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive "${sudo[@]}" apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+}

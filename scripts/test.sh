@@ -1,0 +1,38 @@
+#!/usr/bin/env bash
+# The whole test suite, exactly as CI runs it (.ci/run calls this and nothing else):
+# system deps, format, lints, every test (unit, integration against the emulator with real ffmpeg,
+# property tests, doc tests), then a bounded fuzzing pass over every parser.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+source scripts/system-deps.sh
+ensure_system_deps
+
+step() { printf '\n==> %s\n' "$*" >&2; }
+
+step "cargo fmt --check"
+cargo fmt --all -- --check
+
+step "cargo clippy (all targets, -D warnings)"
+cargo clippy --workspace --all-targets --locked -- -D warnings
+
+step "cargo test"
+cargo test --workspace --locked
+
+# Fuzzing: each target runs for FUZZ_SECONDS (bounded, so CI time is predictable). cargo-fuzz needs
+# nightly flags; RUSTC_BOOTSTRAP=1 enables them on the stable toolchain (AddressSanitizer included).
+step "cargo fuzz (${FUZZ_SECONDS:=20} s per target)"
+if ! cargo fuzz --version >/dev/null 2>&1; then
+  cargo install cargo-fuzz --locked --quiet
+fi
+log=$(mktemp)
+trap 'rm -f "$log"' EXIT
+for target in $(cd fuzz && RUSTC_BOOTSTRAP=1 cargo fuzz list); do
+  step "fuzz $target"
+  if ! (cd fuzz && RUSTC_BOOTSTRAP=1 cargo fuzz run "$target" -- \
+      -max_total_time="$FUZZ_SECONDS" -rss_limit_mb=2048) >"$log" 2>&1; then
+    tail -n 80 "$log" >&2
+    echo "fuzz target $target failed (crash input saved under fuzz/artifacts/$target)" >&2
+    exit 1
+  fi
+  grep -E '^Done [0-9]+ runs' "$log" >&2 || tail -n 3 "$log" >&2
+done
