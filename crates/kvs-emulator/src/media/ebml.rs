@@ -1,0 +1,1 @@
+//! Minimal EBML primitives.
