@@ -769,6 +769,9 @@ pub struct AckDecoder {
     mode: Mode,
     /// An overlong line (at this stream offset) to report before anything in `buf`.
     pending_too_long: Option<u64>,
+    /// Bytes examined in the search for `\n`, to test that nothing is rescanned.
+    #[cfg(test)]
+    scanned: u64,
 }
 
 impl Default for AckDecoder {
@@ -793,6 +796,8 @@ impl AckDecoder {
             max_line_length: max,
             mode: Mode::Lines,
             pending_too_long: None,
+            #[cfg(test)]
+            scanned: 0,
         }
     }
 
@@ -821,7 +826,7 @@ impl AckDecoder {
         self.compact();
         if self.mode == Mode::Discarding {
             debug_assert_eq!(self.start, self.buf.len());
-            match memchr_newline(bytes) {
+            match self.find_newline(bytes) {
                 None => {
                     self.buf_offset += bytes.len() as u64;
                     return;
@@ -838,7 +843,7 @@ impl AckDecoder {
         // it is overlong keeps an overlong line out of the buffer altogether.
         if self.pending_too_long.is_none() && self.scan == self.buf.len() {
             let partial = self.buf.len() - self.start;
-            let newline = memchr_newline(bytes);
+            let newline = self.find_newline(bytes);
             let line_offset = self.buf_offset + self.start as u64;
             match newline {
                 None if partial + bytes.len() > self.tail_limit() => {
@@ -874,6 +879,26 @@ impl AckDecoder {
         self.buf.extend_from_slice(bytes);
     }
 
+    /// Position of the first `\n` in `bytes`.
+    fn find_newline(&mut self, bytes: &[u8]) -> Option<usize> {
+        let found = memchr_newline(bytes);
+        #[cfg(test)]
+        {
+            self.scanned += found.map_or(bytes.len(), |i| i + 1) as u64;
+        }
+        found
+    }
+
+    /// Position of the first `\n` in `buf[scan..]`, relative to `scan`.
+    fn find_newline_in_buf(&mut self) -> Option<usize> {
+        let found = memchr_newline(&self.buf[self.scan..]);
+        #[cfg(test)]
+        {
+            self.scanned += found.map_or(self.buf.len() - self.scan, |i| i + 1) as u64;
+        }
+        found
+    }
+
     /// Drops everything buffered (the caller accounts for the dropped stream bytes).
     fn drop_buffer(&mut self) {
         self.buf_offset += self.buf.len() as u64;
@@ -906,7 +931,7 @@ impl AckDecoder {
                 return Some(Err(self.too_long(offset)));
             }
             let line_offset = self.buf_offset + self.start as u64;
-            let Some(i) = memchr_newline(&self.buf[self.scan..]) else {
+            let Some(i) = self.find_newline_in_buf() else {
                 self.scan = self.buf.len();
                 if self.buf.len() - self.start > self.tail_limit() {
                     self.drop_buffer();
@@ -994,4 +1019,83 @@ fn content_len(head: &[u8], tail: &[u8]) -> usize {
 #[inline]
 fn memchr_newline(bytes: &[u8]) -> Option<usize> {
     bytes.iter().position(|&b| b == b'\n')
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn drain(decoder: &mut AckDecoder) -> usize {
+        let mut n = 0;
+        while decoder.next_ack().is_some() {
+            n += 1;
+        }
+        n
+    }
+
+    #[test]
+    fn bytes_are_scanned_once_when_a_line_arrives_byte_by_byte() {
+        let line =
+            Ack::persisted(123_456, FragmentNumber::new("9".repeat(128)).unwrap()).to_json_line();
+        let mut body = Vec::new();
+        for _ in 0..10 {
+            body.extend_from_slice(line.as_bytes());
+        }
+        let mut decoder = AckDecoder::new();
+        let mut acks = 0;
+        for byte in &body {
+            decoder.push(std::slice::from_ref(byte));
+            acks += drain(&mut decoder);
+        }
+        assert_eq!(acks, 10);
+        // Each byte once, plus at most one re-look at each newline: linear, not quadratic.
+        assert!(
+            decoder.scanned <= body.len() as u64 + 10,
+            "{} scanned",
+            decoder.scanned
+        );
+    }
+
+    #[test]
+    fn bytes_are_scanned_once_when_lines_pile_up_between_drains() {
+        let line = Ack::idle().to_json_line();
+        let mut decoder = AckDecoder::new();
+        let mut total = 0;
+        for _ in 0..100 {
+            // Pushing without draining takes the slow path; the later drain scans each byte once.
+            decoder.push(line.as_bytes());
+            decoder.push(b"\r\n");
+            total += line.len() + 2;
+        }
+        assert_eq!(drain(&mut decoder), 100);
+        assert!(
+            decoder.scanned <= total as u64 + 200,
+            "{} scanned",
+            decoder.scanned
+        );
+    }
+
+    #[test]
+    fn discarding_drops_bytes_without_buffering_them() {
+        let mut decoder = AckDecoder::with_max_line_length(4);
+        decoder.push(b"0123456789");
+        assert_eq!(decoder.buffered_len(), 0);
+        assert_eq!(decoder.mode, Mode::Discarding);
+        decoder.push(b"abc");
+        assert_eq!(decoder.buffered_len(), 0);
+        decoder.push(b"def\n{}");
+        assert_eq!(decoder.mode, Mode::Lines);
+        assert_eq!(decoder.stream_offset(), 19);
+        assert_eq!(decoder.buffered_len(), 2);
+    }
+
+    #[test]
+    fn every_known_id_round_trips_through_id_and_code() {
+        assert_eq!(AckErrorId::KNOWN.len(), 23);
+        for &id in AckErrorId::KNOWN {
+            assert_eq!(AckErrorId::from_id(id.id()), id);
+            assert_eq!(AckErrorId::from_code(id.code()), Some(id));
+            assert!(!id.description().is_empty());
+        }
+    }
 }
