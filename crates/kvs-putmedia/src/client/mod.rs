@@ -1,1 +1,66 @@
-//! PutMedia client.
+//! The PutMedia client (feature `client`): SigV4-signed HTTP/1.1 requests streaming MKV into a
+//! Kinesis Video stream, with the acknowledgements matched back to fragments.
+//!
+//! [`PutMediaClient`] holds the configuration, the credentials cache and the data endpoint;
+//! [`PutMediaClient::start`] opens one PutMedia request and returns a [`PutMediaSink`] (a
+//! `futures::Sink<Bytes>` of MKV bytes in any chunking, re-fragmented for KVS) and an
+//! [`AckStream`] (a `futures::Stream` of [`SessionEvent`]s: acks matched to fragments by
+//! timecode, with fragment number, size and latency).
+//!
+//! ```no_run
+//! use bytes::Bytes;
+//! use futures::{SinkExt, StreamExt};
+//! use kvs_putmedia::{PutMediaClient, PutMediaClientBuilder, SessionEvent};
+//!
+//! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+//! // Region, credentials and endpoint overrides from the AWS default chain.
+//! let client = PutMediaClientBuilder::from_env()
+//!     .await
+//!     .with_stream_name("my-stream")
+//!     .build()?;
+//! let (mut sink, mut acks) = client.start().await?;
+//!
+//! // Report acks while media is sent (full duplex).
+//! let reporter = tokio::spawn(async move {
+//!     while let Some(event) = acks.next().await {
+//!         match event {
+//!             Ok(SessionEvent::Fragment(f)) => {
+//!                 tracing::info!(timecode = f.timecode, event = %f.event, latency = ?f.latency)
+//!             }
+//!             Ok(other) => tracing::debug!(?other),
+//!             Err(e) => tracing::error!(error = %e, retryable = e.is_retryable()),
+//!         }
+//!     }
+//! });
+//!
+//! // MKV bytes from anywhere: a file, ffmpeg's stdout, S3.
+//! let mkv = tokio::fs::read("clip.mkv").await?;
+//! for chunk in mkv.chunks(64 * 1024) {
+//!     sink.send(Bytes::copy_from_slice(chunk)).await?;
+//! }
+//! let summary = sink.close().await?;
+//! tracing::info!(persisted = summary.fragments_persisted, bytes = summary.bytes_sent);
+//! reporter.await?;
+//! # Ok(()) }
+//! ```
+
+mod api;
+mod config;
+mod credentials;
+mod error;
+mod session;
+mod sign;
+mod transport;
+
+pub use api::PutMediaClient;
+pub use config::{
+    CompletionAck, DEFAULT_BUFFER_BOUND, MIN_BUFFER_BOUND, PutMediaClientBuilder, StreamId,
+    Timeouts,
+};
+pub use credentials::{Clock, SharedClock, SystemClock};
+pub use error::{BoxError, Error, Result, TimeoutPhase};
+pub use session::{
+    AckStream, ChannelBody, EVENT_CAPACITY, FailedFragment, FragmentAck, PutMediaSink,
+    SessionEvent, SessionSummary,
+};
+pub use sign::{PayloadHash, SIGNING_SERVICE};

@@ -1,0 +1,402 @@
+//! [`PutMediaClientBuilder`]: validated configuration of a [`PutMediaClient`](super::PutMediaClient).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use aws_credential_types::provider::{ProvideCredentials, SharedCredentialsProvider};
+use aws_types::SdkConfig;
+
+use super::credentials::{Clock, SharedClock, SystemClock};
+use super::error::{Error, Result};
+use super::sign::PayloadHash;
+use crate::mkv::{RefragmentConfig, TimecodeMode};
+
+/// Default bound on the bytes a session holds (see [`PutMediaClientBuilder::with_buffer_bound`]).
+pub const DEFAULT_BUFFER_BOUND: usize = 64 << 20;
+/// Smallest accepted buffer bound.
+pub const MIN_BUFFER_BOUND: usize = 64 << 10;
+
+/// Which stream a client puts media on: a name or an ARN, exactly one (reference §1.3).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum StreamId {
+    /// `x-amzn-stream-name`, `[a-zA-Z0-9_.-]{1,256}`.
+    Name(String),
+    /// `x-amzn-stream-arn`.
+    Arn(String),
+}
+
+impl StreamId {
+    /// The name or ARN, as sent.
+    pub fn as_str(&self) -> &str {
+        match self {
+            Self::Name(s) | Self::Arn(s) => s,
+        }
+    }
+}
+
+impl std::fmt::Display for StreamId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Which acknowledgement completes a fragment: the session frees the fragment's bytes and
+/// `close()` waits for it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum CompletionAck {
+    /// PERSISTED: the stream keeps data (retention above zero). The default.
+    #[default]
+    Persisted,
+    /// RECEIVED: the stream has zero retention, so KVS never sends PERSISTED (reference §2).
+    Received,
+}
+
+/// The time limits of a session. Each is configurable; defaults in parentheses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Timeouts {
+    /// TCP and TLS connection to the data endpoint (5 s).
+    pub connect: Duration,
+    /// From sending the request head to the response status and headers (10 s). KVS answers
+    /// before it reads media (reference §1.7).
+    pub response_head: Duration,
+    /// From the first media byte handed to the socket to the first acknowledgement (10 s).
+    pub first_ack: Duration,
+    /// No acknowledgement of any kind, IDLE included, for this long resets the session (60 s,
+    /// the official producer's default; reference §6).
+    pub staleness: Duration,
+    /// After the body ends, how long `close()` waits for the last fragment's completion ack
+    /// (30 s).
+    pub final_drain: Duration,
+    /// Each control-plane call: GetDataEndpoint, STS AssumeRole (10 s).
+    pub control_plane: Duration,
+}
+
+impl Default for Timeouts {
+    fn default() -> Self {
+        Self {
+            connect: Duration::from_secs(5),
+            response_head: Duration::from_secs(10),
+            first_ack: Duration::from_secs(10),
+            staleness: Duration::from_secs(60),
+            final_drain: Duration::from_secs(30),
+            control_plane: Duration::from_secs(10),
+        }
+    }
+}
+
+/// Builder of a [`PutMediaClient`](super::PutMediaClient): consuming `with_*` setters,
+/// validation in [`build`](Self::build).
+#[derive(Debug, Clone)]
+#[must_use]
+pub struct PutMediaClientBuilder {
+    pub(crate) stream_name: Option<String>,
+    pub(crate) stream_arn: Option<String>,
+    pub(crate) region: Option<String>,
+    pub(crate) credentials: Option<SharedCredentialsProvider>,
+    pub(crate) sdk_config: Option<SdkConfig>,
+    pub(crate) endpoint_url: Option<String>,
+    pub(crate) data_endpoint: Option<String>,
+    pub(crate) assume_role: Option<String>,
+    pub(crate) role_session_name: String,
+    pub(crate) role_duration: Duration,
+    pub(crate) timecode_mode: TimecodeMode,
+    pub(crate) refragment: Option<RefragmentConfig>,
+    pub(crate) payload_hash: PayloadHash,
+    pub(crate) timeouts: Timeouts,
+    pub(crate) allow_http: bool,
+    pub(crate) buffer_bound: usize,
+    pub(crate) completion: CompletionAck,
+    pub(crate) clock: SharedClock,
+    pub(crate) refresh_before: Duration,
+    pub(crate) min_credential_lifetime: Duration,
+}
+
+impl Default for PutMediaClientBuilder {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl PutMediaClientBuilder {
+    /// An empty builder: set the stream, region and credentials (or use
+    /// [`from_env`](Self::from_env)).
+    pub fn new() -> Self {
+        Self {
+            stream_name: None,
+            stream_arn: None,
+            region: None,
+            credentials: None,
+            sdk_config: None,
+            endpoint_url: None,
+            data_endpoint: None,
+            assume_role: None,
+            role_session_name: "kvs-putmedia".to_owned(),
+            role_duration: Duration::from_secs(3600),
+            timecode_mode: TimecodeMode::Relative,
+            refragment: None,
+            payload_hash: PayloadHash::default(),
+            timeouts: Timeouts::default(),
+            allow_http: false,
+            buffer_bound: DEFAULT_BUFFER_BOUND,
+            completion: CompletionAck::default(),
+            clock: Arc::new(SystemClock),
+            refresh_before: Duration::from_secs(300),
+            min_credential_lifetime: Duration::from_secs(300),
+        }
+    }
+
+    /// A builder configured by the AWS SDK default chain (`aws-config`): region and credentials
+    /// from the environment, profile, web identity, ECS container credentials or IMDS; endpoint
+    /// overrides from `AWS_ENDPOINT_URL` and `AWS_ENDPOINT_URL_KINESIS_VIDEO` (and
+    /// `AWS_ENDPOINT_URL_STS` for an assumed role), as in every AWS SDK. The stream still has
+    /// to be set.
+    pub async fn from_env() -> Self {
+        let config = aws_config::defaults(aws_config::BehaviorVersion::latest())
+            .load()
+            .await;
+        Self::new().with_sdk_config(config)
+    }
+
+    /// Use an already loaded SDK configuration (region, credentials, endpoint overrides).
+    /// Explicit `with_region`/`with_credentials`/`with_endpoint_url` still take precedence.
+    pub fn with_sdk_config(mut self, config: SdkConfig) -> Self {
+        self.sdk_config = Some(config);
+        self
+    }
+
+    /// Put media on the stream with this name (exclusive with [`with_stream_arn`](Self::with_stream_arn)).
+    pub fn with_stream_name(mut self, name: impl Into<String>) -> Self {
+        self.stream_name = Some(name.into());
+        self
+    }
+
+    /// Put media on the stream with this ARN (exclusive with [`with_stream_name`](Self::with_stream_name)).
+    pub fn with_stream_arn(mut self, arn: impl Into<String>) -> Self {
+        self.stream_arn = Some(arn.into());
+        self
+    }
+
+    /// The stream's region (SigV4 scope and control-plane endpoint).
+    pub fn with_region(mut self, region: impl Into<String>) -> Self {
+        self.region = Some(region.into());
+        self
+    }
+
+    /// Any credentials provider (static `Credentials`, an aws-config provider...). It is wrapped in
+    /// a cache that refreshes before expiry.
+    pub fn with_credentials(mut self, provider: impl ProvideCredentials + 'static) -> Self {
+        self.credentials = Some(SharedCredentialsProvider::new(provider));
+        self
+    }
+
+    /// Override the control-plane endpoint (GetDataEndpoint, and STS when assuming a role),
+    /// e.g. the local emulator's URL.
+    pub fn with_endpoint_url(mut self, url: impl Into<String>) -> Self {
+        self.endpoint_url = Some(url.into());
+        self
+    }
+
+    /// Skip GetDataEndpoint and put media to this data endpoint (scheme and authority, e.g.
+    /// `https://s-1a2b3c4d.kinesisvideo.us-east-1.amazonaws.com`).
+    pub fn with_data_endpoint(mut self, url: impl Into<String>) -> Self {
+        self.data_endpoint = Some(url.into());
+        self
+    }
+
+    /// Assume this IAM role through STS `AssumeRole` with the configured credentials, and sign with
+    /// the temporary credentials (refreshed before they expire).
+    pub fn with_assume_role(mut self, role_arn: impl Into<String>) -> Self {
+        self.assume_role = Some(role_arn.into());
+        self
+    }
+
+    /// Session name for [`with_assume_role`](Self::with_assume_role) (default `kvs-putmedia`).
+    pub fn with_role_session_name(mut self, name: impl Into<String>) -> Self {
+        self.role_session_name = name.into();
+        self
+    }
+
+    /// How cluster timecodes relate to wall-clock time (default [`TimecodeMode::Relative`]).
+    /// Sets the `x-amzn-fragment-timecode-type` header and the re-fragmenter's rebasing.
+    pub fn with_timecode_mode(mut self, mode: TimecodeMode) -> Self {
+        self.timecode_mode = mode;
+        self
+    }
+
+    /// Re-fragmenter settings (its timecode mode is replaced by
+    /// [`with_timecode_mode`](Self::with_timecode_mode)'s).
+    pub fn with_refragment_config(mut self, config: RefragmentConfig) -> Self {
+        self.refragment = Some(config);
+        self
+    }
+
+    /// What the signature says about the body (default [`PayloadHash::EmptyStringSha256`]).
+    pub fn with_payload_hash(mut self, mode: PayloadHash) -> Self {
+        self.payload_hash = mode;
+        self
+    }
+
+    /// All time limits at once.
+    pub fn with_timeouts(mut self, timeouts: Timeouts) -> Self {
+        self.timeouts = timeouts;
+        self
+    }
+
+    /// Allow plain `http://` endpoints (the emulator, tests). Off by default: an `http://`
+    /// endpoint is a configuration error and TLS is always verified.
+    pub fn with_allow_http(mut self, allow: bool) -> Self {
+        self.allow_http = allow;
+        self
+    }
+
+    /// Bound on the bytes a session holds: media accepted from the caller but not yet sent, the
+    /// re-fragmenter's open fragment, and sent fragments kept until their completion ack
+    /// (default 64 MiB, minimum 64 KiB). At the bound `poll_ready` waits. One fragment larger
+    /// than the bound is still accepted whole (KVS caps fragments at 50 MB), and one item given
+    /// to `start_send` may overshoot the bound by its own size.
+    pub fn with_buffer_bound(mut self, bytes: usize) -> Self {
+        self.buffer_bound = bytes;
+        self
+    }
+
+    /// Which ack completes a fragment (default [`CompletionAck::Persisted`]).
+    pub fn with_completion_ack(mut self, ack: CompletionAck) -> Self {
+        self.completion = ack;
+        self
+    }
+
+    /// The wall clock for signing, producer timestamps and credential expiry (default system).
+    pub fn with_clock(mut self, clock: impl Clock) -> Self {
+        self.clock = Arc::new(clock);
+        self
+    }
+
+    /// Refuse to start a session with credentials that expire within this time; refresh them
+    /// first (default 5 min).
+    pub fn with_min_credential_lifetime(mut self, d: Duration) -> Self {
+        self.min_credential_lifetime = d;
+        self
+    }
+
+    pub(crate) fn validate(&self) -> Result<()> {
+        match (&self.stream_name, &self.stream_arn) {
+            (Some(_), Some(_)) => {
+                return Err(Error::config(
+                    "set a stream name or a stream ARN, not both",
+                ));
+            }
+            (None, None) => return Err(Error::config("no stream name or ARN")),
+            (Some(name), None) => {
+                let ok = (1..=256).contains(&name.len())
+                    && name
+                        .bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-'));
+                if !ok {
+                    return Err(Error::config(format!(
+                        "stream name {name:?} does not match [a-zA-Z0-9_.-]{{1,256}}"
+                    )));
+                }
+            }
+            (None, Some(arn)) => {
+                if !arn.starts_with("arn:") || arn.len() > 1024 || arn.contains(char::is_whitespace)
+                {
+                    return Err(Error::config(format!("{arn:?} is not a stream ARN")));
+                }
+            }
+        }
+        if let Some(role) = &self.assume_role
+            && !role.starts_with("arn:")
+        {
+            return Err(Error::config(format!("{role:?} is not a role ARN")));
+        }
+        for url in [&self.endpoint_url, &self.data_endpoint].into_iter().flatten() {
+            self.check_url(url)?;
+        }
+        if self.buffer_bound < MIN_BUFFER_BOUND {
+            return Err(Error::config(format!(
+                "buffer bound {} is below the minimum {MIN_BUFFER_BOUND}",
+                self.buffer_bound
+            )));
+        }
+        let t = &self.timeouts;
+        for (name, d) in [
+            ("connect", t.connect),
+            ("response_head", t.response_head),
+            ("first_ack", t.first_ack),
+            ("staleness", t.staleness),
+            ("final_drain", t.final_drain),
+            ("control_plane", t.control_plane),
+        ] {
+            if d.is_zero() {
+                return Err(Error::config(format!("the {name} timeout is zero")));
+            }
+        }
+        Ok(())
+    }
+
+    pub(crate) fn check_url(&self, url: &str) -> Result<http::Uri> {
+        let uri: http::Uri = url
+            .parse()
+            .map_err(|e| Error::config(format!("endpoint {url:?} is not a URL: {e}")))?;
+        match uri.scheme_str() {
+            Some("https") => {}
+            Some("http") if self.allow_http => {}
+            Some("http") => {
+                return Err(Error::config(format!(
+                    "endpoint {url} is plain http: call with_allow_http(true) to allow it"
+                )));
+            }
+            _ => return Err(Error::config(format!("endpoint {url:?} is not http(s)"))),
+        }
+        if uri.authority().is_none() {
+            return Err(Error::config(format!("endpoint {url:?} has no host")));
+        }
+        Ok(uri)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use aws_credential_types::Credentials;
+
+    fn ok() -> PutMediaClientBuilder {
+        PutMediaClientBuilder::new()
+            .with_stream_name("my-stream")
+            .with_region("us-east-1")
+            .with_credentials(Credentials::for_tests())
+    }
+
+    #[test]
+    fn validates_stream_identity() {
+        ok().validate().unwrap();
+        let both = ok().with_stream_arn("arn:aws:kinesisvideo:us-east-1:1:stream/x/1");
+        assert!(both.validate().unwrap_err().to_string().contains("not both"));
+        let bad = ok().with_stream_name("has space");
+        assert!(matches!(bad.validate(), Err(Error::Config { .. })));
+        let long = ok().with_stream_name("a".repeat(257));
+        assert!(long.validate().is_err());
+        let none = PutMediaClientBuilder::new();
+        assert!(none.validate().is_err());
+    }
+
+    #[test]
+    fn plain_http_needs_opt_in() {
+        let b = ok().with_endpoint_url("http://127.0.0.1:1");
+        assert!(b.validate().unwrap_err().to_string().contains("with_allow_http"));
+        b.with_allow_http(true).validate().unwrap();
+        ok().with_endpoint_url("https://example.com").validate().unwrap();
+        assert!(ok().with_endpoint_url("ftp://x").validate().is_err());
+    }
+
+    #[test]
+    fn rejects_tiny_bound_and_zero_timeouts() {
+        assert!(ok().with_buffer_bound(10).validate().is_err());
+        let mut t = Timeouts::default();
+        t.final_drain = Duration::ZERO;
+        assert!(ok().with_timeouts(t).validate().is_err());
+    }
+}
