@@ -61,7 +61,9 @@ impl RefragmentConfig {
     /// A builder starting from the defaults: 2 s target, 20 s and 50 MB maxima, 200 ms minimum
     /// interval, [`TimecodeMode::Relative`], 64 MiB element cap, 1 s late-frame window.
     pub fn builder() -> RefragmentConfigBuilder {
-        RefragmentConfigBuilder { config: Self::default() }
+        RefragmentConfigBuilder {
+            config: Self::default(),
+        }
     }
 
     /// Duration a fragment aims at: it is cut at the first video keyframe once it is this long.

@@ -35,10 +35,6 @@ pub(crate) mod id {
     pub const BLOCK: u32 = 0xA1;
     pub const BLOCK_DURATION: u32 = 0x9B;
     pub const REFERENCE_BLOCK: u32 = 0xFB;
-    pub const POSITION: u32 = 0xA7;
-    pub const PREV_SIZE: u32 = 0xAB;
-    pub const SILENT_TRACKS: u32 = 0x5854;
-    pub const ENCRYPTED_BLOCK: u32 = 0xAF;
     // Tags
     pub const TAG: u32 = 0x7373;
     pub const TARGETS: u32 = 0x63C0;
@@ -74,7 +70,11 @@ pub(crate) enum HeaderParse {
     /// Malformed size.
     BadSize,
     /// A header: id, data size (`None` = unknown), header length.
-    Ok { id: u32, size: Option<u64>, header_len: usize },
+    Ok {
+        id: u32,
+        size: Option<u64>,
+        header_len: usize,
+    },
 }
 
 /// Parse an element header (id then size vint) from `b`.
@@ -96,7 +96,11 @@ pub(crate) fn parse_header(b: &[u8]) -> HeaderParse {
     match parse_vint(&b[id_len..]) {
         VintParse::Incomplete => HeaderParse::Incomplete,
         VintParse::Bad => HeaderParse::BadSize,
-        VintParse::Ok { value, len, all_ones } => HeaderParse::Ok {
+        VintParse::Ok {
+            value,
+            len,
+            all_ones,
+        } => HeaderParse::Ok {
             id,
             size: if all_ones { None } else { Some(value) },
             header_len: id_len + len,
@@ -109,7 +113,11 @@ pub(crate) fn parse_header(b: &[u8]) -> HeaderParse {
 pub(crate) enum VintParse {
     Incomplete,
     Bad,
-    Ok { value: u64, len: usize, all_ones: bool },
+    Ok {
+        value: u64,
+        len: usize,
+        all_ones: bool,
+    },
 }
 
 /// Parse a vint (length marker kept out of the value).
@@ -129,7 +137,11 @@ pub(crate) fn parse_vint(b: &[u8]) -> VintParse {
         value = (value << 8) | u64::from(x);
     }
     let all_ones = value == (1u64 << (7 * len)) - 1;
-    VintParse::Ok { value, len, all_ones }
+    VintParse::Ok {
+        value,
+        len,
+        all_ones,
+    }
 }
 
 /// Big-endian unsigned integer element data (0 to 8 bytes).
@@ -169,12 +181,22 @@ impl Iterator for Children<'_> {
         }
         let rest = &self.b[self.pos..];
         let r = match parse_header(rest) {
-            HeaderParse::Ok { id, size: Some(size), header_len } => {
+            HeaderParse::Ok {
+                id,
+                size: Some(size),
+                header_len,
+            } => {
                 let data_start = self.pos + header_len;
-                match usize::try_from(size).ok().and_then(|s| data_start.checked_add(s)) {
-                    Some(end) if end <= self.b.len() => {
-                        Ok(Child { id, start: self.pos, data_start, end })
-                    }
+                match usize::try_from(size)
+                    .ok()
+                    .and_then(|s| data_start.checked_add(s))
+                {
+                    Some(end) if end <= self.b.len() => Ok(Child {
+                        id,
+                        start: self.pos,
+                        data_start,
+                        end,
+                    }),
                     _ => Err(id),
                 }
             }
@@ -240,14 +262,28 @@ mod tests {
             let mut b = BytesMut::new();
             put_size(&mut b, v);
             match parse_vint(&b) {
-                VintParse::Ok { value, len, all_ones } => {
+                VintParse::Ok {
+                    value,
+                    len,
+                    all_ones,
+                } => {
                     assert_eq!((value, len, all_ones), (v, b.len(), false), "{v}");
                 }
                 other => panic!("{v}: {other:?}"),
             }
         }
-        assert!(matches!(parse_vint(&[0xFF]), VintParse::Ok { all_ones: true, .. }));
-        assert!(matches!(parse_vint(&UNKNOWN_SIZE), VintParse::Ok { all_ones: true, len: 8, .. }));
+        assert!(matches!(
+            parse_vint(&[0xFF]),
+            VintParse::Ok { all_ones: true, .. }
+        ));
+        assert!(matches!(
+            parse_vint(&UNKNOWN_SIZE),
+            VintParse::Ok {
+                all_ones: true,
+                len: 8,
+                ..
+            }
+        ));
         assert_eq!(parse_vint(&[0x00, 1]), VintParse::Bad);
         assert_eq!(parse_vint(&[0x40]), VintParse::Incomplete);
     }
@@ -255,14 +291,24 @@ mod tests {
     #[test]
     fn header_parse() {
         assert_eq!(
-            parse_header(&[0x1F, 0x43, 0xB6, 0x75, 0x01, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF]),
-            HeaderParse::Ok { id: id::CLUSTER, size: None, header_len: 12 }
+            parse_header(&[
+                0x1F, 0x43, 0xB6, 0x75, 0x01, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF
+            ]),
+            HeaderParse::Ok {
+                id: id::CLUSTER,
+                size: None,
+                header_len: 12
+            }
         );
         assert_eq!(parse_header(&[0x1F, 0x43]), HeaderParse::Incomplete);
         assert_eq!(parse_header(&[0x08, 0x43]), HeaderParse::BadId);
         assert_eq!(
             parse_header(&[0xA3, 0x84]),
-            HeaderParse::Ok { id: id::SIMPLE_BLOCK, size: Some(4), header_len: 2 }
+            HeaderParse::Ok {
+                id: id::SIMPLE_BLOCK,
+                size: Some(4),
+                header_len: 2
+            }
         );
         let mut b = BytesMut::new();
         put_uint_element(&mut b, id::TIMECODE_SCALE, 1_000_000);

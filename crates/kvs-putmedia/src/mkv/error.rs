@@ -54,13 +54,19 @@ impl fmt::Display for InvalidReason {
             Self::BadElementId => f.write_str("invalid EBML element id"),
             Self::BadSize => f.write_str("invalid EBML size (vint longer than 8 bytes)"),
             Self::UnknownSizeNotAllowed { id } => {
-                write!(f, "element {id:#X} has unknown size, only Segment and Cluster may")
+                write!(
+                    f,
+                    "element {id:#X} has unknown size, only Segment and Cluster may"
+                )
             }
             Self::ChildOverrunsParent { id } => {
                 write!(f, "element {id:#X} extends past the end of its parent")
             }
             Self::ExpectedEbmlHeader { found } => {
-                write!(f, "expected an EBML header (0x1A45DFA3), found element {found:#X}")
+                write!(
+                    f,
+                    "expected an EBML header (0x1A45DFA3), found element {found:#X}"
+                )
             }
             Self::UnsupportedDocType(d) => write!(f, "DocType {d:?} is neither matroska nor webm"),
             Self::ClusterBeforeTracks => f.write_str("Cluster before Tracks"),

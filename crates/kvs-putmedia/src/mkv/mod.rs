@@ -36,6 +36,7 @@
 mod config;
 mod ebml;
 mod error;
+mod input;
 mod output;
 mod refragment;
 
@@ -61,7 +62,11 @@ pub const END_OF_FRAGMENT_TAG_NAME: &str = "AWS_KINESISVIDEO_END_OF_FRAGMENT";
 pub fn end_of_fragment_tag() -> Bytes {
     use ebml::{id, put_bytes_element};
     let mut simple = BytesMut::new();
-    put_bytes_element(&mut simple, id::TAG_NAME, END_OF_FRAGMENT_TAG_NAME.as_bytes());
+    put_bytes_element(
+        &mut simple,
+        id::TAG_NAME,
+        END_OF_FRAGMENT_TAG_NAME.as_bytes(),
+    );
     put_bytes_element(&mut simple, id::TAG_STRING, b"");
     let mut tag = BytesMut::new();
     put_bytes_element(&mut tag, id::TARGETS, b"");

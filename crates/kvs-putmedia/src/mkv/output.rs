@@ -152,7 +152,10 @@ impl Fragment {
     }
     /// Number of frames of `track` in this fragment.
     pub fn frame_count(&self, track: u64) -> usize {
-        self.tracks.iter().find(|t| t.track == track).map_or(0, |t| t.frames)
+        self.tracks
+            .iter()
+            .find(|t| t.track == track)
+            .map_or(0, |t| t.frames)
     }
     /// Tracks present, with their frame counts, in order of first appearance.
     pub fn tracks(&self) -> &[TrackFrames] {
