@@ -6,6 +6,7 @@ use std::time::Duration;
 use aws_credential_types::provider::SharedCredentialsProvider;
 use aws_sdk_kinesisvideo::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_kinesisvideo::types::ApiName;
+use aws_smithy_runtime_api::client::orchestrator::HttpResponse;
 use aws_types::region::Region;
 use aws_types::request_id::RequestId;
 use http::HeaderValue;
@@ -241,11 +242,9 @@ impl PutMediaClient {
     }
 }
 
-fn sdk_error<E, R>(stream: &str, operation: &'static str, e: SdkError<E, R>) -> Error
+fn sdk_error<E>(stream: &str, operation: &'static str, e: SdkError<E, HttpResponse>) -> Error
 where
     E: ProvideErrorMetadata + RequestId + std::error::Error + Send + Sync + 'static,
-    R: std::fmt::Debug + Send + Sync + 'static,
-    SdkError<E, R>: std::error::Error,
 {
     let message = aws_sdk_kinesisvideo::error::DisplayErrorContext(&e).to_string();
     match e {
@@ -254,12 +253,7 @@ where
             let code = err.code().unwrap_or("").to_owned();
             let msg = err.message().unwrap_or("").to_owned();
             let request_id = err.request_id().unwrap_or("").to_owned();
-            // The modelled status is not needed: the error code decides the variant.
-            let status = match code.as_str() {
-                "ResourceNotFoundException" => 404,
-                "NotAuthorizedException" => 401,
-                _ => 400,
-            };
+            let status = ctx.raw().status().as_u16();
             Error::from_http(stream, status, &code, msg, request_id)
         }
         SdkError::TimeoutError(_) => Error::Timeout {

@@ -1,0 +1,304 @@
+//! Wire-level PutMedia client tests against a scripted server on 127.0.0.1: ack chunking,
+//! interleaving, headers, and secrets kept out of logs and `Debug`.
+#![cfg(feature = "client")]
+
+#[path = "common/putmedia.rs"]
+mod putmedia_common;
+
+use std::time::Duration;
+
+use aws_credential_types::Credentials;
+use bytes::Bytes;
+use futures::{SinkExt, StreamExt};
+use kvs_putmedia::ack::AckEventType;
+use kvs_putmedia::mkv::RefragmentConfig;
+use kvs_putmedia::{
+    Error, FragmentAck, PutMediaClient, PutMediaClientBuilder, SessionEvent, TimeoutPhase,
+    Timeouts,
+};
+use putmedia_common::{SynthMkv, ack, chunks, scripted_server};
+
+const SECRET: &str = "wJalrXUtnFEMI/K7MDENG/bPxRfiCYSECRETKEY";
+const TOKEN: &str = "FwoGZXIvYXdzEJr//////////SESSIONTOKENVALUE";
+
+fn mkv() -> Bytes {
+    // 6 s of 25 fps, a keyframe every second, so 1 s fragments: 6 fragments.
+    SynthMkv {
+        frames: 150,
+        frame_ms: 40,
+        gop: 25,
+        frame_bytes: 300,
+        cluster_frames: 10,
+    }
+    .build()
+}
+
+fn client(addr: std::net::SocketAddr) -> PutMediaClientBuilder {
+    PutMediaClient::builder()
+        .with_stream_name("wire-test")
+        .with_region("us-west-2")
+        .with_credentials(Credentials::new(
+            "AKIDWIRETEST",
+            SECRET,
+            Some(TOKEN.to_owned()),
+            None,
+            "test",
+        ))
+        .with_data_endpoint(format!("http://{addr}"))
+        .with_allow_http(true)
+        .with_refragment_config(
+            RefragmentConfig::builder()
+                .target_fragment_duration(Duration::from_secs(1))
+                .build()
+                .unwrap(),
+        )
+}
+
+/// Sends the clip, closes, and returns the close result and every event.
+async fn run(
+    b: PutMediaClientBuilder,
+) -> (
+    kvs_putmedia::Result<kvs_putmedia::SessionSummary>,
+    Vec<kvs_putmedia::Result<SessionEvent>>,
+) {
+    let client = b.build().unwrap();
+    let (mut sink, acks) = client.start().await.unwrap();
+    let collector = tokio::spawn(acks.collect::<Vec<_>>());
+    for c in chunks(&mkv(), 1000) {
+        sink.send(c).await.unwrap();
+    }
+    let summary = sink.close().await;
+    let events = collector.await.unwrap();
+    (summary, events)
+}
+
+fn fragment_acks(events: &[kvs_putmedia::Result<SessionEvent>]) -> Vec<FragmentAck> {
+    events
+        .iter()
+        .filter_map(|e| match e {
+            Ok(SessionEvent::Fragment(f)) => Some(f.clone()),
+            _ => None,
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn putmedia_interleaved_acks_two_per_chunk_and_split_are_matched_by_timecode() {
+    let (addr, seen) = scripted_server(Box::new(|clusters| {
+        // Interleaved as in reference §2, then re-chunked: two acks in one chunk, one ack split
+        // across two chunks, and the rest one byte per chunk for the last ack.
+        let tcs: Vec<u64> = clusters.iter().map(|c| c.0).collect();
+        let mut lines = String::new();
+        for w in tcs.windows(2) {
+            lines += &ack("BUFFERING", w[1]);
+            lines += &ack("RECEIVED", w[0]);
+        }
+        lines = ack("BUFFERING", tcs[0]) + &lines;
+        lines += &ack("RECEIVED", *tcs.last().unwrap());
+        // PERSISTED in reverse order: only the timecode can match them.
+        for &tc in tcs.iter().rev() {
+            lines += &ack("PERSISTED", tc);
+        }
+        let bytes = lines.into_bytes();
+        let first_two = bytes.iter().enumerate().filter(|(_, b)| **b == b'\n').nth(1).unwrap().0 + 1;
+        let mut out = vec![bytes[..first_two].to_vec()];
+        let rest = &bytes[first_two..];
+        let half = 30;
+        out.push(rest[..half].to_vec());
+        out.push(rest[half..rest.len() - 40].to_vec());
+        out.extend(rest[rest.len() - 40..].iter().map(|b| vec![*b]));
+        out
+    }))
+    .await;
+    let (summary, events) = run(client(addr)).await;
+    let summary = summary.unwrap();
+    let seen = seen.lock().unwrap();
+    let sent = putmedia_common::clusters(&seen.body);
+    assert!(sent.len() >= 5, "expected several fragments, got {sent:?}");
+    assert!(seen.body_complete);
+    let acks = fragment_acks(&events);
+    assert_eq!(acks.len(), sent.len() * 3);
+    for a in &acks {
+        let size = sent.iter().find(|c| c.0 == a.timecode).unwrap().1;
+        assert_eq!(a.size, size, "ack {a:?} matched to the wrong fragment");
+        if a.event != AckEventType::Buffering {
+            assert!(a.latency.is_some());
+        }
+    }
+    assert_eq!(summary.fragments_sent, sent.len() as u64);
+    assert_eq!(summary.fragments_received, sent.len() as u64);
+    assert_eq!(summary.fragments_persisted, sent.len() as u64);
+    assert_eq!(summary.bytes_sent, seen.body.len() as u64);
+    assert!(summary.first_ack_latency.is_some());
+    assert!(summary.fragments_failed.is_empty());
+}
+
+#[tokio::test]
+async fn putmedia_request_headers_follow_the_reference() {
+    let (addr, seen) = scripted_server(Box::new(|clusters| {
+        clusters
+            .iter()
+            .map(|c| (ack("RECEIVED", c.0) + &ack("PERSISTED", c.0)).into_bytes())
+            .collect()
+    }))
+    .await;
+    let (summary, _) = run(client(addr)).await;
+    summary.unwrap();
+    let seen = seen.lock().unwrap();
+    let get = |n: &str| {
+        seen.headers
+            .iter()
+            .find(|(k, _)| k == n)
+            .map(|(_, v)| v.clone())
+    };
+    let mut names: Vec<&str> = seen.headers.iter().map(|(k, _)| k.as_str()).collect();
+    names.sort_unstable();
+    assert_eq!(
+        names,
+        [
+            "authorization",
+            "host",
+            "transfer-encoding",
+            "x-amz-date",
+            "x-amz-security-token",
+            "x-amzn-fragment-acknowledgment-required",
+            "x-amzn-fragment-timecode-type",
+            "x-amzn-producer-start-timestamp",
+            "x-amzn-stream-name",
+        ]
+    );
+    assert_eq!(get("x-amzn-stream-name").unwrap(), "wire-test");
+    assert_eq!(get("x-amzn-fragment-timecode-type").unwrap(), "RELATIVE");
+    assert_eq!(get("x-amzn-fragment-acknowledgment-required").unwrap(), "1");
+    assert_eq!(get("transfer-encoding").unwrap(), "chunked");
+    assert_eq!(get("host").unwrap(), addr.to_string());
+    let ts = get("x-amzn-producer-start-timestamp").unwrap();
+    let (secs, frac) = ts.split_once('.').unwrap();
+    assert_eq!(frac.len(), 3, "{ts}");
+    assert!(secs.parse::<u64>().unwrap() > 1_600_000_000);
+    let auth = get("authorization").unwrap();
+    assert!(auth.contains("/us-west-2/kinesisvideo/aws4_request"), "{auth}");
+    assert!(
+        auth.contains(
+            "SignedHeaders=host;x-amz-date;x-amz-security-token;\
+             x-amzn-fragment-acknowledgment-required;x-amzn-fragment-timecode-type;\
+             x-amzn-producer-start-timestamp;x-amzn-stream-name,"
+        ),
+        "{auth}"
+    );
+    assert_eq!(get("x-amz-security-token").unwrap(), TOKEN);
+}
+
+#[tokio::test]
+async fn putmedia_error_ack_surfaces_as_typed_error() {
+    let (addr, _seen) = scripted_server(Box::new(|clusters| {
+        let tc = clusters[2].0;
+        vec![
+            ack("RECEIVED", clusters[0].0).into_bytes(),
+            format!(
+                "{{\"EventType\":\"ERROR\",\"FragmentTimecode\":{tc},\"FragmentNumber\":\"123\",\"ErrorCode\":\"INVALID_MKV_DATA\",\"ErrorId\":4006}}\n"
+            )
+            .into_bytes(),
+        ]
+    }))
+    .await;
+    let (summary, events) = run(client(addr)).await;
+    let err = summary.unwrap_err();
+    let Error::Ack {
+        id,
+        code,
+        fragment_timecode,
+        fragment_number,
+        ..
+    } = &err
+    else {
+        panic!("expected an Ack error, got {err:?}");
+    };
+    assert_eq!(id.id(), 4006);
+    assert_eq!(code, "INVALID_MKV_DATA");
+    assert_eq!(*fragment_timecode, Some(2000));
+    assert_eq!(fragment_number.as_deref(), Some("123"));
+    assert!(!err.is_retryable());
+    let msg = err.to_string();
+    assert!(msg.contains("wire-test") && msg.contains("2000") && msg.contains("4006"), "{msg}");
+    assert!(events.iter().any(|e| matches!(e, Err(Error::Ack { .. }))));
+}
+
+#[tokio::test(start_paused = true)]
+async fn putmedia_no_ack_times_out_at_first_ack_limit() {
+    // The server never acks and keeps the response open: the first-ack limit fires (paused
+    // time makes the wait instant).
+    let (addr, _seen) = scripted_server(Box::new(|_| vec![vec![]])).await;
+    let mut t = Timeouts::default();
+    t.first_ack = Duration::from_secs(3);
+    t.final_drain = Duration::from_secs(100);
+    let (summary, _) = run(client(addr).with_timeouts(t)).await;
+    match summary {
+        Err(Error::Timeout {
+            phase: TimeoutPhase::FirstAck,
+            waited,
+            ..
+        }) => assert_eq!(waited, Duration::from_secs(3)),
+        other => panic!("unexpected {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn putmedia_secrets_stay_out_of_logs_and_debug() {
+    let logs = putmedia_common::LogBuffer::default();
+    let subscriber = tracing_subscriber::fmt()
+        .with_max_level(tracing::Level::TRACE)
+        .with_writer(logs.clone())
+        .with_ansi(false)
+        .finish();
+    let _guard = tracing::subscriber::set_default(subscriber);
+
+    let (addr, seen) = scripted_server(Box::new(|clusters| {
+        let mut out: Vec<Vec<u8>> = clusters
+            .iter()
+            .map(|c| (ack("RECEIVED", c.0) + &ack("PERSISTED", c.0)).into_bytes())
+            .collect();
+        out.push(b"{\"EventType\":\"IDLE\"}\n".to_vec());
+        out
+    }))
+    .await;
+    let builder = client(addr);
+    let mut debug = format!("{builder:?}");
+    let client = builder.build().unwrap();
+    debug += &format!("{client:?}");
+    let (mut sink, mut acks) = client.start().await.unwrap();
+    debug += &format!("{sink:?}{acks:?}");
+    for c in chunks(&mkv(), 4096) {
+        sink.send(c).await.unwrap();
+    }
+    debug += &format!("{sink:?}");
+    let reader = tokio::spawn(async move {
+        let mut d = String::new();
+        while let Some(e) = acks.next().await {
+            d += &format!("{e:?}");
+        }
+        d += &format!("{:?}", acks.summary());
+        d
+    });
+    let summary = sink.close().await.unwrap();
+    debug += &format!("{summary:?}");
+    debug += &reader.await.unwrap();
+    let auth = seen
+        .lock()
+        .unwrap()
+        .headers
+        .iter()
+        .find(|(k, _)| k == "authorization")
+        .unwrap()
+        .1
+        .clone();
+    let signature = auth.rsplit("Signature=").next().unwrap().to_owned();
+    assert_eq!(signature.len(), 64);
+    let logged = logs.contents();
+    assert!(!logged.is_empty(), "the capture must see the session's logs");
+    for secret in [SECRET, TOKEN, signature.as_str()] {
+        assert!(!logged.contains(secret), "a secret reached the logs");
+        assert!(!debug.contains(secret), "a secret reached Debug output");
+    }
+    assert!(debug.contains("AKIDWIRETEST") || debug.contains("wire-test"));
+}
