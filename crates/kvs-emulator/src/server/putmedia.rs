@@ -1,0 +1,558 @@
+//! PutMedia: a full-duplex session that reads the MKV body through the independent validator
+//! in [`crate::media`] while it writes acks.
+//!
+//! Reference §1.7: "The service answers `200` with response headers **before** it has read
+//! media [...] and acknowledgements flow back while the body is still being sent." Reference §2:
+//! one ack per HTTP chunk, JSON plus `\n`; BUFFERING when a fragment starts, RECEIVED when it
+//! ends, PERSISTED once stored when retention is above zero, IDLE while no media arrives; "After
+//! any ERROR ack the service ends the connection."
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http::{HeaderValue, Request, Response};
+use http_body_util::{BodyExt, StreamBody};
+use hyper::body::{Frame, Incoming};
+use tokio::sync::{mpsc, watch};
+use tokio::time::{Instant, sleep_until};
+
+use super::faults::{ConnectionFaults, Refusal};
+use super::state::{
+    AckEventType, ConnectionEnd, ConnectionRecord, SentAck, Shared, StoredFragment,
+};
+use super::{BoxError, RespBody, Router, error_response, request_id};
+use crate::api::{self, ApiError, TimecodeKind};
+use crate::media::{Ingest, IngestConfig, IngestEvent, TimecodeType, fragment_to_mkv};
+use crate::sigv4::{self, RequestParts, UriEncoding};
+
+/// Code names of the ack error ids (reference §2 table).
+pub fn error_code(id: u32) -> &'static str {
+    match id {
+        4000 => "STREAM_READ_ERROR",
+        4001 => "MAX_FRAGMENT_SIZE_REACHED",
+        4002 => "MAX_FRAGMENT_DURATION_REACHED",
+        4003 => "MAX_CONNECTION_DURATION_REACHED",
+        4004 => "FRAGMENT_TIMECODE_LESSER_THAN_PREVIOUS",
+        4005 => "MORE_THAN_ONE_TRACK_FOUND",
+        4006 => "INVALID_MKV_DATA",
+        4007 => "INVALID_PRODUCER_TIMESTAMP",
+        4008 => "STREAM_NOT_ACTIVE",
+        4009 => "FRAGMENT_METADATA_LIMIT_REACHED",
+        4010 => "TRACK_NUMBER_MISMATCH",
+        4011 => "FRAMES_MISSING_FOR_TRACK",
+        4012 => "MORE_THAN_ALLOWED_TRACKS_FOUND",
+        4500 => "KMS_KEY_ACCESS_DENIED",
+        4501 => "KMS_KEY_DISABLED",
+        4502 => "KMS_KEY_VALIDATION_ERROR",
+        4503 => "KMS_KEY_UNAVAILABLE",
+        4504 => "KMS_KEY_INVALID_USAGE",
+        4505 => "KMS_KEY_INVALID_STATE",
+        4506 => "KMS_KEY_NOT_FOUND",
+        4507 => "STREAM_DELETED",
+        5000 => "INTERNAL_ERROR",
+        5001 => "ARCHIVAL_ERROR",
+        _ => "UNKNOWN_ERROR",
+    }
+}
+
+pub(crate) async fn handle(router: &Router, req: Request<Incoming>) -> Response<RespBody> {
+    match open(router, req).await {
+        Ok(r) => r,
+        Err(e) => error_response(&e),
+    }
+}
+
+async fn open(router: &Router, req: Request<Incoming>) -> Result<Response<RespBody>, ApiError> {
+    let shared = router.shared.clone();
+    let (parts, body) = req.into_parts();
+    if parts.method != http::Method::POST {
+        return Err(ApiError::new(
+            405,
+            "MethodNotAllowedException",
+            "PutMedia is a POST request",
+        ));
+    }
+    let headers = super::header_pairs(&parts.headers);
+    // Reference §1.4: sha256(""), UNSIGNED-PAYLOAD or STREAMING-AWS4-HMAC-SHA256-PAYLOAD; the
+    // body is never hashed. Without the header, the client signed one of the first two.
+    let hashes: Vec<&str> = match sigv4::header(&headers, "x-amz-content-sha256") {
+        Some(
+            h @ (sigv4::EMPTY_PAYLOAD_SHA256 | sigv4::UNSIGNED_PAYLOAD | sigv4::STREAMING_PAYLOAD),
+        ) => vec![h],
+        Some(_) => {
+            return Err(ApiError::invalid_argument(
+                "x-amz-content-sha256 must be the empty-string hash, UNSIGNED-PAYLOAD or STREAMING-AWS4-HMAC-SHA256-PAYLOAD for PutMedia",
+            ));
+        }
+        None => vec![sigv4::EMPTY_PAYLOAD_SHA256, sigv4::UNSIGNED_PAYLOAD],
+    };
+    let rp = RequestParts {
+        method: parts.method.as_str(),
+        path: parts.uri.path(),
+        query: parts.uri.query().unwrap_or(""),
+        headers: &headers,
+        uri_encoding: UriEncoding::Double,
+    };
+    shared.authenticate(&rp, "kinesisvideo", &hashes)?;
+    let h = api::parse_put_media_headers(&headers)?;
+    let name = super::kvs::resolve(&shared, &h.stream)?;
+    if let Some(refusal) = shared.faults.take_refusal(&name) {
+        return Err(match refusal {
+            Refusal::InternalError => {
+                ApiError::new(500, "InternalFailure", "injected fault: internal error")
+            }
+            Refusal::ServiceUnavailable => ApiError::new(
+                503,
+                "ServiceUnavailable",
+                "injected fault: service unavailable",
+            ),
+            _ => ApiError::new(
+                400,
+                "ClientLimitExceededException",
+                "injected fault: request throttled",
+            ),
+        });
+    }
+    let conn_id = shared.next_id();
+    let now_ms = shared.now_ms();
+    let (ordinal, retention_hours) = {
+        let mut streams = shared.streams.lock().expect("streams lock");
+        let s = streams
+            .get_mut(&name)
+            .ok_or_else(|| ApiError::not_found(format!("stream {name} not found")))?;
+        // Reference §3: one connection per stream; a later concurrent one is refused.
+        if let Some(active) = s.active_connection {
+            return Err(ApiError::new(
+                400,
+                "ConnectionLimitExceededException",
+                format!("stream {name} already has an open PutMedia connection ({active})"),
+            ));
+        }
+        s.active_connection = Some(conn_id);
+        let ordinal = s.connections.len() as u32 + 1;
+        s.connections.push(ConnectionRecord {
+            id: conn_id,
+            ordinal,
+            stream: name.clone(),
+            headers: headers
+                .iter()
+                .filter(|(k, _)| {
+                    !k.eq_ignore_ascii_case("authorization")
+                        && !k.eq_ignore_ascii_case("x-amz-security-token")
+                })
+                .cloned()
+                .collect(),
+            started_ms: now_ms,
+            ended_ms: None,
+            bytes_received: 0,
+            fragments: 0,
+            end: None,
+        });
+        (ordinal, s.meta.retention_hours)
+    };
+    let faults = shared.faults.for_connection(&name, ordinal);
+    tracing::debug!(stream = %name, conn_id, ordinal, "PutMedia connection opened");
+
+    let (body_tx, body_rx) = mpsc::channel::<Result<Frame<Bytes>, BoxError>>(16);
+    let (ack_tx, ack_rx) = mpsc::channel::<Out>(256);
+    tokio::spawn(writer(shared.clone(), name.clone(), ack_rx, body_tx));
+    let cfg = IngestConfig {
+        timecode_type: match h.timecode_type {
+            TimecodeKind::Absolute => TimecodeType::Absolute,
+            TimecodeKind::Relative => TimecodeType::Relative,
+        },
+        producer_start_ms: h.producer_start_ms,
+        ..IngestConfig::default()
+    };
+    let session = Session {
+        shared: shared.clone(),
+        stream: name,
+        conn_id,
+        faults,
+        ingest: Ingest::new(cfg),
+        persist: retention_hours > 0,
+        acks: ack_tx,
+        header: None,
+        current: None,
+        fragments_done: 0,
+        bytes: 0,
+        pending: VecDeque::new(),
+        stall_until: None,
+    };
+    tokio::spawn(session.run(body, router.shutdown.clone()));
+
+    let stream =
+        futures::stream::unfold(
+            body_rx,
+            |mut rx| async move { rx.recv().await.map(|f| (f, rx)) },
+        );
+    let mut resp = Response::new(StreamBody::new(stream).boxed());
+    resp.headers_mut()
+        .insert("content-type", HeaderValue::from_static("application/json"));
+    if let Ok(v) = HeaderValue::from_str(&request_id()) {
+        resp.headers_mut().insert("x-amzn-requestid", v);
+    }
+    Ok(resp)
+}
+
+/// What the session hands the ack writer.
+enum Out {
+    Ack {
+        ack: SentAck,
+        not_before: Instant,
+    },
+    /// Abort the response without a terminating chunk (injected connection drop).
+    Abort,
+}
+
+/// Writes acks in order, each not before its time, recording each as it goes out.
+async fn writer(
+    shared: Arc<Shared>,
+    stream: String,
+    mut rx: mpsc::Receiver<Out>,
+    body: mpsc::Sender<Result<Frame<Bytes>, BoxError>>,
+) {
+    while let Some(out) = rx.recv().await {
+        match out {
+            Out::Ack {
+                mut ack,
+                not_before,
+            } => {
+                sleep_until(not_before).await;
+                ack.at_ms = shared.now_ms();
+                let line = Bytes::from(ack.line.clone());
+                shared.with_stream(&stream, |s| s.acks.push(ack));
+                if body.send(Ok(Frame::data(line))).await.is_err() {
+                    return;
+                }
+            }
+            Out::Abort => {
+                let _ = body
+                    .send(Err("injected fault: connection dropped".into()))
+                    .await;
+                return;
+            }
+        }
+    }
+}
+
+struct Session {
+    shared: Arc<Shared>,
+    stream: String,
+    conn_id: u64,
+    faults: ConnectionFaults,
+    ingest: Ingest,
+    persist: bool,
+    acks: mpsc::Sender<Out>,
+    header: Option<Bytes>,
+    /// Open fragment: (cluster timecode, fragment number).
+    current: Option<(u64, String)>,
+    fragments_done: u32,
+    bytes: u64,
+    /// RECEIVED fragments waiting for PERSISTED: (when, number, timecode). FIFO because the
+    /// delay is constant.
+    pending: VecDeque<(Instant, String, u64)>,
+    stall_until: Option<Instant>,
+}
+
+/// Why the session loop stopped.
+type Ended = ConnectionEnd;
+
+impl Session {
+    async fn run(mut self, mut body: Incoming, mut shutdown: watch::Receiver<bool>) {
+        let cfg = self.shared.cfg.clone();
+        let started = Instant::now();
+        let deadline = started + cfg.max_connection_duration;
+        let mut last_data = started;
+        let mut next_idle = started + cfg.idle_ack_interval;
+        let mut body_done = false;
+        let mut events = Vec::new();
+        let end: Ended = loop {
+            let persist_at = self.pending.front().map(|p| p.0);
+            tokio::select! {
+                biased;
+                _ = shutdown.changed() => break ConnectionEnd::Shutdown,
+                _ = sleep_until(deadline) => {
+                    // Reference §3: "closed by the service after 45 minutes with 4003".
+                    let _ = self.error_ack(4003, None).await;
+                    break ConnectionEnd::ErrorAck { error_id: 4003 };
+                }
+                _ = sleep_until(persist_at.unwrap_or(deadline)), if persist_at.is_some() => {
+                    if let Err(e) = self.persist_one().await { break e; }
+                    if body_done && self.pending.is_empty() { break ConnectionEnd::EndOfBody; }
+                }
+                frame = body.frame(), if !body_done => match frame {
+                    None => {
+                        body_done = true;
+                        self.ingest.finish(self.shared.now_ms(), &mut events);
+                        if let Err(e) = self.handle_events(&mut events).await { break e; }
+                        if self.pending.is_empty() { break ConnectionEnd::EndOfBody; }
+                    }
+                    Some(Err(e)) => break ConnectionEnd::BodyError { reason: e.to_string() },
+                    Some(Ok(frame)) => {
+                        let Ok(mut data) = frame.into_data() else { continue };
+                        last_data = Instant::now();
+                        next_idle = last_data + cfg.idle_ack_interval;
+                        let mut drop_now = false;
+                        if let Some(limit) = self.faults.drop_after_bytes {
+                            let room = limit.saturating_sub(self.bytes);
+                            if data.len() as u64 >= room {
+                                data.truncate(room as usize);
+                                drop_now = true;
+                            }
+                        }
+                        self.bytes += data.len() as u64;
+                        let (id, bytes) = (self.conn_id, self.bytes);
+                        self.shared.with_stream(&self.stream, |s| {
+                            if let Some(c) = s.connections.iter_mut().rev().find(|c| c.id == id) {
+                                c.bytes_received = bytes;
+                            }
+                        });
+                        self.ingest.push(&data, self.shared.now_ms(), &mut events);
+                        if let Err(e) = self.handle_events(&mut events).await { break e; }
+                        if drop_now {
+                            let _ = self.acks.send(Out::Abort).await;
+                            break ConnectionEnd::FaultDrop;
+                        }
+                        // Reference §3: 12.5 MB/s per stream; read no faster than the limit.
+                        let due = started + std::time::Duration::from_secs_f64(self.bytes as f64 / cfg.ingest_rate_limit as f64);
+                        if due > Instant::now() {
+                            sleep_until(due).await;
+                        }
+                    }
+                },
+                _ = sleep_until(next_idle), if !body_done => {
+                    if last_data.elapsed() >= cfg.idle_timeout {
+                        // Reference §2: "after 30 s without data the service closes the request".
+                        break ConnectionEnd::IdleTimeout;
+                    }
+                    next_idle += cfg.idle_ack_interval;
+                    if let Err(e) = self.send(AckEventType::Idle, None, None, None).await { break e; }
+                }
+            }
+        };
+        self.finish(end);
+    }
+
+    fn finish(self, end: ConnectionEnd) {
+        let now = self.shared.now_ms();
+        let (id, bytes, frags) = (self.conn_id, self.bytes, self.fragments_done);
+        let pending: Vec<String> = self.pending.iter().map(|p| p.1.clone()).collect();
+        tracing::debug!(stream = %self.stream, conn_id = id, ?end, "PutMedia connection ended");
+        let mut to_write = Vec::new();
+        self.shared.with_stream(&self.stream, |s| {
+            if let Some(c) = s.connections.iter_mut().rev().find(|c| c.id == id) {
+                c.ended_ms = Some(now);
+                c.bytes_received = bytes;
+                c.fragments = frags;
+                c.end = Some(end);
+            }
+            if s.active_connection == Some(id) {
+                s.active_connection = None;
+            }
+            // What was received is stored even if its PERSISTED ack never went out.
+            for f in s
+                .fragments
+                .iter_mut()
+                .filter(|f| pending.contains(&f.fragment_number))
+            {
+                f.persisted = true;
+                to_write.push(f.clone());
+            }
+        });
+        for f in &to_write {
+            self.shared.persist_fragment(&self.stream, f);
+        }
+        self.shared.fragment_notify.notify_waiters();
+    }
+
+    async fn send(
+        &mut self,
+        event: AckEventType,
+        timecode: Option<u64>,
+        number: Option<String>,
+        error_id: Option<u32>,
+    ) -> Result<(), Ended> {
+        let mut obj = serde_json::Map::new();
+        obj.insert(
+            "EventType".into(),
+            serde_json::to_value(event).unwrap_or_default(),
+        );
+        if let Some(t) = timecode {
+            obj.insert("FragmentTimecode".into(), t.into());
+        }
+        if let Some(n) = &number {
+            obj.insert("FragmentNumber".into(), n.clone().into());
+        }
+        let error_code = error_id.map(error_code);
+        if let (Some(id), Some(code)) = (error_id, error_code) {
+            obj.insert("ErrorId".into(), id.into());
+            obj.insert("ErrorCode".into(), code.into());
+        }
+        let mut line = serde_json::Value::Object(obj).to_string();
+        line.push('\n');
+        let now = Instant::now();
+        let mut not_before = now + self.faults.delay;
+        if let Some(s) = self.stall_until {
+            not_before = not_before.max(s);
+        }
+        let ack = SentAck {
+            connection_id: self.conn_id,
+            at_ms: 0,
+            event,
+            fragment_timecode: timecode,
+            fragment_number: number,
+            error_id,
+            error_code: error_code.map(str::to_owned),
+            line,
+        };
+        self.acks
+            .send(Out::Ack { ack, not_before })
+            .await
+            .map_err(|_| ConnectionEnd::ClientGone)
+    }
+
+    async fn error_ack(&mut self, id: u32, timecode: Option<u64>) -> Result<(), Ended> {
+        let number = self.current.as_ref().map(|c| c.1.clone());
+        let timecode = timecode.or(self.current.as_ref().map(|c| c.0));
+        self.send(AckEventType::Error, timecode, number, Some(id))
+            .await
+    }
+
+    async fn persist_one(&mut self) -> Result<(), Ended> {
+        let Some((_, number, timecode)) = self.pending.pop_front() else {
+            return Ok(());
+        };
+        let stored = self.shared.with_stream(&self.stream, |s| {
+            s.fragments
+                .iter_mut()
+                .rev()
+                .find(|f| f.fragment_number == number)
+                .map(|f| {
+                    f.persisted = true;
+                    f.clone()
+                })
+        });
+        match stored {
+            Some(Some(f)) => self.shared.persist_fragment(&self.stream, &f),
+            _ => {
+                // The stream was deleted under the connection.
+                let _ = self.error_ack(4008, Some(timecode)).await;
+                return Err(ConnectionEnd::ErrorAck { error_id: 4008 });
+            }
+        }
+        self.send(AckEventType::Persisted, Some(timecode), Some(number), None)
+            .await
+    }
+
+    async fn handle_events(&mut self, events: &mut Vec<IngestEvent>) -> Result<(), Ended> {
+        for ev in std::mem::take(events) {
+            match ev {
+                IngestEvent::FragmentStarted { timecode } => {
+                    let number = self.shared.next_fragment_number();
+                    self.current = Some((timecode, number.clone()));
+                    self.send(AckEventType::Buffering, Some(timecode), Some(number), None)
+                        .await?;
+                }
+                IngestEvent::FragmentCompleted(cf) => {
+                    let index = self.fragments_done;
+                    if let Some((k, id)) = self.faults.error_ack
+                        && k == index
+                    {
+                        let _ = self.error_ack(id, Some(cf.timecode)).await;
+                        return Err(ConnectionEnd::ErrorAck { error_id: id });
+                    }
+                    let number = match self.current.take() {
+                        Some((t, n)) if t == cf.timecode => n,
+                        _ => self.shared.next_fragment_number(),
+                    };
+                    if self.header.is_none() {
+                        self.header = self.ingest.header().map(Bytes::copy_from_slice);
+                    }
+                    let header = self.header.clone().unwrap_or_default();
+                    let cluster = Bytes::from(cf.cluster.to_vec());
+                    let media = Bytes::from(fragment_to_mkv(&header, &cluster));
+                    let fragment = StoredFragment {
+                        fragment_number: number.clone(),
+                        producer_timestamp_ms: cf.producer_timestamp_ms,
+                        server_timestamp_ms: self.shared.now_ms(),
+                        fragment_timecode: cf.timecode,
+                        duration_ms: cf.duration_ms,
+                        size: cluster.len(),
+                        persisted: false,
+                        media,
+                        connection_id: self.conn_id,
+                        tags: cf.tags.clone(),
+                        header,
+                        cluster,
+                    };
+                    self.fragments_done += 1;
+                    let (id, done) = (self.conn_id, self.fragments_done);
+                    let stored = self
+                        .shared
+                        .with_stream(&self.stream, |s| {
+                            s.fragments.push(fragment);
+                            if let Some(c) = s.connections.iter_mut().rev().find(|c| c.id == id) {
+                                c.fragments = done;
+                            }
+                        })
+                        .is_some();
+                    if !stored {
+                        // Reference §2: 4008 STREAM_NOT_ACTIVE (stream deleted).
+                        let _ = self
+                            .send(
+                                AckEventType::Error,
+                                Some(cf.timecode),
+                                Some(number),
+                                Some(4008),
+                            )
+                            .await;
+                        return Err(ConnectionEnd::ErrorAck { error_id: 4008 });
+                    }
+                    self.shared.fragment_notify.notify_waiters();
+                    self.send(
+                        AckEventType::Received,
+                        Some(cf.timecode),
+                        Some(number.clone()),
+                        None,
+                    )
+                    .await?;
+                    if self.persist {
+                        self.pending.push_back((
+                            Instant::now() + self.shared.cfg.persist_delay,
+                            number,
+                            cf.timecode,
+                        ));
+                    }
+                    if let Some((after, d)) = self.faults.stall
+                        && after == done
+                    {
+                        self.stall_until = Some(Instant::now() + d);
+                    }
+                    let drop_now = self.faults.drop_after_fragments.is_some_and(|n| done >= n)
+                        || self
+                            .faults
+                            .random_drop
+                            .is_some_and(|p| self.shared.faults.chance(p));
+                    if drop_now {
+                        let _ = self.acks.send(Out::Abort).await;
+                        return Err(ConnectionEnd::FaultDrop);
+                    }
+                }
+                IngestEvent::EndOfFragmentTag => {}
+                IngestEvent::Error {
+                    error_id,
+                    timecode,
+                    reason,
+                    ..
+                } => {
+                    tracing::debug!(stream = %self.stream, error_id, %reason, "PutMedia media rejected");
+                    let _ = self.error_ack(error_id, timecode).await;
+                    return Err(ConnectionEnd::ErrorAck { error_id });
+                }
+            }
+        }
+        Ok(())
+    }
+}
