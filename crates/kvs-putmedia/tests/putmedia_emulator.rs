@@ -1,0 +1,339 @@
+//! PutMedia client against the kvs-emulator over real HTTP on 127.0.0.1: signature verified by
+//! the emulator, GetDataEndpoint, STS AssumeRole, error answers, ERROR acks, a real ffmpeg clip,
+//! and the memory bound.
+#![cfg(feature = "client")]
+
+#[path = "common/putmedia.rs"]
+mod putmedia_common;
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use aws_credential_types::Credentials;
+use bytes::Bytes;
+use futures::{SinkExt, StreamExt};
+use kvs_emulator::{Emulator, FaultRule, Scope};
+use kvs_putmedia::ack::{AckErrorId, AckEventType};
+use kvs_putmedia::mkv::{RefragmentConfig, TimecodeMode};
+use kvs_putmedia::{
+    CompletionAck, Error, MIN_BUFFER_BOUND, PayloadHash, PutMediaClient, PutMediaClientBuilder,
+    SessionEvent,
+};
+use putmedia_common::{SynthMkv, chunks, ffmpeg_clip};
+
+async fn emulator() -> Emulator {
+    Emulator::builder()
+        .persist_delay(Duration::from_millis(5))
+        .ingest_rate_limit(1 << 40)
+        .start()
+        .await
+        .unwrap()
+}
+
+fn client(emu: &Emulator, stream: &str) -> PutMediaClientBuilder {
+    let c = emu.credentials();
+    PutMediaClient::builder()
+        .with_stream_name(stream)
+        .with_region(emu.region())
+        .with_credentials(Credentials::new(
+            c.access_key_id,
+            c.secret_access_key,
+            None,
+            None,
+            "emulator",
+        ))
+        .with_endpoint_url(emu.url())
+        .with_allow_http(true)
+}
+
+/// Streams `mkv` in `chunk`-byte pieces; returns the close result and the events.
+async fn stream_all(
+    b: PutMediaClientBuilder,
+    mkv: &Bytes,
+    chunk: usize,
+) -> (
+    kvs_putmedia::Result<kvs_putmedia::SessionSummary>,
+    Vec<kvs_putmedia::Result<SessionEvent>>,
+) {
+    let client = b.build().unwrap();
+    let (mut sink, acks) = client.start().await.unwrap();
+    let collector = tokio::spawn(acks.collect::<Vec<_>>());
+    let mut result = Ok(());
+    for c in chunks(mkv, chunk) {
+        if let Err(e) = sink.send(c).await {
+            result = Err(e);
+            break;
+        }
+    }
+    let summary = match result {
+        Ok(()) => sink.close().await,
+        Err(e) => Err(e),
+    };
+    (summary, collector.await.unwrap())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn putmedia_ffmpeg_clip_streams_end_to_end_and_every_fragment_persists() {
+    let emu = emulator().await;
+    emu.create_stream("clip", 24).await.unwrap();
+    let clip = tokio::task::spawn_blocking(|| ffmpeg_clip(4)).await.unwrap();
+    let b = client(&emu, "clip").with_refragment_config(
+        RefragmentConfig::builder()
+            .target_fragment_duration(Duration::from_secs(1))
+            .build()
+            .unwrap(),
+    );
+    let (summary, events) = stream_all(b, &clip, 8192).await;
+    let summary = summary.unwrap();
+    let stored = emu.fragments("clip");
+    assert!(stored.len() >= 3, "{stored:?}");
+    assert!(stored.iter().all(|f| f.persisted), "{stored:?}");
+    assert_eq!(summary.fragments_sent, stored.len() as u64);
+    assert_eq!(summary.fragments_received, stored.len() as u64);
+    assert_eq!(summary.fragments_persisted, stored.len() as u64);
+    assert!(summary.fragments_failed.is_empty());
+    assert!(summary.first_ack_latency.is_some());
+    // Every PERSISTED event names a stored fragment by timecode and number, with its size.
+    let persisted: Vec<_> = events
+        .iter()
+        .filter_map(|e| match e {
+            Ok(SessionEvent::Fragment(f)) if f.event == AckEventType::Persisted => Some(f),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(persisted.len(), stored.len());
+    for p in persisted {
+        let s = stored
+            .iter()
+            .find(|s| s.fragment_timecode == p.timecode)
+            .expect("ack for a stored fragment");
+        assert_eq!(
+            p.fragment_number.as_ref().map(|n| n.as_str()),
+            Some(s.fragment_number.as_str())
+        );
+        // The emulator stores the Cluster with a known size, re-encoding the 8-byte
+        // unknown-size field the client sends; the rest is byte for byte.
+        assert!(p.size.abs_diff(s.size) <= 8, "{} vs {}", p.size, s.size);
+        assert!(p.latency.is_some());
+    }
+    let conns = emu.connections("clip");
+    assert_eq!(conns.len(), 1);
+    assert_eq!(conns[0].bytes_received, summary.bytes_sent);
+}
+
+#[tokio::test]
+async fn putmedia_emulator_sees_reference_headers_and_accepts_signature() {
+    let emu = emulator().await;
+    emu.create_stream("hdr", 0).await.unwrap();
+    let mkv = SynthMkv {
+        frames: 75,
+        frame_ms: 40,
+        gop: 25,
+        frame_bytes: 200,
+        cluster_frames: 25,
+    }
+    .build();
+    // Zero retention: no PERSISTED ever comes, so RECEIVED completes fragments.
+    let b = client(&emu, "hdr")
+        .with_completion_ack(CompletionAck::Received)
+        .with_payload_hash(PayloadHash::Unsigned);
+    let (summary, _) = stream_all(b, &mkv, 1000).await;
+    let summary = summary.unwrap();
+    assert!(summary.fragments_received >= 1);
+    assert_eq!(summary.fragments_persisted, 0);
+    let headers = &emu.connections("hdr")[0].headers;
+    let get = |n: &str| headers.iter().find(|(k, _)| k == n).map(|(_, v)| v.as_str());
+    assert_eq!(get("x-amzn-stream-name"), Some("hdr"));
+    assert_eq!(get("x-amzn-fragment-timecode-type"), Some("RELATIVE"));
+    assert_eq!(get("x-amzn-fragment-acknowledgment-required"), Some("1"));
+    assert_eq!(get("x-amz-content-sha256"), Some("UNSIGNED-PAYLOAD"));
+    assert_eq!(get("transfer-encoding"), Some("chunked"));
+    assert!(get("x-amz-date").is_some());
+}
+
+#[tokio::test]
+async fn putmedia_assumed_role_temporary_credentials_work() {
+    let emu = emulator().await;
+    emu.create_stream("role", 24).await.unwrap();
+    let mkv = SynthMkv {
+        frames: 50,
+        frame_ms: 40,
+        gop: 25,
+        frame_bytes: 200,
+        cluster_frames: 25,
+    }
+    .build();
+    let b = client(&emu, "role").with_assume_role("arn:aws:iam::123456789012:role/kvs-producer");
+    let (summary, _) = stream_all(b, &mkv, 4096).await;
+    assert!(summary.unwrap().fragments_persisted >= 1);
+    let headers = &emu.connections("role")[0].headers;
+    // The emulator strips the token from its record; the access key must be the assumed one.
+    assert!(headers.iter().all(|(k, _)| k != "x-amz-security-token"));
+    assert!(emu.fragments("role").iter().all(|f| f.persisted));
+}
+
+#[tokio::test]
+async fn putmedia_wrong_credentials_fail_with_auth_error_before_media() {
+    let emu = emulator().await;
+    emu.create_stream("auth", 24).await.unwrap();
+    let bad = |b: PutMediaClientBuilder| {
+        b.with_credentials(Credentials::new(
+            emu.credentials().access_key_id,
+            "not-the-secret",
+            None,
+            None,
+            "wrong",
+        ))
+    };
+    // Through GetDataEndpoint.
+    let err = bad(client(&emu, "auth")).build().unwrap().start().await.unwrap_err();
+    assert!(matches!(err, Error::Auth { .. }), "{err:?}");
+    assert!(!err.is_retryable());
+    // Straight to PutMedia: refused on the response head, before any media.
+    let err = bad(client(&emu, "auth").with_data_endpoint(emu.url()))
+        .build()
+        .unwrap()
+        .start()
+        .await
+        .unwrap_err();
+    let Error::Auth { status, ref stream, .. } = err else {
+        panic!("expected Auth, got {err:?}");
+    };
+    assert_eq!(status, 403);
+    assert_eq!(stream, "auth");
+    assert!(emu.connections("auth").iter().all(|c| c.bytes_received == 0));
+}
+
+#[tokio::test]
+async fn putmedia_sdk_config_endpoint_and_credentials_are_used() {
+    // What `from_env()` produces: an SdkConfig whose endpoint URL comes from AWS_ENDPOINT_URL.
+    let emu = emulator().await;
+    emu.create_stream("sdk", 24).await.unwrap();
+    let c = emu.credentials();
+    let sdk = aws_types::SdkConfig::builder()
+        .region(aws_types::region::Region::new(emu.region().to_owned()))
+        .endpoint_url(emu.url())
+        .credentials_provider(
+            aws_credential_types::provider::SharedCredentialsProvider::new(Credentials::new(
+                c.access_key_id,
+                c.secret_access_key,
+                None,
+                None,
+                "sdk",
+            )),
+        )
+        .behavior_version(aws_config::BehaviorVersion::latest())
+        .build();
+    let plain = PutMediaClient::builder()
+        .with_stream_name("sdk")
+        .with_sdk_config(sdk.clone());
+    // Plain http from the environment still needs the explicit opt-in.
+    assert!(matches!(plain.clone().build(), Err(Error::Config { .. })));
+    let client = plain.with_allow_http(true).build().unwrap();
+    let endpoint = client.data_endpoint().await.unwrap();
+    assert_eq!(endpoint.authority().unwrap().as_str(), emu.addr().to_string());
+    let (sink, _acks) = client.start().await.unwrap();
+    drop(sink);
+}
+
+#[tokio::test]
+async fn putmedia_unknown_stream_is_not_found() {
+    let emu = emulator().await;
+    let err = client(&emu, "missing").build().unwrap().start().await.unwrap_err();
+    assert!(matches!(err, Error::StreamNotFound { .. }), "{err:?}");
+    assert!(err.to_string().contains("missing"), "{err}");
+    let err = client(&emu, "missing")
+        .with_data_endpoint(emu.url())
+        .build()
+        .unwrap()
+        .start()
+        .await
+        .unwrap_err();
+    assert!(matches!(err, Error::StreamNotFound { .. }), "{err:?}");
+}
+
+#[tokio::test]
+async fn putmedia_error_ack_fault_is_typed_error_naming_fragment() {
+    let emu = emulator().await;
+    emu.create_stream("err", 24).await.unwrap();
+    emu.faults().push(FaultRule::ErrorAck {
+        scope: Scope::stream("err"),
+        fragment_index: 1,
+        error_id: 4006,
+    });
+    let mkv = SynthMkv {
+        frames: 150,
+        frame_ms: 40,
+        gop: 25,
+        frame_bytes: 200,
+        cluster_frames: 25,
+    }
+    .build();
+    let b = client(&emu, "err").with_refragment_config(
+        RefragmentConfig::builder()
+            .target_fragment_duration(Duration::from_secs(1))
+            .build()
+            .unwrap(),
+    );
+    let (summary, events) = stream_all(b, &mkv, 1000).await;
+    let err = summary.unwrap_err();
+    match &err {
+        Error::Ack {
+            id,
+            code,
+            fragment_timecode,
+            stream,
+            ..
+        } => {
+            assert_eq!(*id, AckErrorId::from_id(4006));
+            assert_eq!(code, "INVALID_MKV_DATA");
+            assert_eq!(*fragment_timecode, Some(1000));
+            assert_eq!(stream, "err");
+        }
+        other => panic!("expected an Ack error, got {other:?}"),
+    }
+    assert!(err.to_string().contains("1000"), "{err}");
+    assert!(events.iter().any(|e| matches!(e, Err(Error::Ack { .. }))));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn putmedia_memory_stays_under_bound_over_100x_the_bound() {
+    let emu = emulator().await;
+    emu.create_stream("mem", 24).await.unwrap();
+    let bound = MIN_BUFFER_BOUND;
+    // 100x the bound: 6.5 MB of media, 1 s fragments of ~12.5 KB. Absolute timecodes an hour
+    // in the past so 520 s of media is never "in the future" (reference §4.10, error 4007).
+    let mkv = SynthMkv {
+        frames: 13_000,
+        frame_ms: 40,
+        gop: 25,
+        frame_bytes: 500,
+        cluster_frames: 25,
+    }
+    .build();
+    assert!(mkv.len() >= 100 * bound, "{}", mkv.len());
+    let origin = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_millis() as u64
+        - 3_600_000;
+    let b = client(&emu, "mem")
+        .with_buffer_bound(bound)
+        .with_timecode_mode(TimecodeMode::Absolute {
+            origin_epoch_ms: origin,
+        })
+        .with_refragment_config(
+            RefragmentConfig::builder()
+                .target_fragment_duration(Duration::from_secs(1))
+                .build()
+                .unwrap(),
+        );
+    let (summary, _) = stream_all(b, &mkv, 4096).await;
+    let summary = summary.unwrap();
+    assert!(summary.fragments_persisted >= 500, "{summary:?}");
+    assert_eq!(summary.fragments_persisted, summary.fragments_sent);
+    assert!(
+        summary.peak_buffered_bytes <= bound,
+        "peak {} over bound {bound}",
+        summary.peak_buffered_bytes
+    );
+    // The bound actually bit: more than one fragment was in flight at the peak.
+    assert!(summary.peak_buffered_bytes > 2 * 12_500, "{summary:?}");
+    assert_eq!(emu.fragments("mem").len() as u64, summary.fragments_persisted);
+}
