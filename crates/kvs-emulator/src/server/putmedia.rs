@@ -228,6 +228,15 @@ async fn writer(
                 }
             }
             Out::Abort => {
+                // Let hyper flush the acks already handed over, so the client sees every ack
+                // written before the drop (hyper discards buffered output when a body fails).
+                let t0 = Instant::now();
+                while body.capacity() < body.max_capacity()
+                    && t0.elapsed() < std::time::Duration::from_secs(1)
+                {
+                    tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+                }
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
                 let _ = body
                     .send(Err("injected fault: connection dropped".into()))
                     .await;
