@@ -415,6 +415,12 @@ impl Ingest {
         self.received
     }
 
+    /// Bytes held right now: the partly received element plus the open fragment. Bounded by
+    /// `max_fragment_bytes` + `max_element_size` + the last chunk pushed.
+    pub fn buffered_bytes(&self) -> usize {
+        self.buf.len() + self.fragment.as_ref().map_or(0, |f| f.body.len())
+    }
+
     /// The Segment's TimecodeScale in nanoseconds (1 000 000 until Info says otherwise).
     pub fn timecode_scale_ns(&self) -> u64 {
         self.timecode_scale_ns
