@@ -268,12 +268,11 @@ impl Shared {
     // ---- persistence (data dir) ----
 
     fn stream_dir(&self, name: &str) -> Option<PathBuf> {
-        // Names are validated against [a-zA-Z0-9_.-]; "." and ".." are still rejected here so a
-        // name can never address a directory outside the data dir.
-        if name == "." || name == ".." {
-            return None;
-        }
-        self.kvs_dir.as_ref().map(|d| d.join("streams").join(name))
+        // Names are validated against [a-zA-Z0-9_.-], which still allows "." and "..": the
+        // prefix keeps every name a plain directory name inside the data dir.
+        self.kvs_dir
+            .as_ref()
+            .map(|d| d.join("streams").join(format!("s-{name}")))
     }
 
     pub(crate) fn persist_meta(&self, meta: &StreamMeta) {

@@ -201,6 +201,11 @@ impl PutMedia {
         self.writer.write_all(b"\r\n").await
     }
 
+    /// Writes raw bytes (no chunk framing).
+    pub async fn send_raw(&mut self, data: &[u8]) -> std::io::Result<()> {
+        self.writer.write_all(data).await
+    }
+
     /// Sends the terminating chunk.
     pub async fn end(&mut self) -> std::io::Result<()> {
         self.writer.write_all(b"0\r\n\r\n").await
@@ -399,4 +404,64 @@ pub async fn emulator() -> Emulator {
         .start()
         .await
         .unwrap()
+}
+
+/// A complete signed KVS JSON request (as raw HTTP/1.1 bytes) for `path` with `body`.
+pub fn signed_json_request(emu: &Emulator, path: &str, body: &[u8]) -> Vec<u8> {
+    let host = emu.addr().to_string();
+    let url = format!("http://{host}{path}");
+    let mut headers: Vec<(String, String)> = vec![
+        ("host".into(), host),
+        ("content-type".into(), "application/json".into()),
+    ];
+    let identity = emu_creds(emu).into();
+    let params = v4::SigningParams::builder()
+        .identity(&identity)
+        .region(emu.region())
+        .name("kinesisvideo")
+        .time(SystemTime::now())
+        .settings(SigningSettings::default())
+        .build()
+        .unwrap()
+        .into();
+    let req = SignableRequest::new(
+        "POST",
+        &url,
+        headers.iter().map(|(k, v)| (k.as_str(), v.as_str())),
+        SignableBody::Bytes(body),
+    )
+    .unwrap();
+    let (instructions, _) = sign(req, &params).unwrap().into_parts();
+    let (hs, _) = instructions.into_parts();
+    headers.extend(
+        hs.into_iter()
+            .map(|h| (h.name().to_owned(), h.value().to_owned())),
+    );
+    let mut out = format!("POST {path} HTTP/1.1\r\n");
+    for (k, v) in &headers {
+        out.push_str(&format!("{k}: {v}\r\n"));
+    }
+    out.push_str(&format!(
+        "content-length: {}\r\nconnection: close\r\n\r\n",
+        body.len()
+    ));
+    let mut out = out.into_bytes();
+    out.extend_from_slice(body);
+    out
+}
+
+/// Sends raw bytes, returns (status, headers+body text) of the answer (or status 0 if the
+/// server closed without answering).
+pub async fn raw_exchange(emu: &Emulator, request: &[u8]) -> (u16, String) {
+    let mut tcp = TcpStream::connect(emu.addr()).await.unwrap();
+    let _ = tcp.write_all(request).await;
+    let mut buf = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(10), tcp.read_to_end(&mut buf)).await;
+    let text = String::from_utf8_lossy(&buf).into_owned();
+    let status = text
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    (status, text)
 }
