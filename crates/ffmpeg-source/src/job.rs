@@ -1,0 +1,1024 @@
+//! The builder, the ffmpeg command line, and the running job.
+
+use std::ffi::OsString;
+use std::future::Future;
+use std::path::{Path, PathBuf};
+use std::pin::Pin;
+use std::process::{ExitStatus, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use bytes::{BufMut, Bytes, BytesMut};
+use futures::{Stream, StreamExt};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::process::{ChildStdout, Command};
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+use tokio::time::{Instant, Sleep};
+use tokio_util::sync::CancellationToken;
+
+use crate::error::{Error, Result, StderrTail, Tool};
+use crate::input::{Input, Mp4Layout, mp4_layout, redact_url};
+use crate::probe::{Probe, ProbeConfig, probe_with};
+use crate::profile::{
+    AudioChannels, Decision, EncodeSettings, Mode, Pacing, Profile, Size, check_streams, decide,
+};
+use crate::progress::{Line, LineSplitter, Progress, StderrRing, apply_progress_line};
+
+/// Matroska Cluster element id. Its absence from ffmpeg's output means no media was written.
+const CLUSTER_ID: u32 = 0x1F43_B675;
+
+/// How much of a reader input is inspected for an MP4 index before handing it to ffmpeg.
+const PEEK_LIMIT: usize = 1 << 20;
+
+/// Builder for [`FfmpegSource`]; [`FfmpegSourceBuilder::build`] validates.
+#[derive(Debug)]
+pub struct FfmpegSourceBuilder {
+    input: Input,
+    profile: Profile,
+    pacing: Pacing,
+    ffmpeg: PathBuf,
+    ffprobe: PathBuf,
+    stall_timeout: Duration,
+    probe_timeout: Duration,
+    chunk_size: usize,
+    stderr_lines: usize,
+    min_output_bytes: u64,
+}
+
+impl FfmpegSourceBuilder {
+    /// Output profile (default [`Profile::auto`]).
+    pub fn profile(mut self, profile: Profile) -> Self {
+        self.profile = profile;
+        self
+    }
+
+    /// Pacing (default [`Pacing::Fast`]).
+    pub fn pacing(mut self, pacing: Pacing) -> Self {
+        self.pacing = pacing;
+        self
+    }
+
+    /// Path or name of `ffmpeg` (default `ffmpeg`, looked up on `PATH`).
+    pub fn ffmpeg_path(mut self, path: impl Into<PathBuf>) -> Self {
+        self.ffmpeg = path.into();
+        self
+    }
+
+    /// Path or name of `ffprobe` (default `ffprobe`).
+    pub fn ffprobe_path(mut self, path: impl Into<PathBuf>) -> Self {
+        self.ffprobe = path.into();
+        self
+    }
+
+    /// Kill ffmpeg and fail with [`Error::Stalled`] when it writes nothing for this long while
+    /// the consumer waits (default 30 s). Time spent while the consumer is not polling does not
+    /// count: that is backpressure, not a stall.
+    pub fn stall_timeout(mut self, timeout: Duration) -> Self {
+        self.stall_timeout = timeout;
+        self
+    }
+
+    /// Give up on ffprobe after this long (default 30 s).
+    pub fn probe_timeout(mut self, timeout: Duration) -> Self {
+        self.probe_timeout = timeout;
+        self
+    }
+
+    /// Largest chunk read from ffmpeg's stdout at once (default 64 KiB). With the pipe buffer
+    /// this bounds the bytes in flight between ffmpeg and the consumer.
+    pub fn chunk_size(mut self, bytes: usize) -> Self {
+        self.chunk_size = bytes;
+        self
+    }
+
+    /// How many of ffmpeg's last stderr lines are kept for error messages (default 20).
+    pub fn stderr_lines(mut self, lines: usize) -> Self {
+        self.stderr_lines = lines;
+        self
+    }
+
+    /// Below this many output bytes a successful exit is reported as
+    /// [`Error::NoUsableMedia`] (default 1024).
+    pub fn min_output_bytes(mut self, bytes: u64) -> Self {
+        self.min_output_bytes = bytes;
+        self
+    }
+
+    /// Reads `FFMPEG_PATH` and `FFPROBE_PATH` when set. The only place this crate reads the
+    /// environment; binaries call it, libraries and tests do not.
+    pub fn from_env(mut self) -> Self {
+        if let Some(p) = std::env::var_os("FFMPEG_PATH").filter(|p| !p.is_empty()) {
+            self.ffmpeg = p.into();
+        }
+        if let Some(p) = std::env::var_os("FFPROBE_PATH").filter(|p| !p.is_empty()) {
+            self.ffprobe = p.into();
+        }
+        self
+    }
+
+    /// Validates the configuration.
+    pub fn build(self) -> Result<FfmpegSource> {
+        let bad = |reason: &str| {
+            Err(Error::InvalidConfig {
+                reason: reason.to_owned(),
+            })
+        };
+        if !(4096..=(16 << 20)).contains(&self.chunk_size) {
+            return bad("chunk_size must be within 4 KiB..=16 MiB");
+        }
+        if self.stall_timeout.is_zero() || self.probe_timeout.is_zero() {
+            return bad("stall and probe timeouts must be above zero");
+        }
+        if !(1..=1000).contains(&self.stderr_lines) {
+            return bad("stderr_lines must be within 1..=1000");
+        }
+        Ok(FfmpegSource {
+            cfg: self,
+            plan: None,
+            prefix: None,
+        })
+    }
+}
+
+/// A configured, not yet started ffmpeg job. Create with [`FfmpegSource::builder`].
+#[derive(Debug)]
+pub struct FfmpegSource {
+    cfg: FfmpegSourceBuilder,
+    plan: Option<Plan>,
+    /// Bytes already read from a reader input while looking for an MP4 index.
+    prefix: Option<Bytes>,
+}
+
+/// What [`FfmpegSource::plan`] decided: the probe, copy or transcode, and the command line.
+#[derive(Clone)]
+pub struct Plan {
+    probe: Option<Probe>,
+    decision: Decision,
+    args: Vec<OsString>,
+    display: String,
+}
+
+impl Plan {
+    /// ffprobe's view of the input (`None` for reader inputs).
+    pub fn probe(&self) -> Option<&Probe> {
+        self.probe.as_ref()
+    }
+
+    /// Copy or transcode, and why.
+    pub fn decision(&self) -> &Decision {
+        &self.decision
+    }
+
+    /// ffmpeg's arguments (without the program name). They include the full input URL, query
+    /// string credentials too: do not log them; use [`Plan::display_args`].
+    pub fn args(&self) -> &[OsString] {
+        &self.args
+    }
+
+    /// The arguments as one shell-like line, URL query strings redacted.
+    pub fn display_args(&self) -> &str {
+        &self.display
+    }
+}
+
+impl std::fmt::Debug for Plan {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Plan")
+            .field("decision", &self.decision)
+            .field("args", &self.display)
+            .finish_non_exhaustive()
+    }
+}
+
+pub(crate) fn input_arg(input: &Input) -> OsString {
+    match input {
+        // The file: protocol stops ffmpeg reading `-x.mp4` as an option or `a:b.mp4` as a
+        // protocol.
+        Input::Path(p) => {
+            let mut s = OsString::from("file:");
+            s.push(p.as_os_str());
+            s
+        }
+        Input::Url(u) => u.as_str().into(),
+        Input::Reader { .. } => "pipe:0".into(),
+    }
+}
+
+pub(crate) fn url_args(input: &Input) -> Vec<&'static str> {
+    match input {
+        // ffmpeg does not verify TLS certificates unless told to.
+        Input::Url(u)
+            if u.as_str().len() >= 8 && u.as_str()[..8].eq_ignore_ascii_case("https://") =>
+        {
+            vec!["-tls_verify", "1"]
+        }
+        _ => Vec::new(),
+    }
+}
+
+pub(crate) fn spawn_error(tool: Tool, path: &Path, input: &str, e: std::io::Error) -> Error {
+    if e.kind() == std::io::ErrorKind::NotFound {
+        Error::ToolMissing {
+            tool,
+            path: path.to_owned(),
+            package: "ffmpeg",
+        }
+    } else {
+        Error::Spawn {
+            input: input.to_owned(),
+            tool,
+            source: e,
+        }
+    }
+}
+
+/// Scrubs URL credentials from ffmpeg's stderr lines.
+#[derive(Clone)]
+pub(crate) struct Redactor {
+    query: Option<String>,
+}
+
+impl Redactor {
+    pub(crate) fn new(input: &Input) -> Self {
+        Redactor {
+            query: match input {
+                Input::Url(u) => u.query().map(str::to_owned),
+                _ => None,
+            },
+        }
+    }
+
+    pub(crate) fn apply(&self, line: &str) -> String {
+        let mut s = match &self.query {
+            Some(q) => line.replace(q.as_str(), "<redacted>"),
+            None => line.to_owned(),
+        };
+        if s.contains("://") && s.contains('?') {
+            s = s
+                .split(' ')
+                .map(|w| {
+                    if w.contains("://") {
+                        redact_url(w)
+                    } else {
+                        w.to_owned()
+                    }
+                })
+                .collect::<Vec<_>>()
+                .join(" ");
+        }
+        s
+    }
+}
+
+/// ffmpeg's arguments for a decided job.
+pub(crate) fn ffmpeg_args(
+    input: &Input,
+    pacing: Pacing,
+    settings: Option<&EncodeSettings>,
+    decision: &Decision,
+    probe: Option<&Probe>,
+) -> Vec<OsString> {
+    let mut a: Vec<OsString> = Vec::new();
+    let mut push = |items: &[&str]| a.extend(items.iter().map(OsString::from));
+    push(&[
+        "-hide_banner",
+        "-nostdin",
+        "-loglevel",
+        "warning",
+        "-nostats",
+        "-progress",
+        "pipe:2",
+    ]);
+    if pacing == Pacing::Realtime {
+        push(&["-re"]);
+    }
+    push(&url_args(input));
+    push(&["-i"]);
+    a.push(input_arg(input));
+    let mut push = |items: &[&str]| a.extend(items.iter().map(OsString::from));
+    // KVS allows at most 3 tracks (reference §3) and plays track 1 H.264 + track 2 AAC (§4.4):
+    // map exactly one video and one audio stream.
+    let (has_video, has_audio) = match probe {
+        Some(_) => {
+            for s in [decision.video_stream, decision.audio_stream]
+                .into_iter()
+                .flatten()
+            {
+                push(&["-map", &format!("0:{s}")]);
+            }
+            (
+                decision.video_stream.is_some(),
+                decision.audio_stream.is_some(),
+            )
+        }
+        None => {
+            push(&["-map", "0:v:0?", "-map", "0:a:0?"]);
+            (true, true)
+        }
+    };
+    // Input tags would become a Tags element (reference §5); KVS needs none of them.
+    push(&["-map_metadata", "-1", "-map_chapters", "-1"]);
+    match (decision.mode, settings) {
+        (Mode::Copy, _) | (Mode::Transcode, None) => push(&["-c", "copy"]),
+        (Mode::Transcode, Some(s)) => {
+            if has_video {
+                let mut filters = Vec::new();
+                match s.size() {
+                    Size::Fit { width, height } => {
+                        // Keep the aspect ratio and pad, where the sample's `-s` stretched.
+                        filters.push(format!(
+                            "scale={width}:{height}:force_original_aspect_ratio=decrease:force_divisible_by=2"
+                        ));
+                        filters.push(format!("pad={width}:{height}:(ow-iw)/2:(oh-ih)/2"));
+                        filters.push("setsar=1".into());
+                    }
+                    Size::Source => filters.push("scale=trunc(iw/2)*2:trunc(ih/2)*2".into()),
+                }
+                if let Some(fps) = s.fps() {
+                    filters.push(format!("fps={fps}"));
+                }
+                let gop = s.gop().as_secs_f64();
+                let fps_est = s
+                    .fps()
+                    .map(f64::from)
+                    .or_else(|| probe.and_then(|p| p.video()).and_then(|v| v.avg_frame_rate))
+                    .unwrap_or(60.0)
+                    .clamp(1.0, 240.0);
+                // Forced keyframes set the cadence; -g is only a backstop well beyond it so
+                // x264 never adds a keyframe of its own between two forced ones.
+                let keyint = ((fps_est * gop * 2.0).ceil() as u64).max(2);
+                push(&[
+                    "-c:v",
+                    "libx264",
+                    "-profile:v",
+                    "baseline",
+                    "-preset",
+                    s.preset().as_str(),
+                ]);
+                if let Some(t) = s.tune {
+                    push(&["-tune", t.as_str()]);
+                }
+                push(&[
+                    "-pix_fmt",
+                    "yuv420p",
+                    "-vf",
+                    &filters.join(","),
+                    "-bf",
+                    "0",
+                    "-force_key_frames",
+                    &format!("expr:gte(t,n_forced*{gop})"),
+                    "-sc_threshold",
+                    "0",
+                    "-g",
+                    &keyint.to_string(),
+                ]);
+                if let Some(kbps) = s.video_bitrate_kbps {
+                    push(&[
+                        "-b:v",
+                        &format!("{kbps}k"),
+                        "-maxrate",
+                        &format!("{kbps}k"),
+                        "-bufsize",
+                        &format!("{}k", kbps.saturating_mul(2)),
+                    ]);
+                }
+            }
+            if has_audio {
+                push(&["-c:a", "aac", "-b:a", &format!("{}k", s.audio_bitrate_kbps)]);
+                let channels = probe.and_then(|p| p.audio()).and_then(|a| a.channels);
+                if s.audio_channels == AudioChannels::AtMostStereo && channels.is_none_or(|c| c > 2)
+                {
+                    push(&["-ac", "2"]);
+                }
+            }
+        }
+    }
+    // Reference §5: CRC-32 off, and limits large enough that only keyframes cut clusters
+    // (20 s: the KVS fragment maximum; 50 MB: the fragment size maximum).
+    push(&[
+        "-f",
+        "matroska",
+        "-write_crc32",
+        "0",
+        "-cluster_time_limit",
+        "20000",
+        "-cluster_size_limit",
+        "50000000",
+        "-flush_packets",
+        "1",
+        "pipe:1",
+    ]);
+    a
+}
+
+fn display_args(args: &[OsString], redactor: &Redactor) -> String {
+    let line = args
+        .iter()
+        .map(|a| {
+            let s = a.to_string_lossy();
+            if s.contains(' ') || s.is_empty() {
+                format!("'{s}'")
+            } else {
+                s.into_owned()
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(" ");
+    redactor.apply(&format!("ffmpeg {line}"))
+}
+
+impl FfmpegSource {
+    /// Starts configuring a job for `input`.
+    pub fn builder(input: Input) -> FfmpegSourceBuilder {
+        FfmpegSourceBuilder {
+            input,
+            profile: Profile::auto(),
+            pacing: Pacing::Fast,
+            ffmpeg: "ffmpeg".into(),
+            ffprobe: "ffprobe".into(),
+            stall_timeout: Duration::from_secs(30),
+            probe_timeout: Duration::from_secs(30),
+            chunk_size: 64 * 1024,
+            stderr_lines: 20,
+            min_output_bytes: 1024,
+        }
+    }
+
+    /// Probes the input (paths and URLs) or inspects its first bytes (readers), decides copy or
+    /// transcode, and builds the command line, without starting ffmpeg. Called by
+    /// [`FfmpegSource::spawn`]; call it first to show the decision or the command.
+    pub async fn plan(&mut self) -> Result<&Plan> {
+        if self.plan.is_none() {
+            let plan = self.make_plan().await?;
+            self.plan = Some(plan);
+        }
+        Ok(self.plan.as_ref().expect("just set"))
+    }
+
+    async fn make_plan(&mut self) -> Result<Plan> {
+        let name = self.cfg.input.name();
+        let probe = if self.cfg.input.is_probeable() {
+            let cfg = ProbeConfig {
+                ffprobe: &self.cfg.ffprobe,
+                timeout: self.cfg.probe_timeout,
+                stderr_lines: self.cfg.stderr_lines,
+            };
+            let p = probe_with(&cfg, &self.cfg.input).await?;
+            check_streams(&name, &p)?;
+            Some(p)
+        } else {
+            self.peek_reader().await?;
+            None
+        };
+        let decision = decide(&name, &self.cfg.profile, probe.as_ref())?;
+        let settings = match &self.cfg.profile {
+            Profile::SampleParity(s) | Profile::Auto(s) => Some(s),
+            Profile::Copy => None,
+        };
+        let args = ffmpeg_args(
+            &self.cfg.input,
+            self.cfg.pacing,
+            settings,
+            &decision,
+            probe.as_ref(),
+        );
+        let shown = display_args(&args, &Redactor::new(&self.cfg.input));
+        tracing::info!(input = %name, %decision, command = %shown, "ffmpeg plan");
+        Ok(Plan {
+            probe,
+            decision,
+            args,
+            display: shown,
+        })
+    }
+
+    /// Reads the start of a reader input: an MP4 whose `mdat` precedes its `moov` cannot be read
+    /// from a pipe (reference §5: "a few hundred bytes and exit code 0"), so refuse it here.
+    async fn peek_reader(&mut self) -> Result<()> {
+        if self.prefix.is_some() {
+            return Ok(());
+        }
+        let name = self.cfg.input.name();
+        let Input::Reader { reader, .. } = &mut self.cfg.input else {
+            return Ok(());
+        };
+        let mut buf = BytesMut::with_capacity(8192);
+        loop {
+            let complete = if buf.len() >= PEEK_LIMIT {
+                false
+            } else {
+                let room = PEEK_LIMIT - buf.len();
+                let mut lim = (&mut buf).limit(room);
+                let n = reader
+                    .read_buf(&mut lim)
+                    .await
+                    .map_err(|e| Error::UnreadableInput {
+                        input: name.clone(),
+                        reason: format!("reading the input failed: {e}"),
+                        stderr: StderrTail::default(),
+                    })?;
+                n == 0
+            };
+            match mp4_layout(&buf, complete) {
+                Mp4Layout::IndexAtEnd => {
+                    return Err(Error::NeedsSeekableInput {
+                        input: name,
+                        reason: "this MP4 has its index (moov) after the media (mdat), so ffmpeg can \
+                                 only read it by seeking, which a pipe cannot do. Pass a file path or \
+                                 an http(s) URL (a presigned S3 GET URL works: ffmpeg seeks with Range \
+                                 requests), or remux it once with \
+                                 `ffmpeg -i in.mp4 -c copy -movflags +faststart out.mp4`"
+                            .into(),
+                    });
+                }
+                Mp4Layout::NeedMore if !complete && buf.len() < PEEK_LIMIT => continue,
+                // Undecided after the limit: let ffmpeg try; the output check still catches a
+                // header-only result.
+                _ => break,
+            }
+        }
+        self.prefix = Some(buf.freeze());
+        Ok(())
+    }
+
+    /// Starts ffmpeg. The job is a [`Stream`] of MKV bytes; see [`FfmpegJob`].
+    pub async fn spawn(mut self) -> Result<FfmpegJob> {
+        self.plan().await?;
+        let plan = self.plan.take().expect("planned");
+        let FfmpegSource { cfg, prefix, .. } = self;
+        let name: Arc<str> = cfg.input.name().into();
+        let redactor = Redactor::new(&cfg.input);
+        let reader = match cfg.input {
+            Input::Reader { reader, .. } => Some(reader),
+            _ => None,
+        };
+        let mut cmd = Command::new(&cfg.ffmpeg);
+        cmd.args(&plan.args)
+            .stdin(if reader.is_some() {
+                Stdio::piped()
+            } else {
+                Stdio::null()
+            })
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true)
+            // Own process group, so a cancel can kill whatever ffmpeg itself started.
+            .process_group(0);
+        let mut child = cmd
+            .spawn()
+            .map_err(|e| spawn_error(Tool::Ffmpeg, &cfg.ffmpeg, &name, e))?;
+        let pid = child.id();
+        tracing::debug!(input = %name, pid, "ffmpeg started");
+        let stdout = child.stdout.take().expect("stdout is piped");
+        let stderr = child.stderr.take().expect("stderr is piped");
+        let stdin = child.stdin.take();
+
+        let shared = Arc::new(Shared {
+            input: name.clone(),
+            ring: Mutex::new(StderrRing::new(cfg.stderr_lines)),
+            token: CancellationToken::new(),
+            user_cancelled: AtomicBool::new(false),
+        });
+        let (progress_tx, progress_rx) = watch::channel(Progress {
+            duration: plan.probe.as_ref().and_then(|p| p.duration),
+            ..Progress::default()
+        });
+        let (exit_tx, exit_rx) = watch::channel(None);
+
+        let stderr_task = tokio::spawn(read_stderr(stderr, shared.clone(), progress_tx, redactor));
+        let stdin_task = match (stdin, reader) {
+            (Some(mut stdin), Some(mut reader)) => Some(tokio::spawn(async move {
+                // Errors here mean ffmpeg stopped reading (it exited or was killed); its exit
+                // status tells the story.
+                if let Some(p) = prefix
+                    && stdin.write_all(&p).await.is_err()
+                {
+                    return;
+                }
+                let _ = tokio::io::copy(&mut reader, &mut stdin).await;
+                let _ = stdin.shutdown().await;
+            })),
+            _ => None,
+        };
+        let token = shared.token.clone();
+        tokio::spawn(async move {
+            let status = tokio::select! {
+                s = child.wait() => s.ok(),
+                () = token.cancelled() => {
+                    // The leader is not reaped yet, so its pid still names our group.
+                    if let Some(pid) = pid {
+                        kill_group(pid);
+                    }
+                    let _ = child.start_kill();
+                    child.wait().await.ok()
+                }
+            };
+            // Let the stderr reader drain so error messages have ffmpeg's last words; bounded
+            // in case something else holds the pipe open.
+            let _ = tokio::time::timeout(Duration::from_secs(2), stderr_task).await;
+            let _ = exit_tx.send(Some(ExitInfo { status }));
+        });
+
+        Ok(FfmpegJob {
+            shared,
+            stdout: Some(stdout),
+            buf: BytesMut::new(),
+            chunk_size: cfg.chunk_size,
+            stall_timeout: cfg.stall_timeout,
+            stall: Box::pin(tokio::time::sleep(cfg.stall_timeout)),
+            armed: false,
+            state: State::Reading,
+            bytes: 0,
+            clusters: 0,
+            window: 0,
+            min_bytes: cfg.min_output_bytes,
+            exit_rx,
+            progress_rx,
+            plan,
+            pid,
+            stdin_task,
+        })
+    }
+}
+
+async fn read_stderr(
+    mut stderr: tokio::process::ChildStderr,
+    shared: Arc<Shared>,
+    progress_tx: watch::Sender<Progress>,
+    redactor: Redactor,
+) {
+    let mut splitter = LineSplitter::default();
+    let mut current = progress_tx.borrow().clone();
+    let mut buf = vec![0u8; 8192];
+    let handle = |line: &str, current: &mut Progress| match apply_progress_line(current, line) {
+        Line::Progress(true) => {
+            progress_tx.send_replace(current.clone());
+        }
+        Line::Progress(false) => {}
+        Line::Log => shared.push_line(redactor.apply(line)),
+    };
+    loop {
+        match stderr.read(&mut buf).await {
+            Ok(0) | Err(_) => break,
+            Ok(n) => splitter.push(&buf[..n], |l| handle(l, &mut current)),
+        }
+    }
+    splitter.flush(|l| handle(l, &mut current));
+}
+
+/// Sends SIGKILL to a process group.
+#[allow(unsafe_code)]
+fn kill_group(pgid: u32) {
+    let Ok(pgid) = i32::try_from(pgid) else {
+        return;
+    };
+    if pgid <= 1 {
+        return;
+    }
+    // SAFETY: kill(2) takes two integers and touches no memory of ours.
+    unsafe {
+        libc::kill(-pgid, libc::SIGKILL);
+    }
+}
+
+#[derive(Debug)]
+struct Shared {
+    input: Arc<str>,
+    ring: Mutex<StderrRing>,
+    token: CancellationToken,
+    user_cancelled: AtomicBool,
+}
+
+impl Shared {
+    fn push_line(&self, line: String) {
+        self.ring
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .push(line);
+    }
+
+    fn stderr(&self) -> StderrTail {
+        StderrTail(
+            self.ring
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .snapshot(),
+        )
+    }
+
+    fn cancel(&self) {
+        self.user_cancelled.store(true, Ordering::SeqCst);
+        self.token.cancel();
+    }
+}
+
+#[derive(Debug, Clone, Copy)]
+struct ExitInfo {
+    status: Option<ExitStatus>,
+}
+
+enum State {
+    Reading,
+    Exiting(Pin<Box<dyn Future<Output = Option<ExitInfo>> + Send>>),
+    Done,
+}
+
+/// Cancels a job from anywhere; cheap to clone.
+#[derive(Debug, Clone)]
+pub struct CancelHandle {
+    shared: Arc<Shared>,
+}
+
+impl CancelHandle {
+    /// Kills ffmpeg (and its process group). The job's stream then ends with
+    /// [`Error::Cancelled`].
+    pub fn cancel(&self) {
+        self.shared.cancel();
+    }
+}
+
+/// What a finished job did.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct Summary {
+    /// MKV bytes ffmpeg wrote.
+    pub bytes: u64,
+    /// Matroska Cluster ids seen in them.
+    pub clusters: u64,
+    /// Copy or transcode, and why.
+    pub decision: Decision,
+}
+
+/// A running ffmpeg: a [`Stream`] of MKV byte chunks, plus progress, cancel and wait.
+///
+/// Memory is bounded: at most `chunk_size` bytes are read per poll and nothing is read until the
+/// consumer polls again, so a slow consumer stalls ffmpeg through the pipe (backpressure); stderr
+/// keeps at most `stderr_lines` lines of at most 1 KiB.
+///
+/// The stream ends with `None` after ffmpeg exited 0 with usable media, or with one `Err` (after
+/// which it yields `None`): [`Error::Exit`], [`Error::NoUsableMedia`], [`Error::Stalled`],
+/// [`Error::Cancelled`], [`Error::UnreadableInput`], [`Error::NoMediaStream`], [`Error::Io`].
+///
+/// Dropping the job kills ffmpeg and its process group; so does [`FfmpegJob::cancel`]. No
+/// temporary file is ever created.
+pub struct FfmpegJob {
+    shared: Arc<Shared>,
+    stdout: Option<ChildStdout>,
+    buf: BytesMut,
+    chunk_size: usize,
+    stall_timeout: Duration,
+    stall: Pin<Box<Sleep>>,
+    armed: bool,
+    state: State,
+    bytes: u64,
+    clusters: u64,
+    window: u32,
+    min_bytes: u64,
+    exit_rx: watch::Receiver<Option<ExitInfo>>,
+    progress_rx: watch::Receiver<Progress>,
+    plan: Plan,
+    pid: Option<u32>,
+    stdin_task: Option<JoinHandle<()>>,
+}
+
+impl std::fmt::Debug for FfmpegJob {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FfmpegJob")
+            .field("input", &self.shared.input)
+            .field("pid", &self.pid)
+            .field("bytes", &self.bytes)
+            .finish_non_exhaustive()
+    }
+}
+
+impl FfmpegJob {
+    /// The decision and command line this job runs.
+    pub fn plan(&self) -> &Plan {
+        &self.plan
+    }
+
+    /// Copy or transcode, and why.
+    pub fn decision(&self) -> &Decision {
+        &self.plan.decision
+    }
+
+    /// ffmpeg's process id (also its process group id), while it runs.
+    pub fn pid(&self) -> Option<u32> {
+        self.pid
+    }
+
+    /// Progress as ffmpeg reports it (about twice a second); holds only the latest value.
+    pub fn progress(&self) -> watch::Receiver<Progress> {
+        self.progress_rx.clone()
+    }
+
+    /// A handle that cancels this job from another task.
+    pub fn cancel_handle(&self) -> CancelHandle {
+        CancelHandle {
+            shared: self.shared.clone(),
+        }
+    }
+
+    /// Kills ffmpeg; the stream then ends with [`Error::Cancelled`].
+    pub fn cancel(&self) {
+        self.shared.cancel();
+    }
+
+    /// ffmpeg's last stderr lines so far.
+    pub fn stderr_tail(&self) -> StderrTail {
+        self.shared.stderr()
+    }
+
+    /// MKV bytes received so far.
+    pub fn bytes(&self) -> u64 {
+        self.bytes
+    }
+
+    /// Runs the job to its end, discarding output not yet read, and returns what it did or the
+    /// error the stream would have ended with.
+    pub async fn wait(mut self) -> Result<Summary> {
+        while let Some(item) = self.next().await {
+            item?;
+        }
+        Ok(Summary {
+            bytes: self.bytes,
+            clusters: self.clusters,
+            decision: self.plan.decision.clone(),
+        })
+    }
+
+    fn input(&self) -> String {
+        self.shared.input.to_string()
+    }
+
+    fn scan(&mut self, data: &[u8]) {
+        for &b in data {
+            self.window = (self.window << 8) | u32::from(b);
+            if self.window == CLUSTER_ID {
+                self.clusters += 1;
+            }
+        }
+    }
+
+    /// The error (if any) the stream ends with, once ffmpeg has exited.
+    fn outcome(&self, info: Option<ExitInfo>) -> Option<Error> {
+        let input = self.input();
+        if self.shared.user_cancelled.load(Ordering::SeqCst) {
+            return Some(Error::Cancelled { input });
+        }
+        let stderr = self.shared.stderr();
+        let status = info.and_then(|i| i.status);
+        match status {
+            Some(s) if s.success() => {
+                if self.bytes < self.min_bytes || self.clusters == 0 {
+                    Some(Error::NoUsableMedia {
+                        input,
+                        bytes: self.bytes,
+                        clusters: self.clusters,
+                        min_bytes: self.min_bytes,
+                        stderr,
+                    })
+                } else {
+                    None
+                }
+            }
+            _ => Some(classify_failure(
+                input,
+                status.map_or_else(|| "status unknown".into(), |s| s.to_string()),
+                stderr,
+            )),
+        }
+    }
+}
+
+/// Maps a failed ffmpeg run to the most specific variant its stderr supports.
+fn classify_failure(input: String, status: String, stderr: StderrTail) -> Error {
+    let find = |needles: &[&str]| {
+        stderr
+            .lines()
+            .iter()
+            .rev()
+            .find(|l| needles.iter().any(|n| l.contains(n)))
+            .cloned()
+    };
+    if let Some(line) = find(&[
+        "Invalid data found when processing input",
+        "moov atom not found",
+        "No such file or directory",
+        "Permission denied",
+        "Server returned",
+        "Connection refused",
+        "could not find codec parameters",
+        "Error opening input",
+    ]) {
+        return Error::UnreadableInput {
+            input,
+            reason: line,
+            stderr,
+        };
+    }
+    if find(&["does not contain any stream", "Output file is empty"]).is_some() {
+        return Error::NoMediaStream {
+            input,
+            found: "none usable".into(),
+            stderr,
+        };
+    }
+    Error::Exit {
+        input,
+        tool: Tool::Ffmpeg,
+        status,
+        stderr,
+    }
+}
+
+impl Stream for FfmpegJob {
+    type Item = Result<Bytes>;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        let this = &mut *self;
+        loop {
+            if !this.armed && !matches!(this.state, State::Done) {
+                // The stall clock runs only while the consumer waits on ffmpeg.
+                let deadline = Instant::now() + this.stall_timeout;
+                this.stall.as_mut().reset(deadline);
+                this.armed = true;
+            }
+            match &mut this.state {
+                State::Done => return Poll::Ready(None),
+                State::Reading => {
+                    let stdout = this.stdout.as_mut().expect("stdout present while reading");
+                    this.buf.clear();
+                    this.buf.reserve(this.chunk_size);
+                    let mut lim = (&mut this.buf).limit(this.chunk_size);
+                    match tokio_util::io::poll_read_buf(Pin::new(stdout), cx, &mut lim) {
+                        Poll::Ready(Ok(0)) => {
+                            this.stdout = None;
+                            let mut rx = this.exit_rx.clone();
+                            this.state = State::Exiting(Box::pin(async move {
+                                rx.wait_for(Option::is_some).await.ok().and_then(|v| *v)
+                            }));
+                        }
+                        Poll::Ready(Ok(n)) => {
+                            let chunk = this.buf.split().freeze();
+                            this.scan(&chunk);
+                            this.bytes += n as u64;
+                            this.armed = false;
+                            return Poll::Ready(Some(Ok(chunk)));
+                        }
+                        Poll::Ready(Err(e)) => {
+                            this.shared.token.cancel();
+                            this.state = State::Done;
+                            return Poll::Ready(Some(Err(Error::Io {
+                                input: this.input(),
+                                bytes: this.bytes,
+                                source: e,
+                            })));
+                        }
+                        Poll::Pending => break,
+                    }
+                }
+                State::Exiting(fut) => match fut.as_mut().poll(cx) {
+                    Poll::Ready(info) => {
+                        this.state = State::Done;
+                        return Poll::Ready(this.outcome(info).map(Err));
+                    }
+                    Poll::Pending => break,
+                },
+            }
+        }
+        if this.stall.as_mut().poll(cx).is_ready() {
+            this.shared.token.cancel();
+            this.state = State::Done;
+            this.stdout = None;
+            tracing::warn!(input = %this.shared.input, bytes = this.bytes, "ffmpeg stalled; killed it");
+            return Poll::Ready(Some(Err(Error::Stalled {
+                input: this.input(),
+                waited: this.stall_timeout,
+                bytes: this.bytes,
+                stderr: this.shared.stderr(),
+            })));
+        }
+        Poll::Pending
+    }
+}
+
+impl Drop for FfmpegJob {
+    fn drop(&mut self) {
+        if let Some(t) = self.stdin_task.take() {
+            t.abort();
+        }
+        let exited = self.exit_rx.borrow().is_some();
+        if !exited {
+            // Synchronously, in case the runtime is shutting down and the supervisor never
+            // runs again. The supervisor reaps the leader after the token fires.
+            if let Some(pid) = self.pid {
+                kill_group(pid);
+            }
+        }
+        self.shared.token.cancel();
+    }
+}
