@@ -75,7 +75,9 @@ async fn stream_all(
 async fn putmedia_ffmpeg_clip_streams_end_to_end_and_every_fragment_persists() {
     let emu = emulator().await;
     emu.create_stream("clip", 24).await.unwrap();
-    let clip = tokio::task::spawn_blocking(|| ffmpeg_clip(4)).await.unwrap();
+    let clip = tokio::task::spawn_blocking(|| ffmpeg_clip(4))
+        .await
+        .unwrap();
     let b = client(&emu, "clip").with_refragment_config(
         RefragmentConfig::builder()
             .target_fragment_duration(Duration::from_secs(1))
@@ -141,7 +143,12 @@ async fn putmedia_emulator_sees_reference_headers_and_accepts_signature() {
     assert!(summary.fragments_received >= 1);
     assert_eq!(summary.fragments_persisted, 0);
     let headers = &emu.connections("hdr")[0].headers;
-    let get = |n: &str| headers.iter().find(|(k, _)| k == n).map(|(_, v)| v.as_str());
+    let get = |n: &str| {
+        headers
+            .iter()
+            .find(|(k, _)| k == n)
+            .map(|(_, v)| v.as_str())
+    };
     assert_eq!(get("x-amzn-stream-name"), Some("hdr"));
     assert_eq!(get("x-amzn-fragment-timecode-type"), Some("RELATIVE"));
     assert_eq!(get("x-amzn-fragment-acknowledgment-required"), Some("1"));
@@ -185,7 +192,12 @@ async fn putmedia_wrong_credentials_fail_with_auth_error_before_media() {
         ))
     };
     // Through GetDataEndpoint.
-    let err = bad(client(&emu, "auth")).build().unwrap().start().await.unwrap_err();
+    let err = bad(client(&emu, "auth"))
+        .build()
+        .unwrap()
+        .start()
+        .await
+        .unwrap_err();
     assert!(matches!(err, Error::Auth { .. }), "{err:?}");
     assert!(!err.is_retryable());
     // Straight to PutMedia: refused on the response head, before any media.
@@ -195,12 +207,19 @@ async fn putmedia_wrong_credentials_fail_with_auth_error_before_media() {
         .start()
         .await
         .unwrap_err();
-    let Error::Auth { status, ref stream, .. } = err else {
+    let Error::Auth {
+        status, ref stream, ..
+    } = err
+    else {
         panic!("expected Auth, got {err:?}");
     };
     assert_eq!(status, 403);
     assert_eq!(stream, "auth");
-    assert!(emu.connections("auth").iter().all(|c| c.bytes_received == 0));
+    assert!(
+        emu.connections("auth")
+            .iter()
+            .all(|c| c.bytes_received == 0)
+    );
 }
 
 #[tokio::test]
@@ -230,7 +249,10 @@ async fn putmedia_sdk_config_endpoint_and_credentials_are_used() {
     assert!(matches!(plain.clone().build(), Err(Error::Config { .. })));
     let client = plain.with_allow_http(true).build().unwrap();
     let endpoint = client.data_endpoint().await.unwrap();
-    assert_eq!(endpoint.authority().unwrap().as_str(), emu.addr().to_string());
+    assert_eq!(
+        endpoint.authority().unwrap().as_str(),
+        emu.addr().to_string()
+    );
     let (sink, _acks) = client.start().await.unwrap();
     drop(sink);
 }
@@ -238,7 +260,12 @@ async fn putmedia_sdk_config_endpoint_and_credentials_are_used() {
 #[tokio::test]
 async fn putmedia_unknown_stream_is_not_found() {
     let emu = emulator().await;
-    let err = client(&emu, "missing").build().unwrap().start().await.unwrap_err();
+    let err = client(&emu, "missing")
+        .build()
+        .unwrap()
+        .start()
+        .await
+        .unwrap_err();
     assert!(matches!(err, Error::StreamNotFound { .. }), "{err:?}");
     assert!(err.to_string().contains("missing"), "{err}");
     let err = client(&emu, "missing")
@@ -255,9 +282,12 @@ async fn putmedia_unknown_stream_is_not_found() {
 async fn putmedia_error_ack_fault_is_typed_error_naming_fragment() {
     let emu = emulator().await;
     emu.create_stream("err", 24).await.unwrap();
+    // The last of 6 fragments: the emulator has then read the whole body. On an earlier one it
+    // closes with request bytes unread, the kernel answers with a TCP reset, and the reset can
+    // discard the ERROR ack before the client reads it (a transport error instead).
     emu.faults().push(FaultRule::ErrorAck {
         scope: Scope::stream("err"),
-        fragment_index: 1,
+        fragment_index: 5,
         error_id: 4006,
     });
     let mkv = SynthMkv {
@@ -286,12 +316,12 @@ async fn putmedia_error_ack_fault_is_typed_error_naming_fragment() {
         } => {
             assert_eq!(*id, AckErrorId::from_id(4006));
             assert_eq!(code, "INVALID_MKV_DATA");
-            assert_eq!(*fragment_timecode, Some(1000));
+            assert_eq!(*fragment_timecode, Some(5000));
             assert_eq!(stream, "err");
         }
         other => panic!("expected an Ack error, got {other:?}"),
     }
-    assert!(err.to_string().contains("1000"), "{err}");
+    assert!(err.to_string().contains("5000"), "{err}");
     assert!(events.iter().any(|e| matches!(e, Err(Error::Ack { .. }))));
 }
 
@@ -311,7 +341,10 @@ async fn putmedia_memory_stays_under_bound_over_100x_the_bound() {
     }
     .build();
     assert!(mkv.len() >= 100 * bound, "{}", mkv.len());
-    let origin = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_millis() as u64
+    let origin = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64
         - 3_600_000;
     let b = client(&emu, "mem")
         .with_buffer_bound(bound)
@@ -335,5 +368,8 @@ async fn putmedia_memory_stays_under_bound_over_100x_the_bound() {
     );
     // The bound actually bit: more than one fragment was in flight at the peak.
     assert!(summary.peak_buffered_bytes > 2 * 12_500, "{summary:?}");
-    assert_eq!(emu.fragments("mem").len() as u64, summary.fragments_persisted);
+    assert_eq!(
+        emu.fragments("mem").len() as u64,
+        summary.fragments_persisted
+    );
 }

@@ -13,8 +13,7 @@ use futures::{SinkExt, StreamExt};
 use kvs_putmedia::ack::AckEventType;
 use kvs_putmedia::mkv::RefragmentConfig;
 use kvs_putmedia::{
-    Error, FragmentAck, PutMediaClient, PutMediaClientBuilder, SessionEvent, TimeoutPhase,
-    Timeouts,
+    Error, FragmentAck, PutMediaClient, PutMediaClientBuilder, SessionEvent, TimeoutPhase, Timeouts,
 };
 use putmedia_common::{SynthMkv, ack, chunks, scripted_server};
 
@@ -100,7 +99,14 @@ async fn putmedia_interleaved_acks_two_per_chunk_and_split_are_matched_by_timeco
             lines += &ack("PERSISTED", tc);
         }
         let bytes = lines.into_bytes();
-        let first_two = bytes.iter().enumerate().filter(|(_, b)| **b == b'\n').nth(1).unwrap().0 + 1;
+        let first_two = bytes
+            .iter()
+            .enumerate()
+            .filter(|(_, b)| **b == b'\n')
+            .nth(1)
+            .unwrap()
+            .0
+            + 1;
         let mut out = vec![bytes[..first_two].to_vec()];
         let rest = &bytes[first_two..];
         let half = 30;
@@ -177,7 +183,10 @@ async fn putmedia_request_headers_follow_the_reference() {
     assert_eq!(frac.len(), 3, "{ts}");
     assert!(secs.parse::<u64>().unwrap() > 1_600_000_000);
     let auth = get("authorization").unwrap();
-    assert!(auth.contains("/us-west-2/kinesisvideo/aws4_request"), "{auth}");
+    assert!(
+        auth.contains("/us-west-2/kinesisvideo/aws4_request"),
+        "{auth}"
+    );
     assert!(
         auth.contains(
             "SignedHeaders=host;x-amz-date;x-amz-security-token;\
@@ -220,7 +229,10 @@ async fn putmedia_error_ack_surfaces_as_typed_error() {
     assert_eq!(fragment_number.as_deref(), Some("123"));
     assert!(!err.is_retryable());
     let msg = err.to_string();
-    assert!(msg.contains("wire-test") && msg.contains("2000") && msg.contains("4006"), "{msg}");
+    assert!(
+        msg.contains("wire-test") && msg.contains("2000") && msg.contains("4006"),
+        "{msg}"
+    );
     assert!(events.iter().any(|e| matches!(e, Err(Error::Ack { .. }))));
 }
 
@@ -229,9 +241,9 @@ async fn putmedia_no_ack_times_out_at_first_ack_limit() {
     // The server never acks and keeps the response open: the first-ack limit fires (paused
     // time makes the wait instant).
     let (addr, _seen) = scripted_server(Box::new(|_| vec![vec![]])).await;
-    let mut t = Timeouts::default();
-    t.first_ack = Duration::from_secs(3);
-    t.final_drain = Duration::from_secs(100);
+    let t = Timeouts::default()
+        .with_first_ack(Duration::from_secs(3))
+        .with_final_drain(Duration::from_secs(100));
     let (summary, _) = run(client(addr).with_timeouts(t)).await;
     match summary {
         Err(Error::Timeout {
@@ -295,7 +307,10 @@ async fn putmedia_secrets_stay_out_of_logs_and_debug() {
     let signature = auth.rsplit("Signature=").next().unwrap().to_owned();
     assert_eq!(signature.len(), 64);
     let logged = logs.contents();
-    assert!(!logged.is_empty(), "the capture must see the session's logs");
+    assert!(
+        !logged.is_empty(),
+        "the capture must see the session's logs"
+    );
     for secret in [SECRET, TOKEN, signature.as_str()] {
         assert!(!logged.contains(secret), "a secret reached the logs");
         assert!(!debug.contains(secret), "a secret reached Debug output");

@@ -107,7 +107,10 @@ impl PutMediaClient {
             .header("x-amzn-fragment-timecode-type", timecode_type)
             .header("x-amzn-producer-start-timestamp", producer_timestamp(now))
             // Undocumented; the official C producer sends it (reference §1.3).
-            .header("x-amzn-fragment-acknowledgment-required", HeaderValue::from_static("1"))
+            .header(
+                "x-amzn-fragment-acknowledgment-required",
+                HeaderValue::from_static("1"),
+            )
             .body(body)
             .map_err(|e| Error::config(format!("cannot build the request: {e}")))?;
         sign_request(&mut req, &creds, &inner.region, now, b.payload_hash)?;
@@ -318,8 +321,7 @@ impl PutMediaClientBuilder {
                 })
             }
         };
-        let credentials =
-            CachingProvider::new(provider, self.refresh_before, self.clock.clone());
+        let credentials = CachingProvider::new(provider, self.refresh_before, self.clock.clone());
 
         let mut kvs = match sdk {
             Some(c) => aws_sdk_kinesisvideo::config::Builder::from(c),
@@ -351,4 +353,3 @@ impl PutMediaClientBuilder {
         })
     }
 }
-

@@ -87,6 +87,39 @@ impl Default for Timeouts {
     }
 }
 
+impl Timeouts {
+    /// Sets [`connect`](Self::connect).
+    pub fn with_connect(mut self, d: Duration) -> Self {
+        self.connect = d;
+        self
+    }
+    /// Sets [`response_head`](Self::response_head).
+    pub fn with_response_head(mut self, d: Duration) -> Self {
+        self.response_head = d;
+        self
+    }
+    /// Sets [`first_ack`](Self::first_ack).
+    pub fn with_first_ack(mut self, d: Duration) -> Self {
+        self.first_ack = d;
+        self
+    }
+    /// Sets [`staleness`](Self::staleness).
+    pub fn with_staleness(mut self, d: Duration) -> Self {
+        self.staleness = d;
+        self
+    }
+    /// Sets [`final_drain`](Self::final_drain).
+    pub fn with_final_drain(mut self, d: Duration) -> Self {
+        self.final_drain = d;
+        self
+    }
+    /// Sets [`control_plane`](Self::control_plane).
+    pub fn with_control_plane(mut self, d: Duration) -> Self {
+        self.control_plane = d;
+        self
+    }
+}
+
 /// Builder of a [`PutMediaClient`](super::PutMediaClient): consuming `with_*` setters,
 /// validation in [`build`](Self::build).
 #[derive(Debug, Clone)]
@@ -284,9 +317,7 @@ impl PutMediaClientBuilder {
     pub(crate) fn validate(&self) -> Result<()> {
         match (&self.stream_name, &self.stream_arn) {
             (Some(_), Some(_)) => {
-                return Err(Error::config(
-                    "set a stream name or a stream ARN, not both",
-                ));
+                return Err(Error::config("set a stream name or a stream ARN, not both"));
             }
             (None, None) => return Err(Error::config("no stream name or ARN")),
             (Some(name), None) => {
@@ -312,7 +343,10 @@ impl PutMediaClientBuilder {
         {
             return Err(Error::config(format!("{role:?} is not a role ARN")));
         }
-        for url in [&self.endpoint_url, &self.data_endpoint].into_iter().flatten() {
+        for url in [&self.endpoint_url, &self.data_endpoint]
+            .into_iter()
+            .flatten()
+        {
             self.check_url(url)?;
         }
         if self.buffer_bound < MIN_BUFFER_BOUND {
@@ -374,7 +408,12 @@ mod tests {
     fn validates_stream_identity() {
         ok().validate().unwrap();
         let both = ok().with_stream_arn("arn:aws:kinesisvideo:us-east-1:1:stream/x/1");
-        assert!(both.validate().unwrap_err().to_string().contains("not both"));
+        assert!(
+            both.validate()
+                .unwrap_err()
+                .to_string()
+                .contains("not both")
+        );
         let bad = ok().with_stream_name("has space");
         assert!(matches!(bad.validate(), Err(Error::Config { .. })));
         let long = ok().with_stream_name("a".repeat(257));
@@ -386,17 +425,23 @@ mod tests {
     #[test]
     fn plain_http_needs_opt_in() {
         let b = ok().with_endpoint_url("http://127.0.0.1:1");
-        assert!(b.validate().unwrap_err().to_string().contains("with_allow_http"));
+        assert!(
+            b.validate()
+                .unwrap_err()
+                .to_string()
+                .contains("with_allow_http")
+        );
         b.with_allow_http(true).validate().unwrap();
-        ok().with_endpoint_url("https://example.com").validate().unwrap();
+        ok().with_endpoint_url("https://example.com")
+            .validate()
+            .unwrap();
         assert!(ok().with_endpoint_url("ftp://x").validate().is_err());
     }
 
     #[test]
     fn rejects_tiny_bound_and_zero_timeouts() {
         assert!(ok().with_buffer_bound(10).validate().is_err());
-        let mut t = Timeouts::default();
-        t.final_drain = Duration::ZERO;
+        let t = Timeouts::default().with_final_drain(Duration::ZERO);
         assert!(ok().with_timeouts(t).validate().is_err());
     }
 }

@@ -236,8 +236,12 @@ mod tests {
     #[tokio::test]
     async fn caches_until_refresh_margin() {
         let (c, calls) = cache(Duration::from_secs(3600));
-        c.credentials_valid_for(Duration::from_secs(60)).await.unwrap();
-        c.credentials_valid_for(Duration::from_secs(60)).await.unwrap();
+        c.credentials_valid_for(Duration::from_secs(60))
+            .await
+            .unwrap();
+        c.credentials_valid_for(Duration::from_secs(60))
+            .await
+            .unwrap();
         assert_eq!(calls.load(Ordering::SeqCst), 1);
         // Asking for more lifetime than is left forces a refresh, which cannot satisfy it.
         let err = c
@@ -252,8 +256,12 @@ mod tests {
     async fn refreshes_credentials_inside_the_margin() {
         // Lifetime 200 s < 300 s refresh margin: every call refreshes.
         let (c, calls) = cache(Duration::from_secs(200));
-        c.credentials_valid_for(Duration::from_secs(10)).await.unwrap();
-        c.credentials_valid_for(Duration::from_secs(10)).await.unwrap();
+        c.credentials_valid_for(Duration::from_secs(10))
+            .await
+            .unwrap();
+        c.credentials_valid_for(Duration::from_secs(10))
+            .await
+            .unwrap();
         assert_eq!(calls.load(Ordering::SeqCst), 2);
         c.invalidate().await;
     }

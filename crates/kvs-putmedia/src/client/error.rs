@@ -110,7 +110,9 @@ pub enum Error {
 
     /// Another PutMedia connection is open on the stream (`ConnectionLimitExceededException`;
     /// reference §3: one connection per stream).
-    #[error("another connection is already putting media on stream {stream}: {message} (request id {request_id})")]
+    #[error(
+        "another connection is already putting media on stream {stream}: {message} (request id {request_id})"
+    )]
     ConnectionLimit {
         /// The stream.
         stream: String,
@@ -292,7 +294,10 @@ impl Error {
                 message,
                 request_id,
             },
-            (_, "NotAuthorizedException" | "AccessDeniedException" | "UnrecognizedClientException")
+            (
+                _,
+                "NotAuthorizedException" | "AccessDeniedException" | "UnrecognizedClientException",
+            )
             | (401 | 403, _) => Self::Auth {
                 stream,
                 status,

@@ -298,8 +298,7 @@ impl Shared {
                     CompletionAck::Received => newly_received,
                 };
                 let mut freed = 0;
-                if completes && matches!(e.status, FragmentStatus::Queued | FragmentStatus::Sent)
-                {
+                if completes && matches!(e.status, FragmentStatus::Queued | FragmentStatus::Sent) {
                     e.status = FragmentStatus::Complete;
                     e.data = Bytes::new();
                     freed = e.size;
@@ -395,7 +394,9 @@ impl Drop for TaskGuard {
     }
 }
 
-pub(crate) fn channel_body(shared: &Arc<Shared>) -> (mpsc::UnboundedSender<BodyChunk>, ChannelBody) {
+pub(crate) fn channel_body(
+    shared: &Arc<Shared>,
+) -> (mpsc::UnboundedSender<BodyChunk>, ChannelBody) {
     let (tx, rx) = mpsc::unbounded_channel();
     (
         tx,
@@ -447,8 +448,14 @@ async fn read_acks(shared: Arc<Shared>, mut body: hyper::body::Incoming, timeout
         let (deadline, phase, waited) = {
             let st = shared.lock();
             match (st.first_ack_at, st.first_byte_at) {
-                (None, Some(first)) if first + timeouts.first_ack < last_ack + timeouts.staleness => {
-                    (first + timeouts.first_ack, TimeoutPhase::FirstAck, timeouts.first_ack)
+                (None, Some(first))
+                    if first + timeouts.first_ack < last_ack + timeouts.staleness =>
+                {
+                    (
+                        first + timeouts.first_ack,
+                        TimeoutPhase::FirstAck,
+                        timeouts.first_ack,
+                    )
                 }
                 _ => (
                     last_ack + timeouts.staleness,
@@ -710,9 +717,7 @@ impl Sink<Bytes> for PutMediaSink {
         if self.close != CloseState::Open {
             return Poll::Ready(Err(self.closed_error()));
         }
-        let over = |st: &State| {
-            st.outstanding > 0 && st.held + self.largest_fragment > self.bound
-        };
+        let over = |st: &State| st.outstanding > 0 && st.held + self.largest_fragment > self.bound;
         {
             let st = self.shared.lock();
             if let Some(e) = &st.failure {
@@ -803,12 +808,12 @@ impl Sink<Bytes> for PutMediaSink {
                             Some(Err(Error::Transport {
                                 stream: self.shared.stream.clone(),
                                 during: "waiting for the last acknowledgements",
-                                source: BoxError::from(Box::<dyn std::error::Error + Send + Sync>::from(
-                                    format!(
+                                source: BoxError::from(
+                                    Box::<dyn std::error::Error + Send + Sync>::from(format!(
                                         "the response ended with {} fragment(s) not acknowledged",
                                         st.outstanding
-                                    ),
-                                )),
+                                    )),
+                                ),
                             }))
                         } else {
                             None

@@ -54,7 +54,10 @@ pub(crate) fn sign_request<B>(
         .collect::<Result<_>>()?;
     let (body, checksum) = match payload {
         PayloadHash::EmptyStringSha256 => (SignableBody::Bytes(&[]), PayloadChecksumKind::NoHeader),
-        PayloadHash::Unsigned => (SignableBody::UnsignedPayload, PayloadChecksumKind::XAmzSha256),
+        PayloadHash::Unsigned => (
+            SignableBody::UnsignedPayload,
+            PayloadChecksumKind::XAmzSha256,
+        ),
     };
     let mut settings = SigningSettings::default();
     settings.payload_checksum_kind = checksum;

@@ -136,26 +136,33 @@ pub(crate) fn put_media_uri(endpoint: &http::Uri) -> Result<http::Uri, Error> {
         .map_err(|e| Error::config(format!("data endpoint {base:?} gives no valid URI: {e}")))
 }
 
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
     fn error_messages() {
-        assert_eq!(error_message(br#"{"message":"no such stream"}"#), "no such stream");
+        assert_eq!(
+            error_message(br#"{"message":"no such stream"}"#),
+            "no such stream"
+        );
         assert_eq!(error_message(br#"{"Message":"x"}"#), "x");
         assert_eq!(error_message(b"plain text"), "plain text");
     }
 
     #[test]
     fn put_media_uri_appends_path() {
-        let u: http::Uri = "https://s-1.kinesisvideo.us-east-1.amazonaws.com".parse().unwrap();
+        let u: http::Uri = "https://s-1.kinesisvideo.us-east-1.amazonaws.com"
+            .parse()
+            .unwrap();
         assert_eq!(
             put_media_uri(&u).unwrap().to_string(),
             "https://s-1.kinesisvideo.us-east-1.amazonaws.com/putMedia"
         );
         let u: http::Uri = "http://127.0.0.1:9/".parse().unwrap();
-        assert_eq!(put_media_uri(&u).unwrap().to_string(), "http://127.0.0.1:9/putMedia");
+        assert_eq!(
+            put_media_uri(&u).unwrap().to_string(),
+            "http://127.0.0.1:9/putMedia"
+        );
     }
 }

@@ -128,8 +128,22 @@ pub fn ffmpeg_clip(seconds: u32) -> Bytes {
         .args(["-nostdin", "-loglevel", "error", "-f", "lavfi", "-i"])
         .arg(format!("testsrc=size=320x240:rate=25:duration={seconds}"))
         .args([
-            "-c:v", "libx264", "-preset", "ultrafast", "-profile:v", "baseline", "-bf", "0",
-            "-g", "25", "-keyint_min", "25", "-sc_threshold", "0", "-pix_fmt", "yuv420p",
+            "-c:v",
+            "libx264",
+            "-preset",
+            "ultrafast",
+            "-profile:v",
+            "baseline",
+            "-bf",
+            "0",
+            "-g",
+            "25",
+            "-keyint_min",
+            "25",
+            "-sc_threshold",
+            "0",
+            "-pix_fmt",
+            "yuv420p",
         ])
         .arg(&path)
         .status()
@@ -170,7 +184,9 @@ pub fn clusters(body: &[u8]) -> Vec<(u64, usize)> {
         p += 1;
         let len = vint_value(&body[p..]);
         p += vint_len(body[p]);
-        let tc = body[p..p + len].iter().fold(0u64, |a, &b| (a << 8) | u64::from(b));
+        let tc = body[p..p + len]
+            .iter()
+            .fold(0u64, |a, &b| (a << 8) | u64::from(b));
         out.push((tc, end - s));
     }
     out
