@@ -194,11 +194,13 @@ async fn bad_signature_unknown_key_and_clock_skew_are_403() {
     assert_eq!(PutMedia::open(&emu, o).await.status, 200);
 }
 
+type Edit = Box<dyn Fn(&mut PutMediaOptions)>;
+
 #[tokio::test]
 async fn header_validation_and_missing_stream() {
     let emu = emulator().await;
     emu.create_stream("s", 1).await.unwrap();
-    let cases: Vec<(Box<dyn Fn(&mut PutMediaOptions)>, u16, &str)> = vec![
+    let cases: Vec<(Edit, u16, &str)> = vec![
         (
             Box::new(|o| o.stream_header = vec![("x-amzn-stream-name".into(), "nope".into())]),
             404,
