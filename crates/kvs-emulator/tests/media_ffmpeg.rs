@@ -7,7 +7,8 @@ use std::io::Write;
 use std::process::Command;
 
 use kvs_emulator::media::{
-    GetMediaTags, Ingest, IngestConfig, IngestEvent, fragment_to_mkv, getmedia_chunk,
+    GetMediaTags, Ingest, IngestConfig, IngestEvent, fragment_list_chunk, fragment_to_mkv,
+    getmedia_chunk,
 };
 use media_support::*;
 
@@ -223,4 +224,33 @@ fn getmedia_chunks_carry_the_kvs_tags_and_are_readable() {
         "{}",
         String::from_utf8_lossy(&probe.stderr)
     );
+}
+
+#[test]
+fn fragment_list_chunks_use_the_side_timestamp_names() {
+    let Some(bytes) = video_clip() else { return };
+    let (ingest, events) = ingest_all(&bytes);
+    let chunk = fragment_list_chunk(
+        ingest.header().unwrap(),
+        &completed(&events)[0].cluster,
+        &GetMediaTags {
+            fragment_number: "1".into(),
+            server_timestamp_ms: 1_700_000_000_005,
+            producer_timestamp_ms: 1_700_000_000_000,
+            millis_behind_now: Some(5),
+            ..GetMediaTags::default()
+        },
+    );
+    let info = tool_output("mkvinfo", &["-v"], &chunk);
+    let text = String::from_utf8_lossy(&info.stdout);
+    assert!(info.status.success(), "{text}");
+    assert!(
+        text.contains("AWS_KINESISVIDEO_SERVER_SIDE_TIMESTAMP"),
+        "{text}"
+    );
+    assert!(
+        text.contains("AWS_KINESISVIDEO_PRODUCER_SIDE_TIMESTAMP"),
+        "{text}"
+    );
+    assert!(!text.contains("MILLIS_BEHIND_NOW"), "{text}");
 }

@@ -187,6 +187,34 @@ fn metadata_tags_before_a_cluster_belong_to_that_fragment() {
 }
 
 #[test]
+fn track_targeted_tags_are_not_fragment_metadata() {
+    // Tag { Targets { TagTrackUID 1 }, SimpleTag ENCODER } as ffmpeg writes per track, plus
+    // twelve of them: none counts towards the limit of 10, none is reserved-name checked.
+    let simple = |name: &str| {
+        el(
+            0x67C8,
+            &cat(&[el(0x45A3, name.as_bytes()), el(0x4487, b"x")]),
+        )
+    };
+    let targeted = |name: &str| el(0x7373, &cat(&[el(0x63C0, &uint(0x63C5, 1)), simple(name)]));
+    let mut tag_list: Vec<Vec<u8>> = (0..12).map(|i| targeted(&format!("T{i}"))).collect();
+    tag_list.push(targeted("AWS_TRACK_THING"));
+    // An empty Targets still means the whole segment: counted.
+    tag_list.push(el(0x7373, &cat(&[el(0x63C0, &[]), simple("global")])));
+    let bytes = cat(&[
+        header(&[1]),
+        el(TAGS, &cat(&tag_list)),
+        cluster(0, &video_blocks(2, 40)),
+    ]);
+    let events = run(&bytes);
+    assert_eq!(error_of(&events), None, "{events:#?}");
+    assert_eq!(
+        completed(&events)[0].tags,
+        vec![("global".into(), "x".into())]
+    );
+}
+
+#[test]
 fn ten_metadata_tags_are_accepted() {
     let names: Vec<String> = (0..10).map(|i| format!("k{i}")).collect();
     let pairs: Vec<(&str, &str)> = names.iter().map(|n| (n.as_str(), "v")).collect();

@@ -2,6 +2,18 @@
 
 use super::ebml::{self, id};
 
+/// Which API a chunk is for: the two name their timestamp tags differently.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum ChunkApi {
+    /// GetMedia: `AWS_KINESISVIDEO_SERVER_TIMESTAMP` / `AWS_KINESISVIDEO_PRODUCER_TIMESTAMP`
+    /// (the names seen in real GetMedia output).
+    GetMedia,
+    /// GetMediaForFragmentList: `AWS_KINESISVIDEO_SERVER_SIDE_TIMESTAMP` /
+    /// `AWS_KINESISVIDEO_PRODUCER_SIDE_TIMESTAMP`, as that API's documentation names them (not
+    /// checked against the live service).
+    GetMediaForFragmentList,
+}
+
 /// The `AWS_KINESISVIDEO_*` tags of one GetMedia chunk.
 ///
 /// Real GetMedia output (seen in captures of Amazon Connect streams and read by the KVS parser
@@ -58,24 +70,50 @@ pub fn fragment_to_mkv(header: &[u8], cluster: &[u8]) -> Vec<u8> {
     out
 }
 
-/// One GetMedia / GetMediaForFragmentList chunk, laid out as [`GetMediaTags`] describes. A
-/// GetMedia response body is these chunks back to back.
+/// One GetMedia chunk, laid out as [`GetMediaTags`] describes. A GetMedia response body is these
+/// chunks back to back.
 pub fn getmedia_chunk(header: &[u8], cluster: &[u8], tags: &GetMediaTags) -> Vec<u8> {
+    chunk(header, cluster, tags, ChunkApi::GetMedia)
+}
+
+/// One GetMediaForFragmentList chunk: like [`getmedia_chunk`], but with the timestamp tags named
+/// `AWS_KINESISVIDEO_SERVER_SIDE_TIMESTAMP` and `AWS_KINESISVIDEO_PRODUCER_SIDE_TIMESTAMP` as that
+/// API's documentation says (not checked against the live service), and without the
+/// MILLIS_BEHIND_NOW / CONTINUATION_TOKEN trailer, which only GetMedia documents; those fields of
+/// `tags` are ignored.
+pub fn fragment_list_chunk(header: &[u8], cluster: &[u8], tags: &GetMediaTags) -> Vec<u8> {
+    chunk(header, cluster, tags, ChunkApi::GetMediaForFragmentList)
+}
+
+fn chunk(header: &[u8], cluster: &[u8], tags: &GetMediaTags, api: ChunkApi) -> Vec<u8> {
     let mut out = Vec::with_capacity(header.len() + cluster.len() + 512);
     out.extend_from_slice(header);
     let server = seconds(tags.server_timestamp_ms);
     let producer = seconds(tags.producer_timestamp_ms);
+    let (server_name, producer_name) = match api {
+        ChunkApi::GetMedia => (
+            "AWS_KINESISVIDEO_SERVER_TIMESTAMP",
+            "AWS_KINESISVIDEO_PRODUCER_TIMESTAMP",
+        ),
+        ChunkApi::GetMediaForFragmentList => (
+            "AWS_KINESISVIDEO_SERVER_SIDE_TIMESTAMP",
+            "AWS_KINESISVIDEO_PRODUCER_SIDE_TIMESTAMP",
+        ),
+    };
     write_tags(
         &mut out,
         &[
             ("AWS_KINESISVIDEO_FRAGMENT_NUMBER", &tags.fragment_number),
-            ("AWS_KINESISVIDEO_SERVER_TIMESTAMP", &server),
-            ("AWS_KINESISVIDEO_PRODUCER_TIMESTAMP", &producer),
+            (server_name, &server),
+            (producer_name, &producer),
         ],
     );
     out.extend_from_slice(cluster);
     for (name, value) in &tags.metadata {
         write_tags(&mut out, &[(name, value)]);
+    }
+    if api == ChunkApi::GetMediaForFragmentList {
+        return out;
     }
     let behind = tags.millis_behind_now.map(|ms| ms.to_string());
     let mut trailer: Vec<(&str, &str)> = Vec::new();

@@ -37,6 +37,11 @@ pub(crate) mod id {
     pub const TAG_NAME: u32 = 0x45A3;
     pub const TAG_STRING: u32 = 0x4487;
     pub const TAG_BINARY: u32 = 0x4485;
+    pub const TARGETS: u32 = 0x63C0;
+    pub const TAG_TRACK_UID: u32 = 0x63C5;
+    pub const TAG_EDITION_UID: u32 = 0x63C9;
+    pub const TAG_CHAPTER_UID: u32 = 0x63C4;
+    pub const TAG_ATTACHMENT_UID: u32 = 0x63C6;
 
     pub const TIMECODE: u32 = 0xE7;
     pub const SIMPLE_BLOCK: u32 = 0xA3;

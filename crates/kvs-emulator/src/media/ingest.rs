@@ -213,6 +213,8 @@ enum Level {
     AfterSegment,
     /// An error was reported; everything else is ignored.
     Failed,
+    /// [`Ingest::finish`] was called; later input is ignored.
+    Finished,
 }
 
 /// What the next bytes are.
@@ -324,7 +326,7 @@ impl Ingest {
     /// further input is ignored.
     pub fn push(&mut self, data: &[u8], now_epoch_ms: u64, out: &mut Vec<IngestEvent>) {
         self.received += data.len() as u64;
-        if self.level == Level::Failed {
+        if matches!(self.level, Level::Failed | Level::Finished) {
             return;
         }
         if self.relative_anchor_ms.is_none() {
@@ -364,7 +366,7 @@ impl Ingest {
     /// truncated element. Idempotent.
     pub fn finish(&mut self, now_epoch_ms: u64, out: &mut Vec<IngestEvent>) {
         let _ = now_epoch_ms;
-        if self.level == Level::Failed {
+        if matches!(self.level, Level::Failed | Level::Finished) {
             return;
         }
         let truncated = match self.need {
@@ -393,8 +395,7 @@ impl Ingest {
         }
         self.complete_fragment(out);
         if self.level != Level::Failed {
-            // Later pushes after the end of the body are a caller bug; ignore them.
-            self.level = Level::Failed;
+            self.level = Level::Finished;
         }
     }
 
@@ -463,8 +464,10 @@ impl Ingest {
                     return None;
                 }
                 self.need = Need::Header;
-                let element = self.buf[pos..pos + header.len + size].to_vec();
-                self.on_element(header, &element, at, now, out);
+                // Taken out for the call so the element is not copied; put back right after.
+                let buf = std::mem::take(&mut self.buf);
+                self.on_element(header, &buf[pos..pos + header.len + size], at, now, out);
+                self.buf = buf;
                 Some(header.len + size)
             }
             Need::Header => {
@@ -620,7 +623,7 @@ impl Ingest {
             }
             Level::Segment => self.on_level1_header(h, raw, at, end, out),
             Level::Cluster => self.on_cluster_child_header(h, at, out),
-            Level::Failed => 0,
+            Level::Failed | Level::Finished => 0,
         }
     }
 
@@ -1083,9 +1086,14 @@ impl Ingest {
             }
         };
         let mut end_of_fragment = false;
-        for (name, value) in pairs {
+        for (name, value, targeted) in pairs {
             if name == END_OF_FRAGMENT_TAG {
                 end_of_fragment = true;
+                continue;
+            }
+            if targeted {
+                // Inference: tags aimed at a track, edition, chapter or attachment (ffmpeg writes
+                // one ENCODER tag per track) describe that target, not the fragment.
                 continue;
             }
             let problem = if name.starts_with("AWS") {
@@ -1122,17 +1130,31 @@ impl Ingest {
         }
     }
 
-    /// The direct SimpleTags of every Tag: `(TagName, TagString or TagBinary)`.
-    fn simple_tags(body: &[u8]) -> Result<Vec<(String, String)>, &'static str> {
+    /// The direct SimpleTags of every Tag: `(TagName, TagString or TagBinary, whether the Tag's
+    /// Targets name a track, edition, chapter or attachment)`.
+    fn simple_tags(body: &[u8]) -> Result<Vec<(String, String, bool)>, &'static str> {
         let mut pairs = Vec::new();
         for tag in ebml::children(body)?
             .into_iter()
             .filter(|c| c.id == id::TAG)
         {
-            for simple in ebml::children(tag.body)?
-                .into_iter()
-                .filter(|c| c.id == id::SIMPLE_TAG)
-            {
+            let children = ebml::children(tag.body)?;
+            let mut targeted = false;
+            for targets in children.iter().filter(|c| c.id == id::TARGETS) {
+                for target in ebml::children(targets.body)? {
+                    if matches!(
+                        target.id,
+                        id::TAG_TRACK_UID
+                            | id::TAG_EDITION_UID
+                            | id::TAG_CHAPTER_UID
+                            | id::TAG_ATTACHMENT_UID
+                    ) && ebml::read_uint(target.body)? != 0
+                    {
+                        targeted = true;
+                    }
+                }
+            }
+            for simple in children.iter().filter(|c| c.id == id::SIMPLE_TAG) {
                 let mut name = None;
                 let mut value = String::new();
                 for field in ebml::children(simple.body)? {
@@ -1143,7 +1165,7 @@ impl Ingest {
                         _ => {}
                     }
                 }
-                pairs.push((name.ok_or("SimpleTag without TagName")?, value));
+                pairs.push((name.ok_or("SimpleTag without TagName")?, value, targeted));
             }
         }
         Ok(pairs)

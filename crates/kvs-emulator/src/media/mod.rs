@@ -34,7 +34,7 @@
 //! | Cluster timecode not strictly greater than the previous Cluster's timecode and the previous fragment's last frame (equal fails too) | 4004 | `FRAGMENT_TIMECODE_LESSER_THAN_PREVIOUS` | §2, §4.6 |
 //! | a frame at or before the previous fragment's last frame (e.g. a negative block timecode), or earlier than the previous frame of the same track (B-frames) | 4004 | `FRAGMENT_TIMECODE_LESSER_THAN_PREVIOUS` | §4.6, §4.8 |
 //! | producer timestamp (ABSOLUTE: Cluster timecode as epoch ms; RELATIVE: `producer_start_ms` + timecode) more than `max_future_ms` (10 s, an inference) after `now_epoch_ms` | 4007 | `INVALID_PRODUCER_TIMESTAMP` | §2, §4.10 |
-//! | more than `max_metadata_tags` (10) metadata tags for one fragment | 4009 | `FRAGMENT_METADATA_LIMIT_REACHED` | §2, §3, §4.9 |
+//! | more than `max_metadata_tags` (10) metadata tags for one fragment, counted over all level-1 Tags since the previous Cluster. **Inference**: SimpleTags of a Tag whose Targets name a track, edition, chapter or attachment (ffmpeg writes an ENCODER tag per track) describe that target and are not counted | 4009 | `FRAGMENT_METADATA_LIMIT_REACHED` | §2, §3, §4.9 |
 //! | a metadata tag name starting with `AWS` (other than `AWS_KINESISVIDEO_END_OF_FRAGMENT`), a name over 128 bytes or a value over 256 bytes. **Inference**: the reference gives the rule, not its error id | 4009 | `FRAGMENT_METADATA_LIMIT_REACHED` | §4.9 |
 //! | a block for a track number Tracks does not declare | 4010 | `TRACK_NUMBER_MISMATCH` | §2, §4.7 |
 //! | a declared track without a frame in a fragment (checked when the fragment ends) | 4011 | `FRAMES_MISSING_FOR_TRACK` | §2, §4.7 |
@@ -61,13 +61,14 @@
 //! # What is served back
 //!
 //! [`fragment_to_mkv`] makes a standalone, playable MKV of one fragment; [`getmedia_chunk`] makes
-//! a GetMedia chunk with the `AWS_KINESISVIDEO_*` tags in the places real GetMedia puts them.
+//! a GetMedia chunk with the `AWS_KINESISVIDEO_*` tags in the places real GetMedia puts them, and
+//! [`fragment_list_chunk`] the GetMediaForFragmentList variant.
 
 mod chunk;
 mod ebml;
 mod ingest;
 
-pub use chunk::{GetMediaTags, fragment_to_mkv, getmedia_chunk};
+pub use chunk::{GetMediaTags, fragment_list_chunk, fragment_to_mkv, getmedia_chunk};
 pub use ingest::{
     CompletedFragment, END_OF_FRAGMENT_TAG, Ingest, IngestConfig, IngestEvent, MAX_TAG_NAME_BYTES,
     MAX_TAG_VALUE_BYTES, TimecodeType, TrackInfo,
