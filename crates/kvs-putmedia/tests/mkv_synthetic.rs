@@ -537,3 +537,33 @@ fn structural_errors_are_typed() {
     r.finish().expect("ok");
     assert_eq!(r.push(Bytes::new()), Err(MkvError::Finished));
 }
+
+#[test]
+fn video_that_never_has_a_keyframe_is_reported_not_buffered_forever() {
+    let frames: Vec<F> = av_frames(14_000, 25)
+        .into_iter()
+        .map(|mut f| {
+            f.key = f.track == 2;
+            f
+        })
+        .collect();
+    let run = run_default(&av_stream(&frames, 10));
+    assert!(!run.fragments.is_empty());
+    assert!(
+        run.warnings
+            .iter()
+            .any(|w| matches!(w, Warning::NoKeyframeBeforeMaxDuration { .. })),
+        "{:?}",
+        run.warnings
+    );
+    assert!(run.warnings.iter().any(|w| matches!(
+        w,
+        Warning::FramesDropped {
+            track: 1,
+            reason: DropReason::BeforeFirstKeyframe,
+            ..
+        }
+    )));
+    let audio: usize = run.fragments.iter().map(|f| f.frame_count(2)).sum();
+    assert_eq!(audio, 700, "no audio lost");
+}

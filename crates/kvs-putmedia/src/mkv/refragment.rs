@@ -971,6 +971,8 @@ struct Cutter {
     primary_is_video: bool,
     kinds: Vec<TrackKind>,
     numbers: Vec<u64>,
+    /// Track numbers encoded as vints, as blocks carry them.
+    number_vints: Vec<Bytes>,
     default_dur: Vec<i64>,
     /// Tracks (bit per index) seen so far.
     seen: u8,
@@ -1002,6 +1004,7 @@ impl Cutter {
             primary_is_video: false,
             kinds: Vec::new(),
             numbers: Vec::new(),
+            number_vints: Vec::new(),
             default_dur: Vec::new(),
             seen: 0,
             preroll: Vec::new(),
@@ -1018,6 +1021,14 @@ impl Cutter {
         self.primary_is_video = tracks[primary].kind == TrackKind::Video;
         self.kinds = tracks.iter().map(|t| t.kind).collect();
         self.numbers = tracks.iter().map(|t| t.number).collect();
+        self.number_vints = tracks
+            .iter()
+            .map(|t| {
+                let mut b = BytesMut::with_capacity(8);
+                ebml::put_size(&mut b, t.number);
+                b.freeze()
+            })
+            .collect();
         self.default_dur = tracks
             .iter()
             .map(|t| {
@@ -1050,7 +1061,7 @@ impl Cutter {
     fn on_frame(&mut self, f: Frame, tracks: &[Track], out: &mut VecDeque<Output>) {
         self.seen |= 1 << f.track;
         if self.open.is_none() {
-            return self.on_preroll(f, tracks, out);
+            return self.on_preroll(f);
         }
         if let Some(p) = &mut self.pending
             && f.track != p.cut_track
@@ -1090,7 +1101,7 @@ impl Cutter {
         }
     }
 
-    fn on_preroll(&mut self, f: Frame, tracks: &[Track], out: &mut VecDeque<Output>) {
+    fn on_preroll(&mut self, f: Frame) {
         if self.is_cut_point(&f) {
             let mut frag = Frag::new(f, true);
             for p in self.preroll.drain(..) {
@@ -1122,9 +1133,9 @@ impl Cutter {
             for p in it {
                 frag.push(p);
             }
-            frag.forced = None;
+            // Reported with this fragment: it starts without a keyframe.
+            frag.forced = Some(Forced::Duration);
             self.open = Some(frag);
-            let _ = (tracks, out);
         }
     }
 
@@ -1266,12 +1277,11 @@ impl Cutter {
             max_time = max_time.max(f.time);
             let rel = (f.time - c).min(MAX_RELATIVE_TIMECODE) as i16;
             let number = self.numbers[usize::from(f.track)];
-            let mut tn = BytesMut::new();
-            ebml::put_size(&mut tn, number);
+            let tn = &self.number_vints[usize::from(f.track)];
             let body_len = tn.len() + 3 + f.payload.len();
             ebml::put_id(&mut arena, id::SIMPLE_BLOCK);
             ebml::put_size(&mut arena, body_len as u64);
-            arena.put_slice(&tn);
+            arena.put_slice(tn);
             arena.put_i16(rel);
             arena.put_u8(f.flags);
             chunks.push(arena.split().freeze());
