@@ -522,3 +522,27 @@ async fn clock_skew_fault_makes_requests_expire() {
         200
     );
 }
+
+#[tokio::test]
+async fn deleting_the_stream_under_a_connection_gives_4008() {
+    let emu = emulator().await;
+    let arn = emu.create_stream("s", 1).await.unwrap();
+    let mut pm = PutMedia::open(&emu, PutMediaOptions::new(&emu, "s")).await;
+    let data = clip();
+    let second_cluster = data
+        .windows(4)
+        .enumerate()
+        .filter(|(_, w)| *w == [0x1F, 0x43, 0xB6, 0x75])
+        .nth(1)
+        .unwrap()
+        .0;
+    pm.send(&data[..second_cluster - 10]).await.unwrap();
+    let kv = aws_sdk_kinesisvideo::Client::new(&sdk_config(&emu).await);
+    kv.delete_stream().stream_arn(arn).send().await.unwrap();
+    pm.send(&data[second_cluster - 10..]).await.unwrap();
+    let (acks, end) = pm.all_acks().await;
+    end.unwrap();
+    let last = acks.last().unwrap();
+    assert_eq!(last["ErrorId"], 4008, "{acks:?}");
+    assert_eq!(last["ErrorCode"], "STREAM_NOT_ACTIVE");
+}

@@ -403,7 +403,8 @@ impl Emulator {
             .with_stream(stream, |s| s.acks.clone())
             .unwrap_or_default()
     }
-    /// The stream's PutMedia connections (headers without secrets, timing, bytes, how each ended).
+    /// The stream's accepted PutMedia connections (headers without secrets, timing, bytes, how
+    /// each ended); requests refused before the 200 are not recorded.
     pub fn connections(&self, stream: &str) -> Vec<ConnectionRecord> {
         self.shared
             .with_stream(stream, |s| s.connections.clone())
@@ -604,6 +605,36 @@ impl Router {
             None => error_response(&crate::server::auth::sigv4_error(
                 sigv4::SigV4Error::Missing,
             )),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn debug_output_never_shows_the_secret() {
+        let emu = Emulator::builder()
+            .credentials("AKIDTEST", "super-secret-value")
+            .start()
+            .await
+            .unwrap();
+        assert!(!format!("{emu:?}").contains("super-secret-value"));
+        assert!(!format!("{:?}", emu.credentials()).contains("super-secret-value"));
+        assert!(format!("{:?}", emu.credentials()).contains("AKIDTEST"));
+    }
+
+    #[tokio::test]
+    async fn builder_validates() {
+        for b in [
+            Emulator::builder().region(""),
+            Emulator::builder().credentials("", "x"),
+            Emulator::builder().idle_timeout(Duration::ZERO),
+            Emulator::builder().ingest_rate_limit(0),
+            Emulator::builder().max_connection_duration(Duration::ZERO),
+        ] {
+            assert!(matches!(b.start().await, Err(Error::InvalidConfig { .. })));
         }
     }
 }

@@ -416,10 +416,17 @@ impl Session {
             error_code: error_code.map(str::to_owned),
             line,
         };
-        self.acks
-            .send(Out::Ack { ack, not_before })
-            .await
-            .map_err(|_| ConnectionEnd::ClientGone)
+        // A client that stops reading acks fills both channels; give up on it after the idle
+        // timeout instead of holding the stream's only connection slot forever.
+        match tokio::time::timeout(
+            self.shared.cfg.idle_timeout + self.faults.delay,
+            self.acks.send(Out::Ack { ack, not_before }),
+        )
+        .await
+        {
+            Ok(Ok(())) => Ok(()),
+            _ => Err(ConnectionEnd::ClientGone),
+        }
     }
 
     async fn error_ack(&mut self, id: u32, timecode: Option<u64>) -> Result<(), Ended> {
