@@ -546,3 +546,37 @@ async fn deleting_the_stream_under_a_connection_gives_4008() {
     assert_eq!(last["ErrorId"], 4008, "{acks:?}");
     assert_eq!(last["ErrorCode"], "STREAM_NOT_ACTIVE");
 }
+
+#[tokio::test]
+async fn absolute_timecodes_and_future_producer_timestamps() {
+    let emu = emulator().await;
+    emu.create_stream("s", 1).await.unwrap();
+    // ABSOLUTE: the cluster timecode is the producer timestamp (ref §4.10); past times are fine.
+    let mut o = PutMediaOptions::new(&emu, "s");
+    o.timecode_type = "ABSOLUTE";
+    o.producer_start = None;
+    let mut pm = PutMedia::open(&emu, o).await;
+    send_clip(&mut pm, clip()).await;
+    let (acks, end) = pm.all_acks().await;
+    end.unwrap();
+    assert!(acks.iter().all(|a| event(a) != "ERROR"), "{acks:?}");
+    for f in emu.fragments("s") {
+        assert_eq!(f.producer_timestamp_ms, f.fragment_timecode);
+    }
+
+    // RELATIVE with a start one hour ahead: producer timestamps in the future get 4007.
+    let ahead = SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64
+        + 3_600_000;
+    let mut o = PutMediaOptions::new(&emu, "s");
+    o.producer_start = Some(format!("{}.{:03}", ahead / 1000, ahead % 1000));
+    let mut pm = PutMedia::open(&emu, o).await;
+    send_clip(&mut pm, clip()).await;
+    let (acks, end) = pm.all_acks().await;
+    end.unwrap();
+    let last = acks.last().unwrap();
+    assert_eq!(last["ErrorId"], 4007, "{acks:?}");
+    assert_eq!(last["ErrorCode"], "INVALID_PRODUCER_TIMESTAMP");
+}
