@@ -12,7 +12,7 @@ use super::{
     BoxError, RespBody, Router, error_response, json_response, read_body_limited, request_id,
 };
 use crate::api::{self, ApiError, KvsRequest, StreamRef};
-use crate::media::{GetMediaTags, getmedia_chunk};
+use crate::media::{GetMediaTags, fragment_list_chunk, getmedia_chunk};
 use crate::sigv4::{self, RequestParts, UriEncoding};
 
 /// Reference: retention is at most 87600 hours (10 years).
@@ -310,7 +310,7 @@ async fn dispatch(router: &Router, request: KvsRequest) -> Result<Response<RespB
             let now = shared.now_ms();
             let mut out = Vec::new();
             for f in &frags {
-                out.extend_from_slice(&chunk(f, now));
+                out.extend_from_slice(&chunk(f, now, ChunkFor::FragmentList));
             }
             Ok(media_response(super::full(out)))
         }
@@ -327,9 +327,14 @@ fn media_response(body: RespBody) -> Response<RespBody> {
     resp
 }
 
-// The media module is still growing GetMediaTags; the struct update keeps this compiling.
-#[allow(clippy::needless_update)]
-fn chunk(f: &StoredFragment, now_ms: u64) -> Vec<u8> {
+/// Which API a chunk is for: they name their timestamp tags differently.
+#[derive(Clone, Copy)]
+enum ChunkFor {
+    GetMedia,
+    FragmentList,
+}
+
+fn chunk(f: &StoredFragment, now_ms: u64, api: ChunkFor) -> Vec<u8> {
     let tags = GetMediaTags {
         fragment_number: f.fragment_number.clone(),
         server_timestamp_ms: f.server_timestamp_ms,
@@ -337,10 +342,11 @@ fn chunk(f: &StoredFragment, now_ms: u64) -> Vec<u8> {
         millis_behind_now: Some(now_ms.saturating_sub(f.server_timestamp_ms)),
         continuation_token: Some(f.fragment_number.clone()),
         metadata: f.tags.clone(),
-        // Fields the media module may add later keep their defaults.
-        ..GetMediaTags::default()
     };
-    getmedia_chunk(&f.header, &f.cluster, &tags)
+    match api {
+        ChunkFor::GetMedia => getmedia_chunk(&f.header, &f.cluster, &tags),
+        ChunkFor::FragmentList => fragment_list_chunk(&f.header, &f.cluster, &tags),
+    }
 }
 
 /// The index of the first fragment the selector picks.
@@ -419,7 +425,11 @@ async fn get_media(
             for f in batch {
                 next += 1;
                 if tx
-                    .send(Ok(Frame::data(Bytes::from(chunk(&f, now)))))
+                    .send(Ok(Frame::data(Bytes::from(chunk(
+                        &f,
+                        now,
+                        ChunkFor::GetMedia,
+                    )))))
                     .await
                     .is_err()
                 {
