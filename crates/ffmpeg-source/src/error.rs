@@ -148,13 +148,16 @@ pub enum Error {
         reasons: Vec<String>,
     },
 
-    /// The input comes from a pipe but its container needs seeking (MP4 with the index at the end).
-    #[error("{input}: {reason}")]
+    /// The input comes from a pipe but its container needs seeking (MP4 with the index at the
+    /// end), found from its first bytes or from ffmpeg's complaint.
+    #[error("{input}: {reason}{stderr}")]
     NeedsSeekableInput {
         /// The input.
         input: String,
         /// What was found and what to do about it.
         reason: String,
+        /// ffmpeg's last stderr lines, when ffmpeg found it (empty when refused up front).
+        stderr: StderrTail,
     },
 
     /// ffmpeg or ffprobe exited with a non-zero status or was killed by a signal.
@@ -258,6 +261,7 @@ impl Error {
         match self {
             Error::UnreadableInput { stderr, .. }
             | Error::NoMediaStream { stderr, .. }
+            | Error::NeedsSeekableInput { stderr, .. }
             | Error::UnsupportedCodec { stderr, .. }
             | Error::Exit { stderr, .. }
             | Error::NoUsableMedia { stderr, .. }

@@ -23,7 +23,7 @@ pub enum Input {
         /// A name for messages, e.g. `s3://bucket/key` or `stdin`.
         name: String,
         /// The bytes.
-        reader: Box<dyn AsyncRead + Send + Unpin>,
+        reader: Box<dyn AsyncRead + Send + Sync + Unpin>,
     },
 }
 
@@ -101,7 +101,7 @@ impl Input {
     /// Bytes read from `reader` and fed to ffmpeg's stdin; `name` is used in messages.
     pub fn reader(
         name: impl Into<String>,
-        reader: impl AsyncRead + Send + Unpin + 'static,
+        reader: impl AsyncRead + Send + Sync + Unpin + 'static,
     ) -> Self {
         Input::Reader {
             name: name.into(),

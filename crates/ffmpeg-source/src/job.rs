@@ -33,6 +33,11 @@ const CLUSTER_ID: u32 = 0x1F43_B675;
 /// How much of a reader input is inspected for an MP4 index before handing it to ffmpeg.
 const PEEK_LIMIT: usize = 1 << 20;
 
+const MOOV_AT_END_ADVICE: &str = "this MP4 has its index (moov) after the media (mdat), so ffmpeg \
+    can only read it by seeking, which a pipe cannot do. Pass a file path or an http(s) URL (a \
+    presigned S3 GET URL works: ffmpeg seeks with Range requests), or remux it once with \
+    `ffmpeg -i in.mp4 -c copy -movflags +faststart out.mp4`";
+
 /// Builder for [`FfmpegSource`]; [`FfmpegSourceBuilder::build`] validates.
 #[derive(Debug)]
 pub struct FfmpegSourceBuilder {
@@ -526,12 +531,8 @@ impl FfmpegSource {
                 Mp4Layout::IndexAtEnd => {
                     return Err(Error::NeedsSeekableInput {
                         input: name,
-                        reason: "this MP4 has its index (moov) after the media (mdat), so ffmpeg can \
-                                 only read it by seeking, which a pipe cannot do. Pass a file path or \
-                                 an http(s) URL (a presigned S3 GET URL works: ffmpeg seeks with Range \
-                                 requests), or remux it once with \
-                                 `ffmpeg -i in.mp4 -c copy -movflags +faststart out.mp4`"
-                            .into(),
+                        reason: MOOV_AT_END_ADVICE.into(),
+                        stderr: StderrTail::default(),
                     });
                 }
                 Mp4Layout::NeedMore if !complete && buf.len() < PEEK_LIMIT => continue,
@@ -639,6 +640,7 @@ impl FfmpegSource {
             progress_rx,
             plan,
             pid,
+            is_pipe: stdin_task.is_some(),
             stdin_task,
         })
     }
@@ -781,6 +783,7 @@ pub struct FfmpegJob {
     progress_rx: watch::Receiver<Progress>,
     plan: Plan,
     pid: Option<u32>,
+    is_pipe: bool,
     stdin_task: Option<JoinHandle<()>>,
 }
 
@@ -871,6 +874,18 @@ impl FfmpegJob {
         }
         let stderr = self.shared.stderr();
         let status = info.and_then(|i| i.status);
+        // The MP4 demuxer on a pipe skips to the index, then cannot go back: "partial file". It
+        // exits 0 with a header-only output when copying, non-zero when transcoding.
+        if self.is_pipe
+            && (status.is_none_or(|s| !s.success()) || self.clusters == 0)
+            && stderr.lines().iter().any(|l| l.contains("partial file"))
+        {
+            return Some(Error::NeedsSeekableInput {
+                input,
+                reason: MOOV_AT_END_ADVICE.into(),
+                stderr,
+            });
+        }
         match status {
             Some(s) if s.success() => {
                 if self.bytes < self.min_bytes || self.clusters == 0 {

@@ -526,6 +526,23 @@ mod tests {
         assert_eq!(parse_packets("").max_interval, None);
     }
 
+    proptest::proptest! {
+        /// Hostile ffprobe output (a crafted file can put anything in tags) never panics.
+        #[test]
+        fn parsers_never_panic(data in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..512)) {
+            let _ = parse_probe_json(&data);
+            let _ = parse_packets(&String::from_utf8_lossy(&data));
+        }
+
+        #[test]
+        fn packet_fields_in_any_order(t in 0.0f64..1000.0, key: bool) {
+            let flags = if key { "K__" } else { "___" };
+            let a = parse_packets(&format!("pts_time={t}|dts_time={t}|flags={flags}"));
+            let b = parse_packets(&format!("flags={flags}|dts_time={t}|pts_time={t}"));
+            proptest::prop_assert_eq!(a, b);
+        }
+    }
+
     #[test]
     fn rotation_is_normalised() {
         assert_eq!(normalise_rotation(-90.0), 270);

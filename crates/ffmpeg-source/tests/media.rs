@@ -748,6 +748,24 @@ async fn moov_at_end_on_a_pipe_is_refused_with_advice() {
 }
 
 #[tokio::test]
+async fn moov_at_end_beyond_the_peek_window_is_caught_from_ffmpeg() {
+    let dir = TempDir::new().unwrap();
+    let data = std::fs::read(compatible(dir.path())).unwrap();
+    // ftyp, then a 1.2 MB `free` box so the first `mdat` lies beyond what is inspected up front.
+    let ftyp = u32::from_be_bytes(data[..4].try_into().unwrap()) as usize;
+    let mut padded = data[..ftyp].to_vec();
+    padded.extend_from_slice(&(1_200_008u32).to_be_bytes());
+    padded.extend_from_slice(b"free");
+    padded.resize(padded.len() + 1_200_000, 0);
+    padded.extend_from_slice(&data[ftyp..]);
+    let err = spawn_err(Input::reader("padded.mp4", std::io::Cursor::new(padded))).await;
+    match &err {
+        Error::NeedsSeekableInput { stderr, .. } => assert!(!stderr.is_empty()),
+        other => panic!("{other:?}"),
+    }
+}
+
+#[tokio::test]
 async fn pipe_input_of_a_streamable_format_works() {
     let dir = TempDir::new().unwrap();
     let input = make_input(
