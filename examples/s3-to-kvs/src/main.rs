@@ -1,2 +1,200 @@
-//! placeholder replaced by issue 6
-fn main() {}
+//! `s3-to-kvs`: the Node sample's Fargate container, done right.
+//!
+//! `serve` (the default) answers `POST /processObject {"bucketName","keyName"}` (or an S3 event
+//! notification) by streaming the object through ffmpeg into Kinesis Video Streams; `demo` runs the
+//! whole job on an embedded emulator, no AWS account needed.
+
+mod demo;
+mod http;
+mod jobs;
+mod pipeline;
+mod request;
+
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::bail;
+use clap::{Parser, Subcommand, ValueEnum};
+use tokio_util::sync::CancellationToken;
+
+/// Stream S3 objects into Kinesis Video Streams through ffmpeg.
+#[derive(Parser, Debug)]
+#[command(version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+    #[command(flatten)]
+    serve: ServeArgs,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Serve the HTTP API (the default).
+    Serve,
+    /// The main job on an embedded emulator: make a clip, upload it to S3, POST /processObject,
+    /// stream it, read the fragments back and print a summary.
+    Demo(demo::DemoArgs),
+}
+
+/// Log output format.
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum LogFormat {
+    /// One JSON object per line (for CloudWatch and other collectors).
+    Json,
+    /// Human-readable lines.
+    Text,
+}
+
+/// Pacing of ffmpeg's output.
+#[derive(Debug, Clone, Copy, ValueEnum, PartialEq, Eq)]
+pub enum Pace {
+    /// Native frame rate, as the Node sample (`-re`): a live-like stream.
+    Realtime,
+    /// As fast as ffmpeg and the KVS per-stream rate allow; timestamps start in the past.
+    Fast,
+}
+
+/// Service configuration: flags, each mirrored by the environment variable the Node sample used
+/// or a new one.
+#[derive(clap::Args, Debug, Clone)]
+pub struct ServeArgs {
+    /// Port to listen on.
+    #[arg(long, env = "PORT", default_value_t = 8080)]
+    pub port: u16,
+    /// Address to listen on.
+    #[arg(long, env = "HOST", default_value = "0.0.0.0")]
+    pub host: IpAddr,
+    /// Target stream ARN (the Node sample's variable).
+    #[arg(long, env = "KVS_STREAM_ARN", conflicts_with = "stream_name")]
+    pub stream_arn: Option<String>,
+    /// Target stream name, instead of an ARN.
+    #[arg(long, env = "KVS_STREAM_NAME")]
+    pub stream_name: Option<String>,
+    /// Role to assume through STS before streaming (the Node sample's `ECS_ROLE`).
+    #[arg(long, env = "ECS_ROLE")]
+    pub assume_role: Option<String>,
+    /// Streams that run at once.
+    #[arg(long, env = "MAX_CONCURRENT_STREAMS", default_value_t = 4)]
+    pub concurrency: usize,
+    /// Streams admitted beyond those, waiting; more get `429` with `Retry-After`.
+    #[arg(long, env = "MAX_QUEUED_STREAMS", default_value_t = 16)]
+    pub queue: usize,
+    /// On SIGTERM, how long running streams get to end cleanly (ECS waits 30 s by default).
+    #[arg(long, env = "DRAIN_SECONDS", default_value_t = 25)]
+    pub drain_seconds: u64,
+    /// How long `processObject` waits for the first acknowledgement before answering `202`.
+    #[arg(long, env = "FIRST_ACK_WAIT_SECONDS", default_value_t = 60)]
+    pub first_ack_wait_seconds: u64,
+    /// Pacing of the stream.
+    #[arg(long, env = "PACE", value_enum, default_value_t = Pace::Realtime)]
+    pub pace: Pace,
+    /// Start an embedded emulator (KVS, S3, STS) and stream to it: no AWS account needed.
+    #[arg(long)]
+    pub emulator: bool,
+    /// Log format.
+    #[arg(long, env = "LOG_FORMAT", value_enum, default_value_t = LogFormat::Json)]
+    log_format: LogFormat,
+}
+
+fn init_logging(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Json => builder.json().flatten_event(true).init(),
+        LogFormat::Text => builder.init(),
+    }
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .expect("installing a SIGTERM handler");
+        tokio::select! {
+            _ = ctrl_c => {},
+            _ = term.recv() => {},
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = ctrl_c.await;
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    match cli.command {
+        Some(Command::Demo(args)) => {
+            init_logging(LogFormat::Text);
+            demo::run(args).await
+        }
+        Some(Command::Serve) | None => {
+            init_logging(cli.serve.log_format);
+            serve(cli.serve).await
+        }
+    }
+}
+
+async fn serve(args: ServeArgs) -> anyhow::Result<()> {
+    if std::env::var_os("COUNT_FREQUENCY").is_some() {
+        tracing::info!(
+            "COUNT_FREQUENCY is ignored: acknowledgements are tracked per fragment, see GET /jobs"
+        );
+    }
+    if args.concurrency == 0 {
+        bail!("--concurrency must be at least 1");
+    }
+    let emulator = if args.emulator {
+        Some(demo::start_emulator().await?)
+    } else {
+        None
+    };
+    let config = match &emulator {
+        Some(emu) => demo::emulator_sdk_config(emu).await,
+        None => aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await,
+    };
+    let target = match (&args.stream_name, &args.stream_arn) {
+        (Some(n), None) => pipeline::Target::Name(n.clone()),
+        (None, Some(a)) => pipeline::Target::Arn(a.clone()),
+        (None, None) if emulator.is_some() => pipeline::Target::Name(demo::DEMO_STREAM.into()),
+        _ => bail!(
+            "set exactly one of KVS_STREAM_NAME (--stream-name) or KVS_STREAM_ARN (--stream-arn)"
+        ),
+    };
+    if let (Some(emu), pipeline::Target::Name(name)) = (&emulator, &target) {
+        demo::ensure_stream(emu, name).await?;
+    }
+    let runner = pipeline::Pipeline::new(
+        &config,
+        target,
+        args.pace,
+        emulator.is_some(),
+        args.assume_role.clone(),
+    );
+    let app = Arc::new(http::App {
+        registry: Arc::new(jobs::Registry::new(jobs::Limits {
+            concurrency: args.concurrency,
+            queue: args.queue,
+            history: 1000,
+        })),
+        runner: Arc::new(runner),
+        stop: CancellationToken::new(),
+        first_ack_wait: Duration::from_secs(args.first_ack_wait_seconds),
+    });
+    let listener = http::bind(SocketAddr::new(args.host, args.port)).await?;
+    let addr = listener.local_addr()?;
+    tracing::info!(%addr, "listening");
+    http::serve(
+        listener,
+        app,
+        shutdown_signal(),
+        Duration::from_secs(args.drain_seconds),
+    )
+    .await?;
+    drop(emulator);
+    Ok(())
+}
