@@ -580,3 +580,64 @@ async fn absolute_timecodes_and_future_producer_timestamps() {
     assert_eq!(last["ErrorId"], 4007, "{acks:?}");
     assert_eq!(last["ErrorCode"], "INVALID_PRODUCER_TIMESTAMP");
 }
+
+/// With tokio's clock paused, the default limits (3 s IDLE interval, 30 s idle timeout, 45 min
+/// connection age) are exercised at their real values in milliseconds of wall time.
+#[tokio::test(start_paused = true)]
+async fn default_idle_timeout_and_connection_age_under_paused_time() {
+    let emu = Emulator::builder().start().await.unwrap();
+    emu.create_stream("s", 1).await.unwrap();
+    let mut pm = PutMedia::open(&emu, PutMediaOptions::new(&emu, "s")).await;
+    let t0 = tokio::time::Instant::now();
+    let (acks, end) = pm.all_acks().await;
+    end.unwrap();
+    let waited = t0.elapsed();
+    assert!(
+        waited >= Duration::from_secs(30) && waited < Duration::from_secs(34),
+        "{waited:?}"
+    );
+    assert_eq!(
+        acks.len(),
+        9,
+        "IDLE every 3 s until the 30 s idle timeout: {acks:?}"
+    );
+    assert_eq!(
+        emu.connections("s")[0].end,
+        Some(ConnectionEnd::IdleTimeout)
+    );
+
+    // A producer that keeps sending (a tiny chunk every 20 s) is cut at 45 minutes with 4003.
+    let mut pm = PutMedia::open(&emu, PutMediaOptions::new(&emu, "s")).await;
+    let t0 = tokio::time::Instant::now();
+    let data = clip();
+    let mut sent = 0;
+    let last = loop {
+        let step = 100.min(data.len() - sent);
+        if step > 0 {
+            pm.send(&data[sent..sent + step]).await.unwrap();
+            sent += step;
+        }
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+        let mut done = None;
+        while tokio::time::Instant::now() < deadline {
+            match tokio::time::timeout_at(deadline, pm.next_ack()).await {
+                Err(_) => break,
+                Ok(Ok(Some(a))) if event(&a) == "ERROR" => {
+                    done = Some(a);
+                    break;
+                }
+                Ok(Ok(Some(_))) => {}
+                Ok(other) => panic!("{other:?}"),
+            }
+        }
+        if let Some(a) = done {
+            break a;
+        }
+    };
+    assert_eq!(last["ErrorId"], 4003, "{last}");
+    let age = t0.elapsed();
+    assert!(
+        age >= Duration::from_secs(45 * 60) && age < Duration::from_secs(45 * 60 + 25),
+        "{age:?}"
+    );
+}
