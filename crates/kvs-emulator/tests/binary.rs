@@ -75,11 +75,15 @@ async fn config(r: &Running) -> aws_config::SdkConfig {
         .build()
 }
 
-fn sigterm_and_wait(mut r: Running) {
+fn sigterm_and_wait(r: Running) {
+    signal_and_wait(r, "-TERM");
+}
+
+fn signal_and_wait(mut r: Running, signal: &str) {
     let pid = r.child.id().to_string();
     assert!(
         Command::new("kill")
-            .args(["-TERM", &pid])
+            .args([signal, &pid])
             .status()
             .unwrap()
             .success()
@@ -87,12 +91,12 @@ fn sigterm_and_wait(mut r: Running) {
     let t0 = std::time::Instant::now();
     loop {
         if let Some(status) = r.child.try_wait().unwrap() {
-            assert!(status.success(), "clean exit on SIGTERM: {status}");
+            assert!(status.success(), "clean exit on {signal}: {status}");
             return;
         }
         assert!(
             t0.elapsed() < Duration::from_secs(5),
-            "stopped within 5 s of SIGTERM"
+            "stopped within 5 s of {signal}"
         );
         std::thread::sleep(Duration::from_millis(20));
     }
@@ -172,7 +176,8 @@ async fn in_memory_by_default_and_faults_from_flags() {
     // The scripted 10-minute skew makes every signed request "expired".
     let err = kv.list_streams().send().await.unwrap_err();
     assert_eq!(err.raw_response().unwrap().status().as_u16(), 403);
-    sigterm_and_wait(r);
+    // Ctrl-C (SIGINT) stops it cleanly too.
+    signal_and_wait(r, "-INT");
 
     let bad = Command::new(env!("CARGO_BIN_EXE_kvs-emulator"))
         .args(["--port", "0", "--fault", "{not json"])
