@@ -234,6 +234,32 @@ async fn typical_upload_with_sample_parity_defaults() {
     let input = typical_upload(dir.path());
     let d = check_valid(&input, Profile::sample_parity(), 2).await;
     assert_eq!(d.mode, Mode::Transcode);
+    // 16:9 fitted into 640x480 and padded, not stretched.
+    let job = FfmpegSource::builder(Input::path(&input))
+        .profile(Profile::sample_parity())
+        .build()
+        .unwrap()
+        .spawn()
+        .await
+        .unwrap();
+    let args = job.plan().display_args().to_owned();
+    for flag in [
+        "-profile:v baseline",
+        "-pix_fmt yuv420p",
+        "-bf 0",
+        "-write_crc32 0",
+        "-sc_threshold 0",
+        "force_original_aspect_ratio=decrease",
+        "pad=640:480",
+    ] {
+        assert!(args.contains(flag), "{flag} missing from {args}");
+    }
+    assert!(
+        !args.contains(" -re "),
+        "Fast pacing must not use -re: {args}"
+    );
+    let mkv: Vec<u8> = job.map(|c| c.unwrap().to_vec()).concat().await;
+    assert_eq!(output_dimensions(&mkv), (640, 480));
 }
 
 #[tokio::test]
@@ -439,6 +465,52 @@ async fn rotated_phone_video_is_transcoded() {
     let d = check_valid(&input, Profile::Auto(quick()), 1).await;
     assert_eq!(d.mode, Mode::Transcode);
     assert!(d.to_string().contains("rotated"), "{d}");
+    // The picture really is turned upright: 320x180 with a 90 degree matrix comes out 180x320.
+    let source = EncodeSettings::builder()
+        .size(Size::Source)
+        .preset(X264Preset::Ultrafast)
+        .build()
+        .unwrap();
+    let job = FfmpegSource::builder(Input::path(&input))
+        .profile(Profile::SampleParity(source))
+        .build()
+        .unwrap()
+        .spawn()
+        .await
+        .unwrap();
+    let mkv: Vec<u8> = job.map(|c| c.unwrap().to_vec()).concat().await;
+    assert_eq!(output_dimensions(&mkv), (180, 320));
+}
+
+/// Width and height of the first video stream of an MKV, by ffprobe on stdin.
+fn output_dimensions(mkv: &[u8]) -> (u32, u32) {
+    use std::io::Write;
+    let mut child = StdCommand::new("ffprobe")
+        .args([
+            "-v",
+            "error",
+            "-select_streams",
+            "v:0",
+            "-show_entries",
+            "stream=width,height",
+            "-of",
+            "csv=p=0",
+            "-",
+        ])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    let data = mkv.to_vec();
+    let writer = std::thread::spawn(move || {
+        let _ = stdin.write_all(&data);
+    });
+    let out = child.wait_with_output().unwrap();
+    writer.join().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    let (w, h) = text.trim().split_once(',').expect("width,height");
+    (w.parse().unwrap(), h.parse().unwrap())
 }
 
 #[tokio::test]
@@ -842,6 +914,7 @@ async fn cancel_kills_ffmpeg_and_ends_the_stream() {
         .await
         .unwrap();
     let pid = job.pid().unwrap();
+    assert!(job.plan().display_args().contains(" -re "));
     let first = job.next().await.unwrap().unwrap();
     assert!(!first.is_empty());
     let handle = job.cancel_handle();
