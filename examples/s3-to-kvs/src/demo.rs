@@ -292,7 +292,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
 
     let app = Arc::new(App {
         registry: Arc::new(Registry::new(Limits {
-            concurrency: 2,
+            concurrency: 1,
             queue: 4,
             history: 100,
         })),

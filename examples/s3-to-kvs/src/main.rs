@@ -74,11 +74,11 @@ pub struct ServeArgs {
     /// Role to assume through STS before streaming (the Node sample's `ECS_ROLE`).
     #[arg(long, env = "ECS_ROLE")]
     pub assume_role: Option<String>,
-    /// Streams that run at once.
-    #[arg(long, env = "MAX_CONCURRENT_STREAMS", default_value_t = 4)]
-    pub concurrency: usize,
-    /// Streams admitted beyond those, waiting; more get `429` with `Retry-After`.
-    #[arg(long, env = "MAX_QUEUED_STREAMS", default_value_t = 16)]
+    /// Objects admitted while another one streams, waiting their turn; more get `429` with
+    /// `Retry-After`. Jobs run one at a time: they all target the one configured stream, and KVS
+    /// allows one PutMedia connection per stream (a second is refused with
+    /// ConnectionLimitExceededException, reference §3).
+    #[arg(long, env = "MAX_QUEUED_OBJECTS", default_value_t = 16)]
     pub queue: usize,
     /// On SIGTERM, how long running streams get to end cleanly (ECS waits 30 s by default).
     #[arg(long, env = "DRAIN_SECONDS", default_value_t = 25)]
@@ -145,9 +145,6 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             "COUNT_FREQUENCY is ignored: acknowledgements are tracked per fragment, see GET /jobs"
         );
     }
-    if args.concurrency == 0 {
-        bail!("--concurrency must be at least 1");
-    }
     let emulator = if args.emulator {
         Some(demo::start_emulator().await?)
     } else {
@@ -168,16 +165,22 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     if let (Some(emu), pipeline::Target::Name(name)) = (&emulator, &target) {
         demo::ensure_stream(emu, name).await?;
     }
+    // An http:// endpoint the user set (AWS_ENDPOINT_URL or --emulator) is the explicit opt-in
+    // to plain HTTP; otherwise TLS is required and verified.
+    let allow_http = emulator.is_some()
+        || config
+            .endpoint_url()
+            .is_some_and(|u| u.starts_with("http://"));
     let runner = pipeline::Pipeline::new(
         &config,
         target,
         args.pace,
-        emulator.is_some(),
+        allow_http,
         args.assume_role.clone(),
     );
     let app = Arc::new(http::App {
         registry: Arc::new(jobs::Registry::new(jobs::Limits {
-            concurrency: args.concurrency,
+            concurrency: 1,
             queue: args.queue,
             history: 1000,
         })),
