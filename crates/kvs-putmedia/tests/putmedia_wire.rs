@@ -317,3 +317,92 @@ async fn putmedia_secrets_stay_out_of_logs_and_debug() {
     }
     assert!(debug.contains("AKIDWIRETEST") || debug.contains("wire-test"));
 }
+
+#[tokio::test(start_paused = true)]
+async fn putmedia_silent_service_times_out_on_staleness() {
+    // One ack, then silence with the response open: the staleness limit fires.
+    let (addr, _seen) = scripted_server(Box::new(|clusters| {
+        vec![ack("RECEIVED", clusters[0].0).into_bytes(), vec![]]
+    }))
+    .await;
+    let t = Timeouts::default()
+        .with_staleness(Duration::from_secs(7))
+        .with_final_drain(Duration::from_secs(100));
+    let (summary, events) = run(client(addr).with_timeouts(t)).await;
+    match summary {
+        Err(Error::Timeout {
+            phase: TimeoutPhase::Staleness,
+            waited,
+            ..
+        }) => assert_eq!(waited, Duration::from_secs(7)),
+        other => panic!("unexpected {other:?}"),
+    }
+    assert_eq!(fragment_acks(&events).len(), 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn putmedia_unanswered_request_times_out_on_response_head() {
+    // Accepts the connection and never answers.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let holder = tokio::spawn(async move {
+        let (_tcp, _) = listener.accept().await.unwrap();
+        std::future::pending::<()>().await;
+    });
+    let t = Timeouts::default()
+        .with_connect(Duration::from_secs(1))
+        .with_response_head(Duration::from_secs(2));
+    let err = client(addr)
+        .with_timeouts(t)
+        .build()
+        .unwrap()
+        .start()
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(
+            err,
+            Error::Timeout {
+                phase: TimeoutPhase::ResponseHead,
+                ..
+            }
+        ),
+        "{err:?}"
+    );
+    assert!(err.is_retryable());
+    holder.abort();
+}
+
+#[tokio::test]
+async fn putmedia_error_status_is_typed_with_aws_error_type_and_request_id() {
+    // A 400 ConnectionLimitExceededException answered before any media.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let (mut tcp, _) = listener.accept().await.unwrap();
+        let mut buf = vec![0u8; 4096];
+        let _ = tcp.read(&mut buf).await;
+        let body = r#"{"message":"already connected"}"#;
+        let resp = format!(
+            "HTTP/1.1 400 Bad Request\r\nx-amzn-ErrorType: ConnectionLimitExceededException:http://internal.amazon.com/coral/com.amazonaws.kinesis.video/\r\nx-amzn-RequestId: req-123\r\ncontent-length: {}\r\n\r\n{body}",
+            body.len()
+        );
+        tcp.write_all(resp.as_bytes()).await.unwrap();
+        let _ = tcp.read(&mut buf).await;
+    });
+    let err = client(addr).build().unwrap().start().await.unwrap_err();
+    match &err {
+        Error::ConnectionLimit {
+            stream,
+            message,
+            request_id,
+        } => {
+            assert_eq!(stream, "wire-test");
+            assert_eq!(message, "already connected");
+            assert_eq!(request_id, "req-123");
+        }
+        other => panic!("unexpected {other:?}"),
+    }
+    assert!(err.is_retryable());
+}
