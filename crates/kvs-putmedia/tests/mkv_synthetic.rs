@@ -567,3 +567,21 @@ fn video_that_never_has_a_keyframe_is_reported_not_buffered_forever() {
     let audio: usize = run.fragments.iter().map(|f| f.frame_count(2)).sum();
     assert_eq!(audio, 700, "no audio lost");
 }
+
+#[test]
+fn a_silent_track_does_not_hold_fragments_back() {
+    // Audio stops after 1 s: fragments waiting for late audio are released after the late-frame
+    // window (1 s of media), not at end of input, so a live stream keeps flowing.
+    let frames: Vec<F> = av_frames(8000, 25)
+        .into_iter()
+        .filter(|f| f.track == 1 || f.time < 1000)
+        .collect();
+    let mut r = Refragmenter::new(RefragmentConfig::default());
+    r.push(Bytes::from(av_stream(&frames, 10))).expect("ok");
+    let before_finish = std::iter::from_fn(|| r.next_output())
+        .filter(|o| matches!(o, Output::Fragment(_)))
+        .count();
+    // Fragments at 0, 2, 4 s are out; the one at 6 s is open, waiting for the end of input.
+    assert_eq!(before_finish, 3);
+    r.finish().expect("ok");
+}
