@@ -1,4 +1,67 @@
 //! Stream Matroska into Amazon Kinesis Video Streams over PutMedia.
+//!
+//! PutMedia has no SDK call: it is a SigV4-signed, chunked HTTP/1.1 `POST` whose body is one MKV
+//! stream and whose response is a stream of JSON acknowledgements, one per fragment event. This
+//! crate is that client, in three layers usable on their own:
+//!
+//! | module | what | I/O |
+//! |---|---|---|
+//! | [`ack`] | the acknowledgement types (event, fragment number, every error id with its retry policy) and an incremental, capped line decoder | none |
+//! | [`mkv`] | an incremental EBML reader and the re-fragmenter that turns any MKV (ffmpeg's pipe output included) into the fragments KVS accepts: one Cluster per fragment, keyframe first, 1-20 s, under 50 MB, timecodes strictly increasing | none |
+//! | root (feature `client`, default) | [`PutMediaClient`]: credentials with refresh-before-expiry, GetDataEndpoint, SigV4, the full-duplex HTTP session as a [`PutMediaSink`] (`futures::Sink<Bytes>`) and an [`AckStream`] of per-fragment outcomes matched by timecode | tokio, hyper |
+//!
+//! The parsers build without the `client` feature (`default-features = false`), which is how the
+//! fuzz targets build them.
+//!
+//! # The whole pipeline
+//!
+//! ffmpeg's Matroska on stdout, streamed into a Kinesis video stream. The crate `ffmpeg-source`
+//! in this workspace wraps the ffmpeg side (probing, presets, progress, clean errors, no orphan
+//! process); here it is a plain child process to keep the example self-contained.
+//!
+//! ```no_run
+//! use bytes::Bytes;
+//! use futures::{SinkExt, StreamExt};
+//! use kvs_putmedia::{PutMediaClientBuilder, SessionEvent};
+//! use tokio::io::AsyncReadExt;
+//!
+//! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+//! let client = PutMediaClientBuilder::from_env() // region, credentials, AWS_ENDPOINT_URL...
+//!     .await
+//!     .with_stream_name("front-door")
+//!     .build()?;
+//! let (mut sink, mut acks) = client.start().await?;
+//! let acks = tokio::spawn(async move {
+//!     while let Some(event) = acks.next().await {
+//!         match event {
+//!             Ok(SessionEvent::Fragment(f)) => tracing::info!(f.timecode, %f.event, ?f.latency),
+//!             Ok(_) => {}
+//!             Err(e) => tracing::error!(error = %e, retryable = e.is_retryable()),
+//!         }
+//!     }
+//! });
+//!
+//! let mut ffmpeg = tokio::process::Command::new("ffmpeg")
+//!     .args(["-nostdin", "-re", "-i", "upload.mp4", "-c:v", "libx264", "-bf", "0"])
+//!     .args(["-c:a", "aac", "-f", "matroska", "pipe:1"])
+//!     .stdout(std::process::Stdio::piped())
+//!     .kill_on_drop(true)
+//!     .spawn()?;
+//! let mut stdout = ffmpeg.stdout.take().expect("piped");
+//! let mut buf = vec![0; 64 * 1024];
+//! loop {
+//!     let n = stdout.read(&mut buf).await?;
+//!     if n == 0 {
+//!         break;
+//!     }
+//!     // Any chunking: the sink re-fragments. Backpressure: `send` waits at the buffer bound.
+//!     sink.send(Bytes::copy_from_slice(&buf[..n])).await?;
+//! }
+//! let summary = sink.close().await?; // waits (bounded) for the last PERSISTED ack
+//! tracing::info!(persisted = summary.fragments_persisted, failed = summary.fragments_failed.len());
+//! acks.await?;
+//! # Ok(()) }
+//! ```
 #![forbid(clippy::print_stdout, clippy::print_stderr)]
 
 pub mod ack;
