@@ -10,8 +10,8 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use kvs_putmedia::mkv::{
-    DropReason, MkvError, Output, RefragmentConfig, Refragmenter, TimecodeMode, Warning,
-    end_of_fragment_tag,
+    DropReason, InvalidReason, MkvError, Output, RefragmentConfig, Refragmenter, TimecodeMode,
+    Warning, end_of_fragment_tag,
 };
 use mkv_media::*;
 use mkv_synth::*;
@@ -584,4 +584,18 @@ fn a_silent_track_does_not_hold_fragments_back() {
     // Fragments at 0, 2, 4 s are out; the one at 6 s is open, waiting for the end of input.
     assert_eq!(before_finish, 3);
     r.finish().expect("ok");
+}
+
+#[test]
+fn absurd_timecodes_are_refused_not_overflowed() {
+    for tc in [u64::MAX, 1 << 62] {
+        let mut v = prefix();
+        let at = v.len() as u64;
+        v.extend(cluster(tc, &[simple_block(1, -5, true, &[0; 4])]));
+        let (_, r) = push_all(&v);
+        assert!(
+            matches!(r, Err(MkvError::Invalid { offset, reason: InvalidReason::TimecodeOverflow }) if offset > at),
+            "{r:?}"
+        );
+    }
 }

@@ -832,15 +832,20 @@ fn stable_uid(tracks: &[u8]) -> [u8; 16] {
     uid
 }
 
+/// Media times beyond this many milliseconds (about 285 000 years) are refused, so that sums
+/// and differences of a few times can never overflow `i64`.
+const MAX_MEDIA_MS: i64 = 1 << 53;
+
 fn ticks_to_ms(ticks: i128, scale_ns: u64) -> Option<i64> {
-    if scale_ns == OUTPUT_TIMECODE_SCALE_NS {
-        return i64::try_from(ticks).ok();
-    }
-    let ns = ticks.checked_mul(i128::from(scale_ns))?;
-    // Round to nearest: monotonic, so frame order survives the conversion.
-    let ms = (ns + i128::from(OUTPUT_TIMECODE_SCALE_NS / 2))
-        .div_euclid(i128::from(OUTPUT_TIMECODE_SCALE_NS));
-    i64::try_from(ms).ok()
+    let ms = if scale_ns == OUTPUT_TIMECODE_SCALE_NS {
+        ticks
+    } else {
+        let ns = ticks.checked_mul(i128::from(scale_ns))?;
+        // Round to nearest: monotonic, so frame order survives the conversion.
+        (ns + i128::from(OUTPUT_TIMECODE_SCALE_NS / 2))
+            .div_euclid(i128::from(OUTPUT_TIMECODE_SCALE_NS))
+    };
+    i64::try_from(ms).ok().filter(|m| m.abs() <= MAX_MEDIA_MS)
 }
 
 #[derive(Debug, Clone, Copy)]
