@@ -698,3 +698,14 @@ fn nothing_follows_an_error() {
     ingest.finish(NOW, &mut out);
     assert_eq!(kinds(&out), ["E4006"]);
 }
+
+#[test]
+fn hostile_timecode_and_scale_saturate_instead_of_overflowing() {
+    let info_max = el(INFO, &uint(0x2AD7B1, u64::MAX));
+    let head = cat(&[ebml_header(), el_unknown(SEGMENT), info_max, tracks(&[1])]);
+    let events = run(&cat(&[
+        head,
+        cluster(u64::MAX, &[simple_block(1, i16::MAX, true)]),
+    ]));
+    assert_error(&events, 4007, "INVALID_PRODUCER_TIMESTAMP");
+}

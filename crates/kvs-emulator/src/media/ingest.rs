@@ -503,8 +503,11 @@ impl Ingest {
 
 /// Milliseconds in `ticks` TimecodeScale units, saturating.
 fn ticks_to_ms(ticks: i128, scale_ns: u64) -> u64 {
-    let ms = ticks.max(0) * i128::from(scale_ns) / 1_000_000;
-    u64::try_from(ms).unwrap_or(u64::MAX)
+    // A hostile timecode times a hostile TimecodeScale overflows even i128.
+    match ticks.max(0).checked_mul(i128::from(scale_ns)) {
+        Some(ns) => u64::try_from(ns / 1_000_000).unwrap_or(u64::MAX),
+        None => u64::MAX,
+    }
 }
 
 /// Parses a Block or SimpleBlock header (Matroska "Block Structure"): track number vint, int16
