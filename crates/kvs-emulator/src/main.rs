@@ -54,6 +54,9 @@ struct Args {
     /// Largest accepted clock skew of signed requests, in seconds.
     #[arg(long, default_value_t = 300)]
     max_clock_skew_secs: u64,
+    /// PutMedia requests accepted per stream within one second (0: no limit).
+    #[arg(long, default_value_t = 5)]
+    put_media_requests_per_second: u32,
     /// Seed of the fault-injection randomness.
     #[arg(long, default_value_t = 0)]
     seed: u64,
@@ -98,6 +101,7 @@ async fn main() -> anyhow::Result<()> {
         .max_connection_duration(Duration::from_secs(args.max_connection_duration_secs))
         .ingest_rate_limit(args.ingest_rate_limit)
         .max_clock_skew(Duration::from_secs(args.max_clock_skew_secs))
+        .put_media_requests_per_second(args.put_media_requests_per_second)
         .seed(args.seed);
     if let Some(d) = &args.data_dir {
         builder = builder.data_dir(d);

@@ -641,3 +641,28 @@ async fn default_idle_timeout_and_connection_age_under_paused_time() {
         "{age:?}"
     );
 }
+
+#[tokio::test]
+async fn more_than_five_put_media_requests_per_second_are_throttled() {
+    let emu = emulator().await;
+    emu.create_stream("s", 1).await.unwrap();
+    for i in 0..5 {
+        let mut pm = PutMedia::open(&emu, PutMediaOptions::new(&emu, "s")).await;
+        assert_eq!(pm.status, 200, "request {i}");
+        pm.end().await.unwrap();
+        pm.all_acks().await.1.unwrap();
+    }
+    let pm = PutMedia::open(&emu, PutMediaOptions::new(&emu, "s")).await;
+    assert_eq!(pm.status, 400);
+    assert_eq!(
+        pm.header("x-amzn-errortype").as_deref(),
+        Some("ClientLimitExceededException")
+    );
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    assert_eq!(
+        PutMedia::open(&emu, PutMediaOptions::new(&emu, "s"))
+            .await
+            .status,
+        200
+    );
+}

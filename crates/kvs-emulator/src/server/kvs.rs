@@ -162,6 +162,7 @@ pub(crate) fn create_stream(
                 acks: Vec::new(),
                 connections: Vec::new(),
                 active_connection: None,
+                recent_puts: Default::default(),
             },
         );
     }

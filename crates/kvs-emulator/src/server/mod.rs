@@ -75,6 +75,7 @@ pub struct EmulatorBuilder {
     ingest_rate_limit: u64,
     max_clock_skew: Duration,
     header_read_timeout: Duration,
+    put_media_requests_per_second: u32,
     seed: u64,
 }
 
@@ -95,6 +96,7 @@ impl Default for EmulatorBuilder {
             ingest_rate_limit: 12_500_000,
             max_clock_skew: Duration::from_secs(300),
             header_read_timeout: Duration::from_secs(10),
+            put_media_requests_per_second: 5,
             seed: 0,
         }
     }
@@ -166,6 +168,12 @@ impl EmulatorBuilder {
     /// How long a client may take to send request headers (slowloris guard; default 10 s).
     pub fn header_read_timeout(mut self, d: Duration) -> Self {
         self.header_read_timeout = d;
+        self
+    }
+    /// PutMedia requests accepted per stream within any one second (default 5, reference §3);
+    /// more get `400 ClientLimitExceededException`. 0 turns the limit off.
+    pub fn put_media_requests_per_second(mut self, n: u32) -> Self {
+        self.put_media_requests_per_second = n;
         self
     }
     /// Seed of the fault-injection RNG (and of STS-issued credentials): same seed, same run.
@@ -250,6 +258,7 @@ impl EmulatorBuilder {
             ingest_rate_limit: self.ingest_rate_limit,
             max_clock_skew: self.max_clock_skew,
             header_read_timeout: self.header_read_timeout,
+            put_media_requests_per_second: self.put_media_requests_per_second,
         };
         let shared = Arc::new(Shared::new(
             cfg,

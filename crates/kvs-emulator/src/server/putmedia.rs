@@ -121,6 +121,28 @@ async fn open(router: &Router, req: Request<Incoming>) -> Result<Response<RespBo
         let s = streams
             .get_mut(&name)
             .ok_or_else(|| ApiError::not_found(format!("stream {name} not found")))?;
+        // Reference §3: "PutMedia: 5 requests/s per stream".
+        let limit = shared.cfg.put_media_requests_per_second as usize;
+        if limit > 0 {
+            let now = Instant::now();
+            while s
+                .recent_puts
+                .front()
+                .is_some_and(|t| now.duration_since(*t) >= std::time::Duration::from_secs(1))
+            {
+                s.recent_puts.pop_front();
+            }
+            if s.recent_puts.len() >= limit {
+                return Err(ApiError::new(
+                    400,
+                    "ClientLimitExceededException",
+                    format!(
+                        "more than {limit} PutMedia requests within one second on stream {name}"
+                    ),
+                ));
+            }
+            s.recent_puts.push_back(now);
+        }
         // Reference §3: one connection per stream; a later concurrent one is refused.
         if let Some(active) = s.active_connection {
             return Err(ApiError::new(

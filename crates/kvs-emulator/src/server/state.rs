@@ -179,6 +179,8 @@ pub(crate) struct Stream {
     pub(crate) acks: Vec<SentAck>,
     pub(crate) connections: Vec<ConnectionRecord>,
     pub(crate) active_connection: Option<u64>,
+    /// When recent PutMedia requests arrived (for the 5 requests/s limit).
+    pub(crate) recent_puts: std::collections::VecDeque<tokio::time::Instant>,
 }
 
 /// A credential the emulator accepts.
@@ -202,6 +204,7 @@ pub(crate) struct Config {
     pub(crate) ingest_rate_limit: u64,
     pub(crate) max_clock_skew: Duration,
     pub(crate) header_read_timeout: Duration,
+    pub(crate) put_media_requests_per_second: u32,
 }
 
 pub(crate) struct Shared {
@@ -408,6 +411,7 @@ impl Shared {
                     acks: Vec::new(),
                     connections: Vec::new(),
                     active_connection: None,
+                    recent_puts: Default::default(),
                 },
             );
         }
