@@ -60,7 +60,7 @@ pub use config::{
 pub use credentials::{Clock, SharedClock, SystemClock};
 pub use error::{BoxError, Error, Result, TimeoutPhase};
 pub use session::{
-    AckStream, ChannelBody, EVENT_CAPACITY, FailedFragment, FragmentAck, PutMediaSink,
+    AckStream, BodyBuf, ChannelBody, EVENT_CAPACITY, FailedFragment, FragmentAck, PutMediaSink,
     SessionEvent, SessionSummary,
 };
 pub use sign::{PayloadHash, SIGNING_SERVICE};
