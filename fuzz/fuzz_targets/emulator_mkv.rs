@@ -27,7 +27,11 @@ const PREFIX: &[u8] = &[
 
 fn config() -> IngestConfig {
     // Small caps so the fuzzer reaches them.
-    IngestConfig { max_fragment_bytes: 64 * 1024, max_element_size: 4096, ..IngestConfig::default() }
+    IngestConfig {
+        max_fragment_bytes: 64 * 1024,
+        max_element_size: 4096,
+        ..IngestConfig::default()
+    }
 }
 
 fn run(chunks: &[&[u8]]) -> (Vec<IngestEvent>, Option<Vec<u8>>) {
@@ -41,8 +45,12 @@ fn run(chunks: &[&[u8]]) -> (Vec<IngestEvent>, Option<Vec<u8>>) {
 }
 
 fuzz_target!(|data: &[u8]| {
-    let Some((&flags, rest)) = data.split_first() else { return };
-    let Some((&ncuts, rest)) = rest.split_first() else { return };
+    let Some((&flags, rest)) = data.split_first() else {
+        return;
+    };
+    let Some((&ncuts, rest)) = rest.split_first() else {
+        return;
+    };
     let ncuts = usize::from(ncuts % 16);
     if rest.len() < ncuts * 2 {
         return;
@@ -71,16 +79,31 @@ fuzz_target!(|data: &[u8]| {
     let (split, _) = run(&chunks);
     assert_eq!(whole, split, "chunking changed the events");
 
-    let errors = whole.iter().filter(|e| matches!(e, IngestEvent::Error { .. })).count();
+    let errors = whole
+        .iter()
+        .filter(|e| matches!(e, IngestEvent::Error { .. }))
+        .count();
     assert!(errors <= 1);
     if errors == 1 {
-        assert!(matches!(whole.last(), Some(IngestEvent::Error { .. })), "events after an error");
+        assert!(
+            matches!(whole.last(), Some(IngestEvent::Error { .. })),
+            "events after an error"
+        );
+    }
+    // An error naming a fragment comes after that fragment's BUFFERING.
+    if let Some(IngestEvent::Error {
+        timecode: Some(t), ..
+    }) = whole.last()
+    {
+        assert!(whole.contains(&IngestEvent::FragmentStarted { timecode: *t }));
     }
 
     for event in &whole {
         if let IngestEvent::FragmentCompleted(frag) = event {
             assert!(frag.size as u64 <= config().max_fragment_bytes);
-            let header = header.as_deref().expect("a fragment completed without a header");
+            let header = header
+                .as_deref()
+                .expect("a fragment completed without a header");
             let mkv = fragment_to_mkv(header, &frag.cluster);
             let (again, _) = run(&[&mkv]);
             let round_trip: Vec<_> = again
@@ -90,7 +113,11 @@ fuzz_target!(|data: &[u8]| {
                     _ => None,
                 })
                 .collect();
-            assert_eq!(round_trip.len(), 1, "fragment did not round-trip: {again:?}");
+            assert_eq!(
+                round_trip.len(),
+                1,
+                "fragment did not round-trip: {again:?}"
+            );
             assert_eq!(round_trip[0].cluster, frag.cluster);
             assert_eq!(round_trip[0].frames_per_track, frag.frames_per_track);
         }

@@ -98,6 +98,11 @@ proptest! {
         if errors == 1 {
             prop_assert!(matches!(events.last(), Some(IngestEvent::Error { .. })), "error is last");
         }
+        // An error naming a fragment comes after that fragment's BUFFERING.
+        if let Some(IngestEvent::Error { timecode: Some(t), .. }) = events.last() {
+            let started = IngestEvent::FragmentStarted { timecode: *t };
+            prop_assert!(events.contains(&started), "error without BUFFERING first");
+        }
         prop_assert_eq!(run_chunks(IngestConfig::default(), &split_at(&bytes, &cuts)), events);
     }
 }
