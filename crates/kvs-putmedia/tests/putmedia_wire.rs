@@ -406,3 +406,32 @@ async fn putmedia_error_status_is_typed_with_aws_error_type_and_request_id() {
     }
     assert!(err.is_retryable());
 }
+
+#[tokio::test]
+async fn putmedia_ack_stream_ends_after_sinkext_close_without_dropping_the_sink() {
+    let (addr, _seen) = scripted_server(Box::new(|clusters| {
+        clusters
+            .iter()
+            .map(|c| (ack("RECEIVED", c.0) + &ack("PERSISTED", c.0)).into_bytes())
+            .collect()
+    }))
+    .await;
+    let client = client(addr).build().unwrap();
+    let (mut sink, acks) = client.start().await.unwrap();
+    for c in chunks(&mkv(), 8192) {
+        sink.feed(c).await.unwrap();
+    }
+    SinkExt::close(&mut sink).await.unwrap();
+    let events = tokio::time::timeout(Duration::from_secs(10), acks.collect::<Vec<_>>())
+        .await
+        .expect("the ack stream must end once the sink is closed and the response ended");
+    assert_eq!(
+        fragment_acks(&events).len() as u64,
+        sink.summary().fragments_sent * 2
+    );
+    // The sink refuses media after close.
+    assert!(matches!(
+        sink.send(Bytes::from_static(b"x")).await,
+        Err(Error::SessionClosed { .. })
+    ));
+}

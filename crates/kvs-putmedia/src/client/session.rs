@@ -637,6 +637,13 @@ impl PutMediaSink {
         Ok(self.summary())
     }
 
+    /// No more events will come from the sink side: the ack stream may end with the response.
+    fn mark_sink_gone(&self) {
+        let mut st = self.shared.lock();
+        st.sink_gone = true;
+        st.end_events_if_done();
+    }
+
     fn closed_error(&self) -> Error {
         Error::SessionClosed {
             stream: self.shared.stream.clone(),
@@ -754,9 +761,7 @@ impl PutMediaSink {
 
 impl Drop for PutMediaSink {
     fn drop(&mut self) {
-        let mut st = self.shared.lock();
-        st.sink_gone = true;
-        st.end_events_if_done();
+        self.mark_sink_gone();
     }
 }
 
@@ -832,6 +837,7 @@ impl Sink<Bytes> for PutMediaSink {
                     self.check_failure()?;
                     if let Err(e) = self.refragmenter.finish() {
                         self.close = CloseState::Closed;
+                        self.mark_sink_gone();
                         self.tx = None;
                         return Poll::Ready(Err(self.media_error(e)));
                     }
@@ -840,6 +846,7 @@ impl Sink<Bytes> for PutMediaSink {
                     self.tx = None;
                     if let Err(e) = drained {
                         self.close = CloseState::Closed;
+                        self.mark_sink_gone();
                         return Poll::Ready(Err(e));
                     }
                     let d = self.final_drain;
@@ -871,6 +878,7 @@ impl Sink<Bytes> for PutMediaSink {
                     };
                     if let Some(r) = result {
                         self.close = CloseState::Closed;
+                        self.mark_sink_gone();
                         self.drain = None;
                         return Poll::Ready(r);
                     }
@@ -880,6 +888,7 @@ impl Sink<Bytes> for PutMediaSink {
                         .is_some_and(|s| s.as_mut().poll(cx).is_ready());
                     if fired {
                         self.close = CloseState::Closed;
+                        self.mark_sink_gone();
                         self.drain = None;
                         return Poll::Ready(Err(Error::Timeout {
                             stream: self.shared.stream.clone(),
