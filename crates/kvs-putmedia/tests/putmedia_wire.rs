@@ -435,3 +435,89 @@ async fn putmedia_ack_stream_ends_after_sinkext_close_without_dropping_the_sink(
         Err(Error::SessionClosed { .. })
     ));
 }
+
+#[tokio::test]
+async fn putmedia_data_endpoint_is_cached_and_refetched_after_a_connection_failure() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    // The PutMedia side: a scripted server acking every fragment.
+    let (data_addr, _seen) = scripted_server(Box::new(|clusters| {
+        clusters
+            .iter()
+            .map(|c| (ack("RECEIVED", c.0) + &ack("PERSISTED", c.0)).into_bytes())
+            .collect()
+    }))
+    .await;
+    // A port nothing listens on: bind, note it, close.
+    let dead = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    // The control plane: GetDataEndpoint answers the dead endpoint first, then the live one.
+    let calls = Arc::new(AtomicUsize::new(0));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let cp_addr = listener.local_addr().unwrap();
+    let calls2 = calls.clone();
+    tokio::spawn(async move {
+        loop {
+            let Ok((tcp, _)) = listener.accept().await else {
+                return;
+            };
+            let calls = calls2.clone();
+            tokio::spawn(async move {
+                let svc = hyper::service::service_fn(
+                    move |req: hyper::Request<hyper::body::Incoming>| {
+                        let calls = calls.clone();
+                        async move {
+                            assert_eq!(req.uri().path(), "/getDataEndpoint");
+                            let n = calls.fetch_add(1, Ordering::SeqCst);
+                            let url = if n == 0 { dead } else { data_addr };
+                            let body = format!("{{\"DataEndpoint\":\"http://{url}\"}}");
+                            Ok::<_, std::convert::Infallible>(
+                                hyper::Response::builder()
+                                    .header("content-type", "application/json")
+                                    .body(http_body_util::Full::new(Bytes::from(body)))
+                                    .unwrap(),
+                            )
+                        }
+                    },
+                );
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(hyper_util::rt::TokioIo::new(tcp), svc)
+                    .await;
+            });
+        }
+    });
+    let client = PutMediaClient::builder()
+        .with_stream_name("wire-test")
+        .with_region("us-west-2")
+        .with_credentials(Credentials::new("AKID", SECRET, None, None, "test"))
+        .with_endpoint_url(format!("http://{cp_addr}"))
+        .with_allow_http(true)
+        .build()
+        .unwrap();
+    let first = client.start().await.unwrap_err();
+    assert!(
+        matches!(first, Error::Transport { .. }),
+        "connecting to the dead endpoint: {first:?}"
+    );
+    assert!(first.is_retryable());
+    assert_eq!(calls.load(Ordering::SeqCst), 1);
+    // Forgotten after the failure: fetched again, now the live one, then cached.
+    let (sink, _acks) = client.start().await.unwrap();
+    drop(sink);
+    assert_eq!(calls.load(Ordering::SeqCst), 2);
+    assert_eq!(
+        client
+            .data_endpoint()
+            .await
+            .unwrap()
+            .authority()
+            .unwrap()
+            .as_str(),
+        data_addr.to_string()
+    );
+    assert_eq!(calls.load(Ordering::SeqCst), 2);
+}
