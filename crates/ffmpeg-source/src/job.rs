@@ -470,6 +470,7 @@ impl FfmpegSource {
                 ffprobe: &self.cfg.ffprobe,
                 timeout: self.cfg.probe_timeout,
                 stderr_lines: self.cfg.stderr_lines,
+                scan_keyframes: !matches!(self.cfg.profile, Profile::SampleParity(_)),
             };
             let p = probe_with(&cfg, &self.cfg.input).await?;
             check_streams(&name, &p)?;

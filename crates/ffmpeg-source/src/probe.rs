@@ -99,7 +99,8 @@ pub struct Probe {
     pub bit_rate: Option<u64>,
     /// All streams, in input order.
     pub streams: Vec<StreamInfo>,
-    /// Keyframe statistics of [`Probe::video`], when there is one.
+    /// Keyframe statistics of [`Probe::video`]; `None` without video, or when the job's profile
+    /// is `SampleParity` (which always transcodes, so the scan is skipped).
     pub keyframes: Option<KeyframeStats>,
 }
 
@@ -333,6 +334,9 @@ pub(crate) struct ProbeConfig<'a> {
     pub ffprobe: &'a Path,
     pub timeout: Duration,
     pub stderr_lines: usize,
+    /// Read video packets to estimate the keyframe interval; only copy decisions need it, and
+    /// on a URL it downloads up to [`KEYFRAME_SCAN_WINDOW`] of media.
+    pub scan_keyframes: bool,
 }
 
 /// Bound on what ffprobe may print: a hostile input with thousands of streams must not make us
@@ -413,6 +417,7 @@ pub async fn probe(input: &Input) -> Result<Probe> {
             ffprobe: Path::new("ffprobe"),
             timeout: Duration::from_secs(30),
             stderr_lines: 20,
+            scan_keyframes: true,
         },
         input,
     )
@@ -448,7 +453,7 @@ pub(crate) async fn probe_with(cfg: &ProbeConfig<'_>, input: &Input) -> Result<P
         input: name.clone(),
         source,
     })?;
-    if let Some(video) = probe.video() {
+    if let Some(video) = probe.video().filter(|_| cfg.scan_keyframes) {
         let window = format!("%+{}", KEYFRAME_SCAN_WINDOW.as_secs());
         let index = video.index.to_string();
         let (status, out, _) = run_ffprobe(
