@@ -23,7 +23,7 @@ use http_body_util::{BodyExt, StreamBody};
 use hyper::body::Frame;
 use kvs_emulator::Emulator;
 use kvs_putmedia::mkv::{RefragmentConfig, TimecodeMode};
-use kvs_putmedia::{PutMediaClient, PutMediaClientBuilder};
+use kvs_putmedia::{CompletionAck, PutMediaClient, PutMediaClientBuilder};
 
 const MIB: usize = 1 << 20;
 const CHUNK: usize = 64 * 1024;
@@ -141,6 +141,8 @@ fn client(emu: &Emulator, origin_ms: u64) -> PutMediaClientBuilder {
         ))
         .with_endpoint_url(emu.url())
         .with_allow_http(true)
+        // As measured in docs/performance.md: no DescribeStream call per session.
+        .with_completion_ack(CompletionAck::Persisted)
         .with_timecode_mode(TimecodeMode::Absolute {
             origin_epoch_ms: origin_ms,
         })

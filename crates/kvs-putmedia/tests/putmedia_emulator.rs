@@ -158,6 +158,26 @@ async fn putmedia_emulator_sees_reference_headers_and_accepts_signature() {
 }
 
 #[tokio::test]
+async fn putmedia_zero_retention_stream_completes_on_received_by_default() {
+    // CompletionAck::Auto asks DescribeStream: retention 0 means no PERSISTED will come.
+    let emu = emulator().await;
+    emu.create_stream("noretain", 0).await.unwrap();
+    let mkv = SynthMkv {
+        frames: 75,
+        frame_ms: 40,
+        gop: 25,
+        frame_bytes: 200,
+        cluster_frames: 25,
+    }
+    .build();
+    let (summary, _) = stream_all(client(&emu, "noretain"), &mkv, 1000).await;
+    let summary = summary.unwrap();
+    assert!(summary.fragments_received >= 1);
+    assert_eq!(summary.fragments_received, summary.fragments_sent);
+    assert_eq!(summary.fragments_persisted, 0);
+}
+
+#[tokio::test]
 async fn putmedia_assumed_role_temporary_credentials_work() {
     let emu = emulator().await;
     emu.create_stream("role", 24).await.unwrap();

@@ -13,7 +13,8 @@ use futures::{SinkExt, StreamExt};
 use kvs_putmedia::ack::AckEventType;
 use kvs_putmedia::mkv::RefragmentConfig;
 use kvs_putmedia::{
-    Error, FragmentAck, PutMediaClient, PutMediaClientBuilder, SessionEvent, TimeoutPhase, Timeouts,
+    CompletionAck, Error, FragmentAck, PutMediaClient, PutMediaClientBuilder, SessionEvent,
+    TimeoutPhase, Timeouts,
 };
 use putmedia_common::{SynthMkv, ack, chunks, scripted_server};
 
@@ -45,6 +46,8 @@ fn client(addr: std::net::SocketAddr) -> PutMediaClientBuilder {
         ))
         .with_data_endpoint(format!("http://{addr}"))
         .with_allow_http(true)
+        // No control plane here to answer DescribeStream.
+        .with_completion_ack(CompletionAck::Persisted)
         .with_refragment_config(
             RefragmentConfig::builder()
                 .target_fragment_duration(Duration::from_secs(1))
@@ -496,6 +499,7 @@ async fn putmedia_data_endpoint_is_cached_and_refetched_after_a_connection_failu
         .with_credentials(Credentials::new("AKID", SECRET, None, None, "test"))
         .with_endpoint_url(format!("http://{cp_addr}"))
         .with_allow_http(true)
+        .with_completion_ack(CompletionAck::Persisted)
         .build()
         .unwrap();
     let first = client.start().await.unwrap_err();

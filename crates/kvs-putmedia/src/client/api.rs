@@ -11,7 +11,7 @@ use aws_types::region::Region;
 use aws_types::request_id::RequestId;
 use http::HeaderValue;
 
-use super::config::{PutMediaClientBuilder, StreamId};
+use super::config::{CompletionAck, PutMediaClientBuilder, StreamId};
 use super::credentials::{AssumeRoleProvider, CachingProvider, SharedClock};
 use super::error::{BoxError, Error, Result, TimeoutPhase};
 use super::session::{self, AckStream, PutMediaSink, Shared};
@@ -37,6 +37,7 @@ struct Inner {
     http: HttpClient,
     fixed_endpoint: Option<http::Uri>,
     endpoint: tokio::sync::Mutex<Option<http::Uri>>,
+    completion: tokio::sync::Mutex<Option<CompletionAck>>,
     builder: PutMediaClientBuilder,
     clock: SharedClock,
 }
@@ -99,7 +100,8 @@ impl PutMediaClient {
             TimecodeMode::Relative => "RELATIVE",
             TimecodeMode::Absolute { .. } => "ABSOLUTE",
         };
-        let (shared, events) = Shared::new(stream.clone(), b.completion);
+        let completion = self.completion_ack().await;
+        let (shared, events) = Shared::new(stream.clone(), completion);
         let (tx, body) = session::channel_body(&shared);
         let mut req = http::Request::post(uri.clone())
             .header(http::header::HOST, host)
@@ -240,6 +242,42 @@ impl PutMediaClient {
         Ok(uri)
     }
 
+    /// The ack that completes a fragment; [`CompletionAck::Auto`] is resolved once with
+    /// `DescribeStream` (reference §2: PERSISTED is only sent when retention is above zero).
+    async fn completion_ack(&self) -> CompletionAck {
+        let configured = self.inner.builder.completion;
+        if configured != CompletionAck::Auto {
+            return configured;
+        }
+        let mut cached = self.inner.completion.lock().await;
+        if let Some(c) = *cached {
+            return c;
+        }
+        let req = self.inner.kvs.describe_stream();
+        let req = match &self.inner.stream {
+            StreamId::Name(n) => req.stream_name(n),
+            StreamId::Arn(a) => req.stream_arn(a),
+        };
+        let limit = self.inner.builder.timeouts.control_plane;
+        let resolved = match tokio::time::timeout(limit, req.send()).await {
+            Ok(Ok(out)) => match out.stream_info().and_then(|i| i.data_retention_in_hours()) {
+                Some(0) => CompletionAck::Received,
+                _ => CompletionAck::Persisted,
+            },
+            Ok(Err(e)) => {
+                tracing::debug!(
+                    stream = %self.inner.stream,
+                    error = %aws_sdk_kinesisvideo::error::DisplayErrorContext(&e),
+                    "DescribeStream failed; waiting for PERSISTED acks"
+                );
+                CompletionAck::Persisted
+            }
+            Err(_) => CompletionAck::Persisted,
+        };
+        *cached = Some(resolved);
+        resolved
+    }
+
     async fn forget_endpoint(&self) {
         *self.inner.endpoint.lock().await = None;
     }
@@ -347,6 +385,7 @@ impl PutMediaClientBuilder {
                 http: transport::http_client(&self.timeouts, self.allow_http),
                 fixed_endpoint,
                 endpoint: tokio::sync::Mutex::new(None),
+                completion: tokio::sync::Mutex::new(None),
                 clock: self.clock.clone(),
                 builder: self,
             }),

@@ -46,8 +46,12 @@ impl std::fmt::Display for StreamId {
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
 #[non_exhaustive]
 pub enum CompletionAck {
-    /// PERSISTED: the stream keeps data (retention above zero). The default.
+    /// Ask `DescribeStream` once per client: RECEIVED when the stream's retention is zero,
+    /// PERSISTED otherwise, and PERSISTED when the call fails (e.g. no
+    /// `kinesisvideo:DescribeStream` permission). The default.
     #[default]
+    Auto,
+    /// PERSISTED: the stream keeps data (retention above zero).
     Persisted,
     /// RECEIVED: the stream has zero retention, so KVS never sends PERSISTED (reference §2).
     Received,

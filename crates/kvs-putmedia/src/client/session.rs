@@ -294,8 +294,9 @@ impl Shared {
                     _ => {}
                 }
                 let completes = match completion {
-                    CompletionAck::Persisted => newly_persisted,
                     CompletionAck::Received => newly_received,
+                    // `Auto` is resolved before a session starts.
+                    CompletionAck::Persisted | CompletionAck::Auto => newly_persisted,
                 };
                 let mut freed = 0;
                 if completes && matches!(e.status, FragmentStatus::Queued | FragmentStatus::Sent) {
