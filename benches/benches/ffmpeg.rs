@@ -43,7 +43,10 @@ fn measure(args: &[std::ffi::OsString]) -> (Duration, Duration) {
     let mut out = child.stdout.take().unwrap();
     let bytes = std::io::copy(&mut out, &mut std::io::sink()).unwrap();
     let status = child.wait().unwrap();
-    assert!(status.success() && bytes > 1024, "ffmpeg failed: {status}, {bytes} bytes");
+    assert!(
+        status.success() && bytes > 1024,
+        "ffmpeg failed: {status}, {bytes} bytes"
+    );
     (children_cpu() - before, start.elapsed())
 }
 
@@ -61,8 +64,20 @@ fn make_input(dir: &Path, seconds: u32) -> PathBuf {
         .args(["-f", "lavfi", "-i"])
         .arg(format!("sine=f=440:d={d}"))
         .args([
-            "-c:v", "libx264", "-preset", "veryfast", "-bf", "0", "-g", "60", "-sc_threshold",
-            "0", "-pix_fmt", "yuv420p", "-c:a", "aac",
+            "-c:v",
+            "libx264",
+            "-preset",
+            "veryfast",
+            "-bf",
+            "0",
+            "-g",
+            "60",
+            "-sc_threshold",
+            "0",
+            "-pix_fmt",
+            "yuv420p",
+            "-c:a",
+            "aac",
         ])
         .arg(&path)
         .status()
@@ -73,9 +88,17 @@ fn make_input(dir: &Path, seconds: u32) -> PathBuf {
 
 fn main() {
     let full = std::env::args().any(|a| a == "--bench");
-    let env_u32 = |k: &str, d: u32| std::env::var(k).ok().and_then(|v| v.parse().ok()).unwrap_or(d);
+    let env_u32 = |k: &str, d: u32| {
+        std::env::var(k)
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(d)
+    };
     let (seconds, runs) = if full {
-        (env_u32("FFMPEG_BENCH_SECONDS", 10), env_u32("FFMPEG_BENCH_RUNS", 3))
+        (
+            env_u32("FFMPEG_BENCH_SECONDS", 10),
+            env_u32("FFMPEG_BENCH_RUNS", 3),
+        )
     } else {
         (2, 1)
     };
@@ -108,21 +131,37 @@ fn main() {
     assert_eq!(copy.decision().mode, Mode::Copy);
     // The Node sample's command line, minus `-re` (pacing changes wall time, not CPU per media
     // second) and with its output on a pipe as the sample had it.
-    let sample: Vec<std::ffi::OsString> = [
-        "-hide_banner", "-nostdin", "-loglevel", "error", "-i",
-    ]
-    .iter()
-    .map(Into::into)
-    .chain([input.clone().into_os_string()])
-    .chain(
-        ["-c:v", "libx264", "-profile:v", "baseline", "-s", "640x480", "-c:a", "aac", "-f", "matroska", "pipe:1"]
+    let sample: Vec<std::ffi::OsString> = ["-hide_banner", "-nostdin", "-loglevel", "error", "-i"]
+        .iter()
+        .map(Into::into)
+        .chain([input.clone().into_os_string()])
+        .chain(
+            [
+                "-c:v",
+                "libx264",
+                "-profile:v",
+                "baseline",
+                "-s",
+                "640x480",
+                "-c:a",
+                "aac",
+                "-f",
+                "matroska",
+                "pipe:1",
+            ]
             .iter()
             .map(Into::into),
-    )
-    .collect();
+        )
+        .collect();
 
-    println!("input: {} ({seconds} s of 1280x720 30 fps H.264 + AAC), best of {runs}", input.display());
-    println!("{:<34} {:>10} {:>14} {:>10}", "mode", "cpu s", "cpu s/media s", "speed");
+    println!(
+        "input: {} ({seconds} s of 1280x720 30 fps H.264 + AAC), best of {runs}",
+        input.display()
+    );
+    println!(
+        "{:<34} {:>10} {:>14} {:>10}",
+        "mode", "cpu s", "cpu s/media s", "speed"
+    );
     let mut results = Vec::new();
     for (name, args) in [
         ("node sample (libx264 medium)", sample.as_slice()),
@@ -136,7 +175,10 @@ fn main() {
             .unwrap();
         let per = cpu.as_secs_f64() / f64::from(seconds);
         let speed = f64::from(seconds) / wall.as_secs_f64();
-        println!("{name:<34} {:>10.3} {per:>14.4} {speed:>9.1}x", cpu.as_secs_f64());
+        println!(
+            "{name:<34} {:>10.3} {per:>14.4} {speed:>9.1}x",
+            cpu.as_secs_f64()
+        );
         results.push(per);
     }
     println!(
