@@ -1,0 +1,250 @@
+//! Command-line flags.
+
+use std::time::Duration;
+
+use clap::{Parser, ValueEnum};
+use ffmpeg_source::{EncodeSettings, Size, X264Preset};
+
+const AFTER_HELP: &str = "\
+INPUT:
+  path/to/file.mp4        a local file (any container ffmpeg reads)
+  https://host/clip.mp4   a URL ffmpeg can read with Range requests
+  s3://bucket/key         an S3 object, read by ffmpeg through a presigned URL
+  -                       Matroska on stdin, sent as is (re-fragmented, no ffmpeg)
+
+ENVIRONMENT:
+  The standard AWS environment, through aws-config: the credential chain (AWS_ACCESS_KEY_ID,
+  AWS_PROFILE, web identity, ECS, IMDS), AWS_REGION, AWS_ENDPOINT_URL and the per-service
+  AWS_ENDPOINT_URL_KINESIS_VIDEO / AWS_ENDPOINT_URL_S3. An http:// endpoint set there (or with
+  --endpoint-url) is the explicit opt-in to plain HTTP; otherwise TLS is required and verified.
+  FFMPEG_PATH / FFPROBE_PATH override the ffmpeg and ffprobe programs. RUST_LOG sets log levels.
+
+EXIT CODES:
+  0  every fragment was persisted (or received, on a stream with zero retention)
+  1  any other error (network, service, ffmpeg missing...)
+  2  usage error (bad flags)
+  3  bad input: missing file or object, not media, codec that cannot be used
+  4  authentication or authorization refused (credentials, signature, permissions)
+  5  partial failure: some fragments were sent but not all were persisted
+  6  the stream does not exist (pass --create-stream to create it)
+  130 interrupted (Ctrl-C); what was sent before is still acknowledged";
+
+/// Stream a video file, URL, S3 object or MKV on stdin into Kinesis Video Streams (PutMedia).
+#[derive(Parser, Debug)]
+#[command(version, about, after_help = AFTER_HELP)]
+pub struct Cli {
+    /// What to stream: a file path, an http(s):// URL, s3://bucket/key, or `-` for MKV on stdin.
+    pub input: String,
+
+    /// Target stream name.
+    #[arg(long, conflicts_with = "stream_arn")]
+    pub stream_name: Option<String>,
+
+    /// Target stream ARN.
+    #[arg(long)]
+    pub stream_arn: Option<String>,
+
+    /// Create the stream (by name) when it does not exist.
+    #[arg(long, conflicts_with = "stream_arn")]
+    pub create_stream: bool,
+
+    /// Data retention of a stream created by --create-stream, in hours. With 0, KVS keeps
+    /// nothing and sends no PERSISTED acks; success then means every fragment was RECEIVED.
+    #[arg(long, default_value_t = 24, requires = "create_stream")]
+    pub retention_hours: u32,
+
+    /// AWS region (default: the AWS environment's).
+    #[arg(long)]
+    pub region: Option<String>,
+
+    /// Endpoint for every AWS service (default: the AWS environment's); `http://` allows plain
+    /// HTTP.
+    #[arg(long)]
+    pub endpoint_url: Option<String>,
+
+    /// Pacing. `fast` (the default) reads as fast as ffmpeg and KVS allow and backfills: the
+    /// timestamps start one media duration in the past, so none lies in the future. `realtime`
+    /// reads at the native frame rate like the Node sample (`-re`): the stream looks live.
+    #[arg(long, value_enum, default_value_t = Pace::Fast)]
+    pub pace: Pace,
+
+    /// `auto` copies H.264/AAC that KVS accepts as is and transcodes anything else; `always`
+    /// transcodes (the Node sample's behaviour); `never` copies or fails.
+    #[arg(long, value_enum, default_value_t = Transcode::Auto)]
+    pub transcode: Transcode,
+
+    /// Output size when transcoding: `WIDTHxHEIGHT` (fitted, aspect kept, padded) or `source`.
+    #[arg(long, default_value = "640x480", value_parser = parse_size)]
+    pub size: SizeArg,
+
+    /// Output frame rate when transcoding (default: the source's).
+    #[arg(long)]
+    pub fps: Option<u32>,
+
+    /// Video bit rate in kbit/s when transcoding (default: constant quality, CRF 23).
+    #[arg(long)]
+    pub video_bitrate: Option<u32>,
+
+    /// AAC bit rate in kbit/s when transcoding.
+    #[arg(long, default_value_t = 128)]
+    pub audio_bitrate: u32,
+
+    /// x264 preset when transcoding.
+    #[arg(long, value_enum, default_value_t = Preset::Veryfast)]
+    pub preset: Preset,
+
+    /// Keyframe interval in seconds when transcoding, which is also the fragment length (1-20).
+    #[arg(long, default_value_t = 2)]
+    pub gop: u64,
+
+    /// Fragment timecodes: `absolute` (epoch milliseconds) or `relative` (to the producer start
+    /// timestamp). Default: absolute with `--pace fast` (backfill), relative with `realtime`
+    /// and for stdin.
+    #[arg(long, value_enum)]
+    pub timecode: Option<Timecode>,
+
+    /// Start an embedded KVS/S3/STS emulator on 127.0.0.1 and stream to it (creates the
+    /// stream; no AWS account needed). The stream name defaults to `kvs-put`.
+    #[arg(long)]
+    pub emulator: bool,
+
+    /// Print one JSON summary object on stdout (and nothing else there).
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Pacing of the input.
+#[derive(Debug, Clone, Copy, ValueEnum, PartialEq, Eq)]
+pub enum Pace {
+    /// Native frame rate, live-like.
+    Realtime,
+    /// As fast as possible, backfilled timestamps.
+    Fast,
+}
+
+/// Copy or transcode.
+#[derive(Debug, Clone, Copy, ValueEnum, PartialEq, Eq)]
+pub enum Transcode {
+    /// Copy when KVS accepts the input as is, otherwise transcode.
+    Auto,
+    /// Always transcode.
+    Always,
+    /// Never transcode.
+    Never,
+}
+
+/// Fragment timecode type.
+#[derive(Debug, Clone, Copy, ValueEnum, PartialEq, Eq)]
+pub enum Timecode {
+    /// Epoch milliseconds.
+    Absolute,
+    /// Relative to the producer start timestamp.
+    Relative,
+}
+
+/// x264 presets.
+#[derive(Debug, Clone, Copy, ValueEnum, PartialEq, Eq)]
+#[allow(missing_docs)]
+pub enum Preset {
+    Ultrafast,
+    Superfast,
+    Veryfast,
+    Faster,
+    Fast,
+    Medium,
+    Slow,
+    Slower,
+    Veryslow,
+}
+
+impl From<Preset> for X264Preset {
+    fn from(p: Preset) -> Self {
+        match p {
+            Preset::Ultrafast => X264Preset::Ultrafast,
+            Preset::Superfast => X264Preset::Superfast,
+            Preset::Veryfast => X264Preset::Veryfast,
+            Preset::Faster => X264Preset::Faster,
+            Preset::Fast => X264Preset::Fast,
+            Preset::Medium => X264Preset::Medium,
+            Preset::Slow => X264Preset::Slow,
+            Preset::Slower => X264Preset::Slower,
+            Preset::Veryslow => X264Preset::Veryslow,
+        }
+    }
+}
+
+/// `--size`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SizeArg(pub Size);
+
+fn parse_size(s: &str) -> Result<SizeArg, String> {
+    if s.eq_ignore_ascii_case("source") {
+        return Ok(SizeArg(Size::Source));
+    }
+    let (w, h) = s
+        .split_once(['x', 'X'])
+        .ok_or_else(|| format!("`{s}`: expected WIDTHxHEIGHT (e.g. 640x480) or `source`"))?;
+    let parse = |v: &str| {
+        v.trim()
+            .parse::<u32>()
+            .map_err(|_| format!("`{s}`: `{v}` is not a number"))
+    };
+    Ok(SizeArg(Size::Fit {
+        width: parse(w)?,
+        height: parse(h)?,
+    }))
+}
+
+impl Cli {
+    /// The encoder settings the flags describe (validated by ffmpeg-source).
+    pub fn encode_settings(&self) -> ffmpeg_source::Result<EncodeSettings> {
+        let mut b = EncodeSettings::builder()
+            .size(self.size.0)
+            .audio_bitrate_kbps(self.audio_bitrate)
+            .preset(self.preset.into())
+            .gop(Duration::from_secs(self.gop));
+        if let Some(fps) = self.fps {
+            b = b.fps(fps);
+        }
+        if let Some(kbps) = self.video_bitrate {
+            b = b.video_bitrate_kbps(kbps);
+        }
+        b.build()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn cli_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn size_parses() {
+        assert_eq!(parse_size("source").unwrap().0, Size::Source);
+        assert_eq!(
+            parse_size("320x240").unwrap().0,
+            Size::Fit {
+                width: 320,
+                height: 240
+            }
+        );
+        assert!(parse_size("320").is_err());
+        assert!(parse_size("ax240").is_err());
+    }
+
+    #[test]
+    fn bad_encode_settings_are_refused() {
+        let cli = Cli::try_parse_from(["kvs-put", "--gop", "30", "x.mp4"]).unwrap();
+        assert!(
+            cli.encode_settings().is_err(),
+            "a 30 s GOP exceeds KVS's 20 s fragments"
+        );
+        let cli = Cli::try_parse_from(["kvs-put", "--size", "321x240", "x.mp4"]).unwrap();
+        assert!(cli.encode_settings().is_err(), "odd width");
+    }
+}

@@ -1,0 +1,287 @@
+//! Progress while streaming, and the final summary (human on stderr, or `--json` on stdout).
+
+use std::io::IsTerminal;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use serde::Serialize;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+/// What the process exits with; documented in `--help` (see `cli::AFTER_HELP`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Outcome {
+    /// Every fragment persisted (or received, with zero retention).
+    Ok,
+    /// Anything else.
+    Error,
+    /// Bad flags.
+    Usage,
+    /// Missing file or object, not media.
+    BadInput,
+    /// Credentials, signature or permissions refused.
+    Auth,
+    /// Some fragments were not persisted.
+    Partial,
+    /// The stream does not exist.
+    StreamNotFound,
+    /// Ctrl-C.
+    Interrupted,
+}
+
+impl Outcome {
+    /// The process exit code.
+    pub fn code(self) -> i32 {
+        match self {
+            Outcome::Ok => 0,
+            Outcome::Error => 1,
+            Outcome::Usage => 2,
+            Outcome::BadInput => 3,
+            Outcome::Auth => 4,
+            Outcome::Partial => 5,
+            Outcome::StreamNotFound => 6,
+            Outcome::Interrupted => 130,
+        }
+    }
+}
+
+/// One rejected fragment, as the ERROR ack named it.
+#[derive(Debug, Clone, Serialize)]
+pub struct FailedFragment {
+    /// Cluster timecode, when the ack carried one.
+    pub timecode: Option<u64>,
+    /// Fragment number, when the ack carried one.
+    pub fragment_number: Option<String>,
+    /// KVS error id (4000-5001).
+    pub error_id: u32,
+    /// KVS error code (`INVALID_MKV_DATA`...).
+    pub error_code: String,
+}
+
+/// The run's summary; serialized as the `--json` object.
+#[derive(Debug, Clone, Serialize)]
+pub struct Report {
+    /// `ok`, `partial`, `bad_input`...
+    pub outcome: Outcome,
+    /// The process exit code.
+    pub exit_code: i32,
+    /// The input as given.
+    pub input: String,
+    /// Stream name or ARN.
+    pub stream: Option<String>,
+    /// The region used.
+    pub region: Option<String>,
+    /// The stream's data retention in hours, when known.
+    pub retention_hours: Option<u32>,
+    /// ffmpeg's copy/transcode decision (absent for stdin).
+    pub decision: Option<String>,
+    /// Fragments fully sent.
+    pub fragments_sent: u64,
+    /// Fragments acknowledged RECEIVED.
+    pub fragments_received: u64,
+    /// Fragments acknowledged PERSISTED.
+    pub fragments_persisted: u64,
+    /// Fragments rejected.
+    pub fragments_failed: u64,
+    /// The rejected fragments with their error ids.
+    pub failures: Vec<FailedFragment>,
+    /// Body bytes sent (MKV header and fragments).
+    pub bytes_sent: u64,
+    /// From the first media byte sent to the first acknowledgement.
+    pub first_ack_latency_ms: Option<f64>,
+    /// The first fragment number KVS assigned.
+    pub first_fragment_number: Option<String>,
+    /// Media duration, when known.
+    pub media_duration_ms: Option<u64>,
+    /// Wall time of the whole run.
+    pub wall_time_ms: u64,
+    /// What went wrong, when something did.
+    pub error: Option<String>,
+}
+
+impl Report {
+    /// An empty report for `input`.
+    pub fn new(input: &str) -> Self {
+        Report {
+            outcome: Outcome::Ok,
+            exit_code: 0,
+            input: input.to_owned(),
+            stream: None,
+            region: None,
+            retention_hours: None,
+            decision: None,
+            fragments_sent: 0,
+            fragments_received: 0,
+            fragments_persisted: 0,
+            fragments_failed: 0,
+            failures: Vec::new(),
+            bytes_sent: 0,
+            first_ack_latency_ms: None,
+            first_fragment_number: None,
+            media_duration_ms: None,
+            wall_time_ms: 0,
+            error: None,
+        }
+    }
+}
+
+/// Prints the summary: one JSON object on stdout with `--json`, readable lines on stderr
+/// otherwise.
+#[allow(clippy::print_stdout, clippy::print_stderr)]
+pub fn finish(report: &Report, json: bool) {
+    if json {
+        match serde_json::to_string(report) {
+            Ok(s) => println!("{s}"),
+            Err(e) => eprintln!("error: cannot serialize the summary: {e}"),
+        }
+        return;
+    }
+    if let Some(e) = &report.error {
+        eprintln!("error: {e}");
+    }
+    if report.fragments_sent == 0 && report.bytes_sent == 0 {
+        return;
+    }
+    eprintln!(
+        "{} fragments sent, {} received, {} persisted, {} failed; {} bytes; first ack {}; {:.1} s",
+        report.fragments_sent,
+        report.fragments_received,
+        report.fragments_persisted,
+        report.fragments_failed,
+        report.bytes_sent,
+        report
+            .first_ack_latency_ms
+            .map_or_else(|| "-".to_owned(), |ms| format!("{ms:.0} ms")),
+        report.wall_time_ms as f64 / 1000.0
+    );
+    for f in &report.failures {
+        eprintln!(
+            "  fragment {} ({}): {} {}",
+            f.timecode.map_or_else(|| "?".to_owned(), |t| t.to_string()),
+            f.fragment_number.as_deref().unwrap_or("?"),
+            f.error_id,
+            f.error_code
+        );
+    }
+}
+
+/// Counters updated while streaming, read by the progress display.
+#[derive(Debug, Default)]
+pub struct Live {
+    /// Input bytes handed to the PutMedia sink.
+    pub bytes_in: u64,
+    /// RECEIVED acks.
+    pub received: u64,
+    /// PERSISTED acks.
+    pub persisted: u64,
+    /// ERROR acks.
+    pub failed: u64,
+    /// Latency of the latest acknowledgement that had one.
+    pub last_latency: Option<Duration>,
+}
+
+/// The progress display: an indicatif bar when stderr is a terminal, periodic log lines
+/// otherwise. Dropping it (or [`Progress::stop`]) ends it.
+pub struct Progress {
+    bar: Option<ProgressBar>,
+    task: JoinHandle<()>,
+}
+
+impl Progress {
+    /// Starts the display of `live` and, when ffmpeg runs, its progress.
+    pub fn start(
+        live: Arc<Mutex<Live>>,
+        ffmpeg: Option<watch::Receiver<ffmpeg_source::Progress>>,
+        quiet: bool,
+    ) -> Progress {
+        let terminal = std::io::stderr().is_terminal() && !quiet;
+        let duration = ffmpeg.as_ref().and_then(|p| p.borrow().duration);
+        let bar = terminal.then(|| {
+            let bar = match duration {
+                Some(d) => {
+                    let bar = ProgressBar::new(d.as_millis() as u64);
+                    bar.set_style(
+                        ProgressStyle::with_template("{elapsed_precise} [{bar:30}] {msg}")
+                            .unwrap_or_else(|_| ProgressStyle::default_bar())
+                            .progress_chars("=> "),
+                    );
+                    bar
+                }
+                None => ProgressBar::new_spinner(),
+            };
+            bar.set_draw_target(ProgressDrawTarget::stderr());
+            bar
+        });
+        let shown = bar.clone();
+        let period = if terminal {
+            Duration::from_millis(200)
+        } else {
+            Duration::from_secs(2)
+        };
+        let started = tokio::time::Instant::now();
+        let task = tokio::spawn(async move {
+            let mut tick = tokio::time::interval(period);
+            tick.tick().await;
+            loop {
+                tick.tick().await;
+                let p = ffmpeg.as_ref().map(|p| p.borrow().clone());
+                let (bytes, persisted, received, failed, latency) = {
+                    let l = live.lock().unwrap_or_else(|e| e.into_inner());
+                    (
+                        l.bytes_in,
+                        l.persisted,
+                        l.received,
+                        l.failed,
+                        l.last_latency,
+                    )
+                };
+                let media = p.as_ref().map(|p| p.out_time);
+                let kbps = p.as_ref().and_then(|p| p.bitrate_kbps).or_else(|| {
+                    let secs = started.elapsed().as_secs_f64();
+                    (secs > 0.0).then(|| bytes as f64 * 8.0 / 1000.0 / secs)
+                });
+                let msg = format!(
+                    "media {} / {}  received {received}  persisted {persisted}{}  {}  ack {}",
+                    media.map_or_else(|| "-".to_owned(), |m| format!("{:.1}s", m.as_secs_f64())),
+                    duration.map_or_else(|| "?".to_owned(), |d| format!("{:.1}s", d.as_secs_f64())),
+                    if failed > 0 {
+                        format!("  FAILED {failed}")
+                    } else {
+                        String::new()
+                    },
+                    kbps.map_or_else(|| "- kbit/s".to_owned(), |k| format!("{k:.0} kbit/s")),
+                    latency.map_or_else(|| "-".to_owned(), |l| format!("{} ms", l.as_millis())),
+                );
+                match &shown {
+                    Some(bar) => {
+                        if let Some(m) = media {
+                            bar.set_position(m.as_millis() as u64);
+                        } else {
+                            bar.tick();
+                        }
+                        bar.set_message(msg);
+                    }
+                    None if !quiet => tracing::info!("{msg}"),
+                    None => {}
+                }
+            }
+        });
+        Progress { bar, task }
+    }
+
+    /// Stops the display and clears the bar.
+    pub fn stop(self) {
+        drop(self);
+    }
+}
+
+impl Drop for Progress {
+    fn drop(&mut self) {
+        self.task.abort();
+        if let Some(bar) = &self.bar {
+            bar.finish_and_clear();
+        }
+    }
+}
