@@ -194,9 +194,8 @@ impl Progress {
     pub fn start(
         live: Arc<Mutex<Live>>,
         ffmpeg: Option<watch::Receiver<ffmpeg_source::Progress>>,
-        quiet: bool,
     ) -> Progress {
-        let terminal = std::io::stderr().is_terminal() && !quiet;
+        let terminal = std::io::stderr().is_terminal();
         let duration = ffmpeg.as_ref().and_then(|p| p.borrow().duration);
         let bar = terminal.then(|| {
             let bar = match duration {
@@ -263,8 +262,7 @@ impl Progress {
                         }
                         bar.set_message(msg);
                     }
-                    None if !quiet => tracing::info!("{msg}"),
-                    None => {}
+                    None => tracing::info!("{msg}"),
                 }
             }
         });

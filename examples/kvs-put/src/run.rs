@@ -491,20 +491,32 @@ async fn execute(cli: &Cli, report: &mut Report) -> Result<Outcome> {
                 }
             }
         }
-        (first_number, last_error)
+        // The stream has ended: its summary holds every ack, later than the sink's snapshot
+        // taken when a send failed.
+        (first_number, last_error, acks.summary())
     });
-    let progress = Progress::start(live.clone(), ffmpeg.as_ref().map(|j| j.progress()), false);
+    let progress = Progress::start(live.clone(), ffmpeg.as_ref().map(|j| j.progress()));
 
     let pumped = pump(sink, ffmpeg, &live).await;
     progress.stop();
-    let (first_number, ack_error) =
+    let (first_number, ack_error, ack_summary) =
         match tokio::time::timeout(Duration::from_secs(10), ack_task).await {
-            Ok(Ok(v)) => v,
-            _ => (None, None),
+            Ok(Ok((n, e, s))) => (n, e, Some(s)),
+            _ => (None, None, None),
         };
     report.first_fragment_number = first_number;
 
-    let (summary, ended) = pumped;
+    let (mut summary, ended) = pumped;
+    if let Some(s) = ack_summary {
+        summary.fragments_sent = summary.fragments_sent.max(s.fragments_sent);
+        summary.fragments_received = summary.fragments_received.max(s.fragments_received);
+        summary.fragments_persisted = summary.fragments_persisted.max(s.fragments_persisted);
+        summary.bytes_sent = summary.bytes_sent.max(s.bytes_sent);
+        summary.first_ack_latency = summary.first_ack_latency.or(s.first_ack_latency);
+        if summary.fragments_failed.len() < s.fragments_failed.len() {
+            summary.fragments_failed = s.fragments_failed;
+        }
+    }
     report.fragments_sent = summary.fragments_sent;
     report.fragments_received = summary.fragments_received;
     report.fragments_persisted = summary.fragments_persisted;
@@ -521,6 +533,24 @@ async fn execute(cli: &Cli, report: &mut Report) -> Result<Outcome> {
             error_code: f.error.code.clone(),
         })
         .collect();
+    if report.failures.is_empty()
+        && let Some(kvs_putmedia::Error::Ack {
+            id,
+            code,
+            fragment_timecode,
+            fragment_number,
+            ..
+        }) = &ack_error
+    {
+        // The session ended on this ERROR ack before the ledger recorded it.
+        report.failures.push(FailedFragment {
+            timecode: *fragment_timecode,
+            fragment_number: fragment_number.clone(),
+            error_id: id.id(),
+            error_code: code.clone(),
+        });
+        report.fragments_failed = 1;
+    }
     drop(emulator);
 
     match ended {

@@ -378,3 +378,74 @@ async fn usage_errors_exit_2() {
         assert!(help.contains(code), "--help documents exit code {code}");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rejected_fragment_is_a_partial_failure_with_its_error_id() {
+    let emu = emulator().await;
+    emu.create_stream("cam", 24).await.unwrap();
+    // The last fragment of a 3 s clip (2 s fragments) is refused with 4006; earlier ones would
+    // race the connection reset that follows an ERROR ack.
+    emu.faults().push(kvs_emulator::FaultRule::ErrorAck {
+        scope: kvs_emulator::Scope::stream("cam"),
+        fragment_index: 1,
+        error_id: 4006,
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let path = clip(dir.path(), "mp4", 3);
+    let out = run(
+        command(Some(&emu), SECRET),
+        &["--stream-name", "cam", "--json", path.to_str().unwrap()],
+    )
+    .await;
+    assert_eq!(out.status.code(), Some(5), "{}", stderr(&out));
+    let v = json(&out);
+    assert_eq!(v["outcome"], "partial");
+    assert_eq!(v["fragments_failed"], 1, "{v}");
+    assert_eq!(v["failures"][0]["error_id"], 4006, "{v}");
+    assert_eq!(v["failures"][0]["error_code"], "INVALID_MKV_DATA", "{v}");
+    // Fragment 0 may or may not have been PERSISTED before the service closed the connection.
+    assert!(v["fragments_persisted"].as_u64().unwrap() <= 1, "{v}");
+    assert!(ffmpeg_processes(dir.path().to_str().unwrap()).is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ctrl_c_stops_cleanly_with_exit_130_and_no_ffmpeg_left() {
+    let emu = emulator().await;
+    emu.create_stream("cam", 24).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let path = clip(dir.path(), "mp4", 8);
+    let mut cmd = command(Some(&emu), SECRET);
+    cmd.args([
+        "--stream-name",
+        "cam",
+        "--pace",
+        "realtime",
+        "--json",
+        path.to_str().unwrap(),
+    ]);
+    let child = cmd.spawn().unwrap();
+    let pid = child.id().unwrap();
+    // Wait until a fragment was stored, i.e. streaming is under way.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    while emu.fragments("cam").is_empty() {
+        assert!(tokio::time::Instant::now() < deadline, "nothing streamed");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(!ffmpeg_processes(dir.path().to_str().unwrap()).is_empty());
+    let status = std::process::Command::new("kill")
+        .args(["-INT", &pid.to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let out = tokio::time::timeout(Duration::from_secs(20), child.wait_with_output())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(130), "{}", stderr(&out));
+    let v = json(&out);
+    assert_eq!(v["outcome"], "interrupted");
+    assert!(v["fragments_sent"].as_u64().unwrap() >= 1, "{v}");
+    assert_eq!(v["fragments_persisted"], v["fragments_sent"], "{v}");
+    assert!(v["media_duration_ms"].as_u64().unwrap() > v["wall_time_ms"].as_u64().unwrap());
+    assert!(ffmpeg_processes(dir.path().to_str().unwrap()).is_empty());
+}
