@@ -129,11 +129,15 @@ impl Report {
 
 /// Prints the summary: one JSON object on stdout with `--json`, readable lines on stderr
 /// otherwise.
-#[allow(clippy::print_stdout, clippy::print_stderr)]
+#[allow(clippy::print_stderr)]
 pub fn finish(report: &Report, json: bool) {
     if json {
         match serde_json::to_string(report) {
-            Ok(s) => println!("{s}"),
+            // A closed stdout (`| head`) must not turn into a panic: the exit code still tells.
+            Ok(s) => {
+                use std::io::Write as _;
+                let _ = writeln!(std::io::stdout().lock(), "{s}");
+            }
             Err(e) => eprintln!("error: cannot serialize the summary: {e}"),
         }
         return;

@@ -302,6 +302,12 @@ async fn presign(
 /// Body of [`run`].
 async fn execute(cli: &Cli, report: &mut Report) -> Result<Outcome> {
     let source = Source::parse(&cli.input)?;
+    if source == Source::Stdin && std::io::IsTerminal::is_terminal(&std::io::stdin()) {
+        return Err(Failure::new(
+            Outcome::Usage,
+            "INPUT `-` reads Matroska from stdin, but stdin is a terminal: pipe MKV into kvs-put",
+        ));
+    }
     let settings = cli
         .encode_settings()
         .map_err(|e| Failure::new(Outcome::Usage, e.to_string()))?;
