@@ -103,6 +103,13 @@ pub struct Cli {
     #[arg(long, value_enum)]
     pub timecode: Option<Timecode>,
 
+    /// Backfill: the first frame's timestamp is this many seconds in the past (ABSOLUTE
+    /// timecodes). KVS refuses producer timestamps in the future (4007), so recorded MKV sent on
+    /// stdin faster than real time needs this when it is longer than a few seconds. Default
+    /// with `--pace fast`: the media duration plus one second.
+    #[arg(long, value_name = "SECONDS", conflicts_with = "timecode")]
+    pub backfill: Option<u64>,
+
     /// Start an embedded KVS/S3/STS emulator on 127.0.0.1 and stream to it (creates the
     /// stream; no AWS account needed). The stream name defaults to `kvs-put`.
     #[arg(long)]

@@ -436,23 +436,13 @@ async fn execute(cli: &Cli, report: &mut Report) -> Result<Outcome> {
         (Source::Stdin, _) | (_, Pace::Realtime) => Timecode::Relative,
         (_, Pace::Fast) => Timecode::Absolute,
     });
-    let mode = match (timecode, cli.pace, duration) {
-        (Timecode::Relative, _, _) => TimecodeMode::Relative,
-        (Timecode::Absolute, Pace::Fast, Some(d)) => TimecodeMode::Absolute {
-            origin_epoch_ms: epoch_ms().saturating_sub(d.as_millis() as u64 + 1_000),
+    let mode = match (cli.backfill, timecode, cli.pace, duration) {
+        (Some(secs), ..) => TimecodeMode::Absolute {
+            origin_epoch_ms: epoch_ms().saturating_sub(secs.saturating_mul(1000)),
         },
-        (Timecode::Absolute, Pace::Fast, None) if ffmpeg.is_some() => {
-            tracing::warn!(
-                "the input's duration is unknown: timestamps start now, and media sent faster \
-                 than real time may be refused as in the future (4007); consider --pace realtime"
-            );
-            TimecodeMode::Absolute {
-                origin_epoch_ms: epoch_ms(),
-            }
+        (None, timecode, pace, duration) => {
+            timecode_mode(timecode, pace, duration, ffmpeg.is_some())
         }
-        (Timecode::Absolute, _, _) => TimecodeMode::Absolute {
-            origin_epoch_ms: epoch_ms(),
-        },
     };
 
     let mut builder = PutMediaClientBuilder::new()
@@ -606,6 +596,33 @@ async fn execute(cli: &Cli, report: &mut Report) -> Result<Outcome> {
     Ok(Outcome::Ok)
 }
 
+/// The timecode mode without `--backfill`.
+fn timecode_mode(
+    timecode: Timecode,
+    pace: Pace,
+    duration: Option<Duration>,
+    has_ffmpeg: bool,
+) -> TimecodeMode {
+    match (timecode, pace, duration) {
+        (Timecode::Relative, _, _) => TimecodeMode::Relative,
+        (Timecode::Absolute, Pace::Fast, Some(d)) => TimecodeMode::Absolute {
+            origin_epoch_ms: epoch_ms().saturating_sub(d.as_millis() as u64 + 1_000),
+        },
+        (Timecode::Absolute, Pace::Fast, None) if has_ffmpeg => {
+            tracing::warn!(
+                "the input's duration is unknown: timestamps start now, and media sent faster \
+                 than real time may be refused as in the future (4007); consider --backfill or --pace realtime"
+            );
+            TimecodeMode::Absolute {
+                origin_epoch_ms: epoch_ms(),
+            }
+        }
+        (Timecode::Absolute, _, _) => TimecodeMode::Absolute {
+            origin_epoch_ms: epoch_ms(),
+        },
+    }
+}
+
 /// How the pump ended.
 enum Ended {
     Done,
@@ -707,6 +724,25 @@ mod tests {
         assert_eq!(
             Source::parse("clip.mp4").unwrap(),
             Source::File("clip.mp4".into())
+        );
+    }
+
+    #[test]
+    fn fast_pacing_backfills_one_duration_plus_a_second() {
+        let before = epoch_ms();
+        let TimecodeMode::Absolute { origin_epoch_ms } = timecode_mode(
+            Timecode::Absolute,
+            Pace::Fast,
+            Some(Duration::from_secs(60)),
+            true,
+        ) else {
+            panic!("fast pacing uses ABSOLUTE timecodes");
+        };
+        // Reference §4.10: the last frame (origin + 60 s) lies a second before now, not after.
+        assert!(origin_epoch_ms + 61_000 >= before && origin_epoch_ms + 61_000 <= epoch_ms());
+        assert_eq!(
+            timecode_mode(Timecode::Relative, Pace::Fast, None, true),
+            TimecodeMode::Relative
         );
     }
 

@@ -449,3 +449,32 @@ async fn ctrl_c_stops_cleanly_with_exit_130_and_no_ffmpeg_left() {
     assert!(v["media_duration_ms"].as_u64().unwrap() > v["wall_time_ms"].as_u64().unwrap());
     assert!(ffmpeg_processes(dir.path().to_str().unwrap()).is_empty());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn backfill_puts_stdin_media_in_the_past() {
+    let emu = emulator().await;
+    emu.create_stream("old", 24).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let mkv = std::fs::read(clip(dir.path(), "mkv", 2)).unwrap();
+    let mut cmd = command(Some(&emu), SECRET);
+    cmd.args(["--stream-name", "old", "--backfill", "3600", "--json", "-"])
+        .stdin(Stdio::piped());
+    let mut child = cmd.spawn().unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    stdin.write_all(&mkv).await.unwrap();
+    drop(stdin);
+    let out = tokio::time::timeout(Duration::from_secs(60), child.wait_with_output())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert_all_persisted(&json(&out), &emu, "old");
+    let first = &emu.fragments("old")[0];
+    let age = first.server_timestamp_ms - first.producer_timestamp_ms;
+    assert!(
+        (3_590_000..3_610_000).contains(&age),
+        "producer time {age} ms in the past"
+    );
+    let conn = &emu.connections("old")[0];
+    assert!(format!("{conn:?}").contains("ABSOLUTE"), "{conn:?}");
+}
