@@ -666,3 +666,179 @@ async fn more_than_five_put_media_requests_per_second_are_throttled() {
         200
     );
 }
+
+/// Writes `total` bytes of filler as 64 KiB chunks, as a producer that keeps streaming after a
+/// bad fragment (it has not read the ERROR ack yet). Returns false once a write fails.
+async fn keep_streaming(pm: &mut PutMedia, total: usize) -> bool {
+    let chunk = vec![0xA5u8; 64 * 1024];
+    let mut sent = 0;
+    while sent < total {
+        if pm.send(&chunk).await.is_err() {
+            return false;
+        }
+        sent += chunk.len();
+    }
+    true
+}
+
+/// Reference §2: "After any ERROR ack the service ends the connection": the service ends the
+/// response (ERROR ack, then the terminating chunk). The emulator drains the rest of the body
+/// after the ERROR, so closing the socket with unread bytes (a TCP RST) cannot destroy the ack
+/// before the client reads it. Without the drain this failed with "Connection reset by peer".
+#[tokio::test]
+async fn error_ack_reaches_a_client_that_keeps_sending() {
+    let emu = Emulator::builder()
+        .persist_delay(Duration::from_millis(20))
+        .put_media_requests_per_second(0)
+        .start()
+        .await
+        .unwrap();
+    emu.create_stream("s", 1).await.unwrap();
+    for i in 0..5 {
+        // 4006 on the first bytes, then several MB more.
+        let mut pm = PutMedia::open(&emu, PutMediaOptions::new(&emu, "s")).await;
+        assert_eq!(pm.status, 200);
+        pm.send(b"this is not matroska at all").await.unwrap();
+        assert!(
+            keep_streaming(&mut pm, 6 << 20).await,
+            "iteration {i}: the emulator stopped reading the body"
+        );
+        pm.end().await.unwrap();
+        let (acks, end) = pm.all_acks().await;
+        assert_eq!(end, Ok(()), "iteration {i}: {acks:?}");
+        assert_eq!(acks.len(), 1, "iteration {i}: {acks:?}");
+        assert_eq!(acks[0]["ErrorId"], 4006);
+        // Then a FIN, not a reset (a reset is what HTTP clients report as a transport error).
+        assert_eq!(
+            pm.next_chunk().await,
+            Err("connection closed".to_owned()),
+            "iteration {i}"
+        );
+
+        // The injected ERROR on fragment 1 behaves the same (it imitates the service).
+        emu.faults().push(FaultRule::ErrorAck {
+            scope: Scope::stream("s"),
+            fragment_index: 1,
+            error_id: 5000,
+        });
+        let mut pm = PutMedia::open(&emu, PutMediaOptions::new(&emu, "s")).await;
+        let _ = pm.send(clip()).await;
+        assert!(keep_streaming(&mut pm, 6 << 20).await, "iteration {i}");
+        let (acks, end) = pm.all_acks().await;
+        assert_eq!(end, Ok(()), "iteration {i}: {acks:?}");
+        let last = acks.last().unwrap();
+        assert_eq!((event(last), &last["ErrorId"]), ("ERROR", &5000.into()));
+        pm.end().await.unwrap();
+        assert_eq!(
+            pm.next_chunk().await,
+            Err("connection closed".to_owned()),
+            "iteration {i}"
+        );
+    }
+    let conns = emu.connections("s");
+    assert_eq!(conns.len(), 10);
+    assert!(
+        conns
+            .iter()
+            .all(|c| matches!(c.end, Some(ConnectionEnd::ErrorAck { .. })))
+    );
+}
+
+/// The connection slot is released when the ERROR is sent, not when the drain ends: a producer
+/// that reconnects at once is accepted while its old body is still being discarded.
+#[tokio::test]
+async fn reconnecting_right_after_an_error_ack_is_accepted_while_the_old_body_drains() {
+    let emu = Emulator::builder()
+        .persist_delay(Duration::from_millis(20))
+        .error_drain_timeout(Duration::from_secs(20))
+        .start()
+        .await
+        .unwrap();
+    emu.create_stream("s", 1).await.unwrap();
+    let mut old = PutMedia::open(&emu, PutMediaOptions::new(&emu, "s")).await;
+    old.send(b"this is not matroska at all").await.unwrap();
+    let ack = old.next_ack().await.unwrap().unwrap();
+    assert_eq!(ack["ErrorId"], 4006);
+    // The response is complete although the request body is still open.
+    assert_eq!(old.next_chunk().await, Ok(None));
+    assert!(keep_streaming(&mut old, 1 << 20).await);
+
+    let mut new = PutMedia::open(&emu, PutMediaOptions::new(&emu, "s")).await;
+    assert_eq!(new.status, 200, "{}", new.head);
+    send_clip(&mut new, clip()).await;
+    let (acks, end) = new.all_acks().await;
+    end.unwrap();
+    assert_eq!(acks.iter().filter(|a| event(a) == "PERSISTED").count(), 6);
+
+    // The old body is still drained, then ends cleanly.
+    assert!(keep_streaming(&mut old, 1 << 20).await);
+    old.end().await.unwrap();
+    assert_eq!(old.next_chunk().await, Err("connection closed".to_owned()));
+    let conns = emu.connections("s");
+    assert_eq!(
+        conns[0].end,
+        Some(ConnectionEnd::ErrorAck { error_id: 4006 })
+    );
+    assert_eq!(conns[1].end, Some(ConnectionEnd::EndOfBody));
+}
+
+/// A producer cannot hold a connection open by streaming after an ERROR: the drain stops after
+/// `error_drain_timeout` or `error_drain_limit` bytes, whichever comes first.
+#[tokio::test]
+async fn the_drain_after_an_error_ack_is_bounded_in_time_and_bytes() {
+    // Time: the producer keeps its body open without ending it.
+    let emu = Emulator::builder()
+        .error_drain_timeout(Duration::from_millis(300))
+        .start()
+        .await
+        .unwrap();
+    emu.create_stream("s", 1).await.unwrap();
+    let mut pm = PutMedia::open(&emu, PutMediaOptions::new(&emu, "s")).await;
+    pm.send(b"this is not matroska at all").await.unwrap();
+    assert_eq!(pm.next_ack().await.unwrap().unwrap()["ErrorId"], 4006);
+    assert_eq!(pm.next_chunk().await, Ok(None));
+    let t0 = Instant::now();
+    let closed = tokio::time::timeout(Duration::from_secs(5), pm.next_chunk()).await;
+    assert_eq!(closed, Ok(Err("connection closed".to_owned())));
+    let waited = t0.elapsed();
+    assert!(
+        waited >= Duration::from_millis(200) && waited < Duration::from_secs(3),
+        "{waited:?}"
+    );
+
+    // Bytes: a producer streaming without end is cut after the limit, long before the timeout.
+    let emu = Emulator::builder()
+        .error_drain_timeout(Duration::from_secs(60))
+        .error_drain_limit(1 << 20)
+        .start()
+        .await
+        .unwrap();
+    emu.create_stream("s", 1).await.unwrap();
+    let mut pm = PutMedia::open(&emu, PutMediaOptions::new(&emu, "s")).await;
+    pm.send(b"this is not matroska at all").await.unwrap();
+    let t0 = Instant::now();
+    let cut =
+        tokio::time::timeout(Duration::from_secs(10), keep_streaming(&mut pm, 256 << 20)).await;
+    assert_eq!(cut, Ok(false), "writes fail once the emulator closes");
+    assert!(t0.elapsed() < Duration::from_secs(10));
+}
+
+/// The injected drops stay abrupt: no drain, no terminating chunk, even while the producer
+/// keeps sending.
+#[tokio::test]
+async fn fault_drops_are_not_drained() {
+    let emu = emulator().await;
+    emu.create_stream("s", 1).await.unwrap();
+    emu.faults().push(FaultRule::DropAfterBytes {
+        scope: Scope::any(),
+        bytes: 5000,
+    });
+    let mut pm = PutMedia::open(&emu, PutMediaOptions::new(&emu, "s")).await;
+    let _ = pm.send(&clip()[..6000]).await;
+    let t0 = Instant::now();
+    let kept_reading = keep_streaming(&mut pm, 256 << 20).await;
+    assert!(!kept_reading);
+    assert!(t0.elapsed() < Duration::from_secs(5));
+    let (_, end) = pm.all_acks().await;
+    assert!(end.is_err(), "aborted, no terminating chunk");
+}

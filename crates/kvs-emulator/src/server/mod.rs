@@ -76,6 +76,8 @@ pub struct EmulatorBuilder {
     max_clock_skew: Duration,
     header_read_timeout: Duration,
     put_media_requests_per_second: u32,
+    error_drain_timeout: Duration,
+    error_drain_limit: u64,
     seed: u64,
 }
 
@@ -97,6 +99,8 @@ impl Default for EmulatorBuilder {
             max_clock_skew: Duration::from_secs(300),
             header_read_timeout: Duration::from_secs(10),
             put_media_requests_per_second: 5,
+            error_drain_timeout: Duration::from_secs(2),
+            error_drain_limit: 64 << 20,
             seed: 0,
         }
     }
@@ -174,6 +178,20 @@ impl EmulatorBuilder {
     /// more get `400 ClientLimitExceededException`. 0 turns the limit off.
     pub fn put_media_requests_per_second(mut self, n: u32) -> Self {
         self.put_media_requests_per_second = n;
+        self
+    }
+    /// After an ERROR ack ends a PutMedia response, how long the emulator keeps reading and
+    /// discarding the rest of the request body (default 2 s, counted from the end of the
+    /// response) before it closes. Closing with unread bytes makes the kernel send a TCP RST,
+    /// which can destroy the ERROR ack in flight; the service ends the response cleanly
+    /// (reference §2). `Duration::ZERO` closes at once.
+    pub fn error_drain_timeout(mut self, d: Duration) -> Self {
+        self.error_drain_timeout = d;
+        self
+    }
+    /// Most body bytes discarded after an ERROR ack before closing anyway (default 64 MiB).
+    pub fn error_drain_limit(mut self, bytes: u64) -> Self {
+        self.error_drain_limit = bytes;
         self
     }
     /// Seed of the fault-injection RNG (and of STS-issued credentials): same seed, same run.
@@ -259,6 +277,8 @@ impl EmulatorBuilder {
             max_clock_skew: self.max_clock_skew,
             header_read_timeout: self.header_read_timeout,
             put_media_requests_per_second: self.put_media_requests_per_second,
+            error_drain_timeout: self.error_drain_timeout,
+            error_drain_limit: self.error_drain_limit,
         };
         let shared = Arc::new(Shared::new(
             cfg,
@@ -468,13 +488,26 @@ async fn accept_loop(listener: TcpListener, router: Router, mut shutdown: watch:
                 let router = router.clone();
                 conns.spawn(async move {
                     let header_timeout = router.shared.cfg.header_read_timeout;
-                    let svc = hyper::service::service_fn(move |req| {
+                    let close = CloseConnection::default();
+                    let signal = close.clone();
+                    let svc = hyper::service::service_fn(move |mut req: Request<Incoming>| {
                         let router = router.clone();
+                        req.extensions_mut().insert(signal.clone());
                         async move { Ok::<_, Infallible>(router.handle(req).await) }
                     });
                     let mut builder = hyper::server::conn::http1::Builder::new();
                     builder.timer(TokioTimer::new()).header_read_timeout(header_timeout).max_buf_size(64 * 1024);
-                    if let Err(e) = builder.serve_connection(TokioIo::new(tcp), svc).await {
+                    let conn = builder.serve_connection(TokioIo::new(tcp), svc);
+                    tokio::pin!(conn);
+                    let res = tokio::select! {
+                        res = conn.as_mut() => res,
+                        _ = close.0.notified() => {
+                            // No keep-alive: close once the current exchange is over.
+                            conn.as_mut().graceful_shutdown();
+                            conn.await
+                        }
+                    };
+                    if let Err(e) = res {
                         tracing::debug!(%peer, error = %e, "connection ended with an error");
                     }
                 });
@@ -484,6 +517,18 @@ async fn accept_loop(listener: TcpListener, router: Router, mut shutdown: watch:
         }
     }
     conns.shutdown().await;
+}
+
+/// Put in every request's extensions: [`CloseConnection::close`] makes the connection close
+/// (without keep-alive) once the current request and response are over.
+#[derive(Clone, Default)]
+pub(crate) struct CloseConnection(Arc<tokio::sync::Notify>);
+
+impl CloseConnection {
+    /// Safe to call before the connection task waits: the permit is kept.
+    pub(crate) fn close(&self) {
+        self.0.notify_one();
+    }
 }
 
 /// A fresh request id (`x-amzn-RequestId`).

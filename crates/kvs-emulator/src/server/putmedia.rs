@@ -15,13 +15,14 @@ use http::{HeaderValue, Request, Response};
 use http_body_util::{BodyExt, StreamBody};
 use hyper::body::{Frame, Incoming};
 use tokio::sync::{mpsc, watch};
+use tokio::task::JoinHandle;
 use tokio::time::{Instant, sleep_until};
 
 use super::faults::{ConnectionFaults, Refusal};
 use super::state::{
-    AckEventType, ConnectionEnd, ConnectionRecord, SentAck, Shared, StoredFragment,
+    AckEventType, Config, ConnectionEnd, ConnectionRecord, SentAck, Shared, StoredFragment,
 };
-use super::{BoxError, RespBody, Router, error_response, request_id};
+use super::{BoxError, CloseConnection, RespBody, Router, error_response, request_id};
 use crate::api::{self, ApiError, TimecodeKind};
 use crate::media::{Ingest, IngestConfig, IngestEvent, TimecodeType, fragment_to_mkv};
 use crate::sigv4::{self, RequestParts, UriEncoding};
@@ -65,7 +66,8 @@ pub(crate) async fn handle(router: &Router, req: Request<Incoming>) -> Response<
 
 async fn open(router: &Router, req: Request<Incoming>) -> Result<Response<RespBody>, ApiError> {
     let shared = router.shared.clone();
-    let (parts, body) = req.into_parts();
+    let (mut parts, body) = req.into_parts();
+    let close = parts.extensions.remove::<CloseConnection>();
     if parts.method != http::Method::POST {
         return Err(ApiError::new(
             405,
@@ -178,7 +180,7 @@ async fn open(router: &Router, req: Request<Incoming>) -> Result<Response<RespBo
 
     let (body_tx, body_rx) = mpsc::channel::<Result<Frame<Bytes>, BoxError>>(16);
     let (ack_tx, ack_rx) = mpsc::channel::<Out>(256);
-    tokio::spawn(writer(shared.clone(), name.clone(), ack_rx, body_tx));
+    let writer = tokio::spawn(writer(shared.clone(), name.clone(), ack_rx, body_tx));
     let cfg = IngestConfig {
         timecode_type: match h.timecode_type {
             TimecodeKind::Absolute => TimecodeType::Absolute,
@@ -195,6 +197,8 @@ async fn open(router: &Router, req: Request<Incoming>) -> Result<Response<RespBo
         ingest: Ingest::new(cfg),
         persist: retention_hours > 0,
         acks: ack_tx,
+        writer: Some(writer),
+        close,
         header: None,
         current: None,
         fragments_done: 0,
@@ -268,6 +272,48 @@ async fn writer(
     }
 }
 
+/// Reads and discards the rest of the request body after an ERROR ack, until the body ends, or
+/// `error_drain_limit` bytes, or `error_drain_timeout` after the response ended.
+///
+/// Reference §2: "After any ERROR ack the service ends the connection", cleanly: the ERROR ack,
+/// then the terminating zero-length chunk. Closing the socket while the producer's bytes sit
+/// unread makes the kernel answer with a TCP RST, which discards whatever of the response is
+/// still unsent or unread, so the producer would see a reset instead of the ERROR.
+async fn drain_after_error(
+    body: &mut Incoming,
+    mut writer: JoinHandle<()>,
+    cfg: &Config,
+    held: std::time::Duration,
+    shutdown: &mut watch::Receiver<bool>,
+) {
+    // A producer that does not read its acks can block the writer; after this long, stop
+    // waiting for the response to end (the same bound `Session::send` puts on one ack).
+    let mut deadline = Instant::now() + held + cfg.idle_timeout;
+    let mut writing = true;
+    let mut drained = 0u64;
+    loop {
+        tokio::select! {
+            biased;
+            _ = shutdown.changed() => break,
+            _ = &mut writer, if writing => {
+                writing = false;
+                deadline = Instant::now() + cfg.error_drain_timeout;
+            }
+            _ = sleep_until(deadline) => break,
+            frame = body.frame() => match frame {
+                Some(Ok(f)) => {
+                    drained += f.data_ref().map_or(0, |d| d.len() as u64);
+                    if drained > cfg.error_drain_limit {
+                        break;
+                    }
+                }
+                None | Some(Err(_)) => break,
+            },
+        }
+    }
+    tracing::debug!(drained, "PutMedia body drained after an ERROR ack");
+}
+
 struct Session {
     shared: Arc<Shared>,
     stream: String,
@@ -276,6 +322,11 @@ struct Session {
     ingest: Ingest,
     persist: bool,
     acks: mpsc::Sender<Out>,
+    /// The ack writer task: it ends (and with it the response) once `acks` is dropped and
+    /// every queued ack went out.
+    writer: Option<JoinHandle<()>>,
+    /// Ends the HTTP connection after this exchange (none when called outside the server).
+    close: Option<CloseConnection>,
     header: Option<Bytes>,
     /// Open fragment: (cluster timecode, fragment number).
     current: Option<(u64, String)>,
@@ -363,7 +414,30 @@ impl Session {
                 }
             }
         };
+        // Only an ERROR ends the response while the producer may still be sending; the injected
+        // drops (`FaultDrop`) stay abrupt on purpose, and after the other ends there is no body
+        // left, no client to answer, or the emulator is shutting down.
+        let drain = matches!(end, ConnectionEnd::ErrorAck { .. }) && !body_done;
+        let writer = self.writer.take();
+        if matches!(end, ConnectionEnd::ErrorAck { .. })
+            && let Some(close) = &self.close
+        {
+            // Reference §2: "After any ERROR ack the service ends the connection", so no
+            // keep-alive once the drain reaches the end of the body.
+            close.close();
+        }
+        // The writer holds acks back for the injected delay or stall; wait that long for it.
+        let held = self.faults.delay
+            + self.stall_until.map_or(std::time::Duration::ZERO, |s| {
+                s.saturating_duration_since(Instant::now())
+            });
+        // Releases the stream's connection slot before draining, so a producer that reconnects
+        // as soon as it reads the ERROR is not refused; dropping the session's ack sender lets
+        // the writer finish the response (the terminating chunk follows the ERROR ack).
         self.finish(end);
+        if drain && let Some(writer) = writer {
+            drain_after_error(&mut body, writer, &cfg, held, &mut shutdown).await;
+        }
     }
 
     fn finish(self, end: ConnectionEnd) {

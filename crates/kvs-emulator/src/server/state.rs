@@ -205,6 +205,8 @@ pub(crate) struct Config {
     pub(crate) max_clock_skew: Duration,
     pub(crate) header_read_timeout: Duration,
     pub(crate) put_media_requests_per_second: u32,
+    pub(crate) error_drain_timeout: Duration,
+    pub(crate) error_drain_limit: u64,
 }
 
 pub(crate) struct Shared {
