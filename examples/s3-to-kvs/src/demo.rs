@@ -318,8 +318,12 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
     println!("service       http://{addr}");
 
     let body = serde_json::json!({ "bucketName": DEMO_BUCKET, "keyName": DEMO_KEY });
+    let posted = Instant::now();
     let (status, answer) = http_request(addr, "POST", "/processObject", Some(body.clone())).await?;
-    println!("POST /processObject {body} -> {status} {answer}");
+    println!(
+        "POST /processObject {body}\n  -> {status} {answer}\n  answered at the first acknowledged fragment, after {:.2} s",
+        posted.elapsed().as_secs_f64()
+    );
     ensure!(status == 200, "processObject answered {status}: {answer}");
     let job_id = answer["jobId"].as_str().context("no jobId")?.to_owned();
 
