@@ -97,9 +97,9 @@ pub struct ServeArgs {
     log_format: LogFormat,
 }
 
-fn init_logging(format: LogFormat) {
+fn init_logging(format: LogFormat, default_filter: &str) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_filter));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr);
@@ -129,11 +129,12 @@ async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     match cli.command {
         Some(Command::Demo(args)) => {
-            init_logging(LogFormat::Text);
+            // The demo prints its own report on stdout; logs only for what went wrong.
+            init_logging(LogFormat::Text, "warn");
             demo::run(args).await
         }
         Some(Command::Serve) | None => {
-            init_logging(cli.serve.log_format);
+            init_logging(cli.serve.log_format, "info");
             serve(cli.serve).await
         }
     }
