@@ -178,15 +178,15 @@ pub enum Error {
     /// pipe after writing a few hundred bytes (reference §5), so exit 0 alone proves nothing.
     #[error(
         "{input}: ffmpeg exited successfully but produced no usable media \
-         ({bytes} bytes, {clusters} clusters, need at least {min_bytes} bytes and one cluster){stderr}"
+         ({bytes} bytes, a cluster seen: {saw_cluster}; need at least {min_bytes} bytes and one cluster){stderr}"
     )]
     NoUsableMedia {
         /// The input.
         input: String,
         /// Bytes ffmpeg wrote.
         bytes: u64,
-        /// Cluster ids seen.
-        clusters: u64,
+        /// Whether any Matroska Cluster id was seen.
+        saw_cluster: bool,
         /// The configured minimum.
         min_bytes: u64,
         /// ffmpeg's last stderr lines.
@@ -253,6 +253,22 @@ impl Error {
         matches!(
             self,
             Error::Stalled { .. } | Error::ProbeTimeout { .. } | Error::Io { .. }
+        )
+    }
+
+    /// True when the input itself is the problem (not media, no stream, a codec or container this
+    /// job cannot use, ffmpeg refusing it): what a service answers with `422` and a CLI reports as
+    /// bad input. One list here, so every caller classifies the same way.
+    pub fn is_input_error(&self) -> bool {
+        matches!(
+            self,
+            Error::UnreadableInput { .. }
+                | Error::NoMediaStream { .. }
+                | Error::UnsupportedCodec { .. }
+                | Error::CopyIncompatible { .. }
+                | Error::NeedsSeekableInput { .. }
+                | Error::NoUsableMedia { .. }
+                | Error::Exit { .. }
         )
     }
 

@@ -639,7 +639,7 @@ impl FfmpegSource {
             armed: false,
             state: State::Reading,
             bytes: 0,
-            clusters: 0,
+            saw_cluster: false,
             window: 0,
             min_bytes: cfg.min_output_bytes,
             exit_rx,
@@ -754,8 +754,8 @@ impl CancelHandle {
 pub struct Summary {
     /// MKV bytes ffmpeg wrote.
     pub bytes: u64,
-    /// Matroska Cluster ids seen in them.
-    pub clusters: u64,
+    /// Whether they held a Matroska Cluster at all (the check behind [`Error::NoUsableMedia`]).
+    pub saw_cluster: bool,
     /// Copy or transcode, and why.
     pub decision: Decision,
 }
@@ -782,7 +782,7 @@ pub struct FfmpegJob {
     armed: bool,
     state: State,
     bytes: u64,
-    clusters: u64,
+    saw_cluster: bool,
     window: u32,
     min_bytes: u64,
     exit_rx: watch::Receiver<Option<ExitInfo>>,
@@ -854,7 +854,7 @@ impl FfmpegJob {
         }
         Ok(Summary {
             bytes: self.bytes,
-            clusters: self.clusters,
+            saw_cluster: self.saw_cluster,
             decision: self.plan.decision.clone(),
         })
     }
@@ -863,11 +863,17 @@ impl FfmpegJob {
         self.shared.input.to_string()
     }
 
+    /// Looks for the first Cluster id only: after that, nothing here needs the bytes (the
+    /// re-fragmenter parses them), so the per-byte scan stops.
     fn scan(&mut self, data: &[u8]) {
+        if self.saw_cluster {
+            return;
+        }
         for &b in data {
             self.window = (self.window << 8) | u32::from(b);
             if self.window == CLUSTER_ID {
-                self.clusters += 1;
+                self.saw_cluster = true;
+                return;
             }
         }
     }
@@ -883,7 +889,7 @@ impl FfmpegJob {
         // The MP4 demuxer on a pipe skips to the index, then cannot go back: "partial file". It
         // exits 0 with a header-only output when copying, non-zero when transcoding.
         if self.is_pipe
-            && (status.is_none_or(|s| !s.success()) || self.clusters == 0)
+            && (status.is_none_or(|s| !s.success()) || !self.saw_cluster)
             && stderr.lines().iter().any(|l| l.contains("partial file"))
         {
             return Some(Error::NeedsSeekableInput {
@@ -894,11 +900,11 @@ impl FfmpegJob {
         }
         match status {
             Some(s) if s.success() => {
-                if self.bytes < self.min_bytes || self.clusters == 0 {
+                if self.bytes < self.min_bytes || !self.saw_cluster {
                     Some(Error::NoUsableMedia {
                         input,
                         bytes: self.bytes,
-                        clusters: self.clusters,
+                        saw_cluster: self.saw_cluster,
                         min_bytes: self.min_bytes,
                         stderr,
                     })

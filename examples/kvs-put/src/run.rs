@@ -165,16 +165,9 @@ where
 }
 
 fn ffmpeg_failure(e: ffmpeg_source::Error) -> Failure {
-    use ffmpeg_source::Error as E;
     let outcome = match &e {
-        E::InvalidConfig { .. } => Outcome::Usage,
-        E::UnreadableInput { .. }
-        | E::NoMediaStream { .. }
-        | E::UnsupportedCodec { .. }
-        | E::CopyIncompatible { .. }
-        | E::NeedsSeekableInput { .. }
-        | E::NoUsableMedia { .. }
-        | E::Exit { .. } => Outcome::BadInput,
+        ffmpeg_source::Error::InvalidConfig { .. } => Outcome::Usage,
+        e if e.is_input_error() => Outcome::BadInput,
         _ => Outcome::Error,
     };
     Failure::new(outcome, e.to_string())
@@ -605,9 +598,7 @@ fn timecode_mode(
 ) -> TimecodeMode {
     match (timecode, pace, duration) {
         (Timecode::Relative, _, _) => TimecodeMode::Relative,
-        (Timecode::Absolute, Pace::Fast, Some(d)) => TimecodeMode::Absolute {
-            origin_epoch_ms: epoch_ms().saturating_sub(d.as_millis() as u64 + 1_000),
-        },
+        (Timecode::Absolute, Pace::Fast, Some(d)) => TimecodeMode::backfill(d, SystemTime::now()),
         (Timecode::Absolute, Pace::Fast, None) if has_ffmpeg => {
             tracing::warn!(
                 "the input's duration is unknown: timestamps start now, and media sent faster \

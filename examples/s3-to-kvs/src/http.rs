@@ -134,9 +134,14 @@ impl<R: JobRunner> App<R> {
         for object in objects {
             answers.push(self.clone().start(object).await);
         }
+        // Retry-After comes from the admission decision (`Refused::Busy`), carried in the body.
+        let retry_after = answers
+            .iter()
+            .filter_map(|(_, b)| b["retryAfterSeconds"].as_u64())
+            .max();
         if answers.len() == 1 {
             let (status, body) = answers.pop().expect("one answer");
-            return with_retry_after(json_response(status, body));
+            return with_retry_after(json_response(status, body), retry_after);
         }
         // Several records (an S3 event): one answer each; the worst status wins.
         let status = answers
@@ -145,7 +150,10 @@ impl<R: JobRunner> App<R> {
             .max_by_key(|s| s.as_u16())
             .unwrap_or(StatusCode::OK);
         let items: Vec<_> = answers.into_iter().map(|(_, b)| b).collect();
-        with_retry_after(json_response(status, json!({ "results": items })))
+        with_retry_after(
+            json_response(status, json!({ "results": items })),
+            retry_after,
+        )
     }
 
     async fn start(self: Arc<Self>, object: ObjectRef) -> (StatusCode, serde_json::Value) {
@@ -241,10 +249,11 @@ fn failure_answer(
     )
 }
 
-fn with_retry_after(mut resp: Resp) -> Resp {
-    if resp.status() == StatusCode::TOO_MANY_REQUESTS {
-        resp.headers_mut()
-            .insert(RETRY_AFTER, hyper::header::HeaderValue::from_static("30"));
+fn with_retry_after(mut resp: Resp, seconds: Option<u64>) -> Resp {
+    if resp.status() == StatusCode::TOO_MANY_REQUESTS
+        && let Some(s) = seconds
+    {
+        resp.headers_mut().insert(RETRY_AFTER, s.into());
     }
     resp
 }

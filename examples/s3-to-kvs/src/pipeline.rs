@@ -5,7 +5,7 @@
 //! (reference §5: never pipe such a file into ffmpeg).
 
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime};
 
 use aws_config::SdkConfig;
 use aws_sdk_s3::presigning::PresigningConfig;
@@ -107,15 +107,10 @@ fn upstream(message: String) -> JobError {
 }
 
 fn ffmpeg_error(e: ffmpeg_source::Error) -> JobError {
-    use ffmpeg_source::Error as E;
-    let kind = match &e {
-        E::UnreadableInput { .. }
-        | E::NoMediaStream { .. }
-        | E::UnsupportedCodec { .. }
-        | E::NeedsSeekableInput { .. }
-        | E::NoUsableMedia { .. }
-        | E::Exit { .. } => JobErrorKind::InvalidMedia,
-        _ => JobErrorKind::Upstream,
+    let kind = if e.is_input_error() {
+        JobErrorKind::InvalidMedia
+    } else {
+        JobErrorKind::Upstream
     };
     JobError {
         kind,
@@ -132,13 +127,6 @@ fn kvs_error(e: kvs_putmedia::Error) -> JobError {
         kind,
         message: e.to_string(),
     }
-}
-
-fn epoch_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
 }
 
 impl JobRunner for Pipeline {
@@ -201,9 +189,7 @@ impl JobRunner for Pipeline {
         // Real-time pacing: producer time is now. Fast: a recording is backfilled, so timestamps
         // start one media duration in the past and none lies in the future (reference §4.10, 4007).
         let mode = match (self.pace, duration) {
-            (Pace::Fast, Some(d)) => TimecodeMode::Absolute {
-                origin_epoch_ms: epoch_ms().saturating_sub(d.as_millis() as u64 + 1_000),
-            },
+            (Pace::Fast, Some(d)) => TimecodeMode::backfill(d, SystemTime::now()),
             _ => TimecodeMode::Relative,
         };
         let (mut sink, mut acks) = self.client(mode)?.start().await.map_err(kvs_error)?;
@@ -236,7 +222,7 @@ impl JobRunner for Pipeline {
             last_error
         });
 
-        let progress = ffmpeg.progress();
+        let mut progress = ffmpeg.progress();
         let result: Result<(), JobError> = loop {
             tokio::select! {
                 biased;
@@ -250,11 +236,15 @@ impl JobRunner for Pipeline {
                         if let Err(e) = sink.send(bytes).await {
                             break Err(kvs_error(e));
                         }
-                        let p = progress.borrow().clone();
-                        job.update(|v| {
-                            v.progress.media_time_ms = p.out_time.as_millis() as u64;
-                            v.progress.duration_ms = p.duration.map(|d| d.as_millis() as u64);
-                        });
+                        // ffmpeg reports progress about twice a second; touching the job (a lock
+                        // and a wake-up of every waiter) per 64 KiB chunk would be waste.
+                        if progress.has_changed().unwrap_or(false) {
+                            let p = progress.borrow_and_update().clone();
+                            job.update(|v| {
+                                v.progress.media_time_ms = p.out_time.as_millis() as u64;
+                                v.progress.duration_ms = p.duration.map(|d| d.as_millis() as u64);
+                            });
+                        }
                     }
                     Some(Err(e)) => break Err(ffmpeg_error(e)),
                     None => break Ok(()),

@@ -354,7 +354,20 @@ async fn queue_limit_duplicates_and_sigterm() {
     let (s, again) = svc.process("long.mp4").await;
     assert!(s == 200 || s == 202, "{s} {again}");
     assert_eq!(again["jobId"], first["jobId"]);
-    assert_eq!(again["state"].as_str().unwrap_or("running"), "running");
+    let (_, running, _) = svc
+        .request(
+            "GET",
+            &format!("/jobs/{}", first["jobId"].as_str().unwrap()),
+            "",
+        )
+        .await;
+    assert_eq!(running["state"], "running", "{running}");
+    let (_, all, _) = svc.request("GET", "/jobs", "").await;
+    assert_eq!(
+        all["jobs"].as_array().unwrap().len(),
+        1,
+        "no second job: {all}"
+    );
 
     let (s, queued) = svc.process("next.mp4").await;
     assert_eq!(s, 202, "queued behind the running job: {queued}");

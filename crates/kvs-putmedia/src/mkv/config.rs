@@ -28,6 +28,43 @@ pub enum TimecodeMode {
     },
 }
 
+impl TimecodeMode {
+    /// ABSOLUTE timecodes for media of `duration` sent faster than real time (a recording being
+    /// backfilled): they start `duration` plus one second before `now`, so the last frame lies in
+    /// the past. The service refuses producer timestamps in the future with 4007 and accepts past
+    /// ones (reference §4.10). `now` is passed in so the rule is a pure function.
+    pub fn backfill(duration: std::time::Duration, now: std::time::SystemTime) -> Self {
+        let now_ms = now
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as u64);
+        TimecodeMode::Absolute {
+            origin_epoch_ms: now_ms.saturating_sub(duration.as_millis() as u64 + 1_000),
+        }
+    }
+}
+
+#[cfg(test)]
+mod timecode_mode_tests {
+    use super::TimecodeMode;
+    use std::time::{Duration, UNIX_EPOCH};
+
+    #[test]
+    fn backfill_ends_one_second_before_now() {
+        let now = UNIX_EPOCH + Duration::from_millis(1_700_000_100_000);
+        assert_eq!(
+            TimecodeMode::backfill(Duration::from_secs(60), now),
+            TimecodeMode::Absolute {
+                origin_epoch_ms: 1_700_000_039_000
+            }
+        );
+        // Never underflows before the epoch.
+        assert_eq!(
+            TimecodeMode::backfill(Duration::from_secs(60), UNIX_EPOCH),
+            TimecodeMode::Absolute { origin_epoch_ms: 0 }
+        );
+    }
+}
+
 /// Validated settings of a [`Refragmenter`](super::Refragmenter). Build with
 /// [`RefragmentConfig::builder`]; every instance respects the KVS limits.
 #[derive(Debug, Clone, PartialEq, Eq)]
