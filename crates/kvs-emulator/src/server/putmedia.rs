@@ -384,13 +384,9 @@ impl Session {
                                 drop_now = true;
                             }
                         }
+                        // The connection record gets the byte count when the connection ends
+                        // (`finish`): no global lock per body chunk.
                         self.bytes += data.len() as u64;
-                        let (id, bytes) = (self.conn_id, self.bytes);
-                        self.shared.with_stream(&self.stream, |s| {
-                            if let Some(c) = s.connections.iter_mut().rev().find(|c| c.id == id) {
-                                c.bytes_received = bytes;
-                            }
-                        });
                         self.ingest.push(&data, self.shared.now_ms(), &mut events);
                         if let Err(e) = self.handle_events(&mut events).await { break e; }
                         if drop_now {
@@ -583,8 +579,10 @@ impl Session {
                         self.header = self.ingest.header().map(Bytes::copy_from_slice);
                     }
                     let header = self.header.clone().unwrap_or_default();
-                    let cluster = Bytes::from(cf.cluster.to_vec());
-                    let media = Bytes::from(fragment_to_mkv(&header, &cluster));
+                    // One copy per fragment: the playable file, with the cluster a slice of it
+                    // (as the on-disk reload path does).
+                    let media = Bytes::from(fragment_to_mkv(&header, &cf.cluster));
+                    let cluster = media.slice(header.len()..);
                     let fragment = StoredFragment {
                         fragment_number: number.clone(),
                         producer_timestamp_ms: cf.producer_timestamp_ms,

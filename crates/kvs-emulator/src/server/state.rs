@@ -140,7 +140,7 @@ pub struct ConnectionRecord {
     pub started_ms: u64,
     /// End, epoch ms, once ended.
     pub ended_ms: Option<u64>,
-    /// Body bytes read.
+    /// Body bytes received, recorded when the connection ends (0 while it is open).
     pub bytes_received: u64,
     /// Fragments received.
     pub fragments: u32,
