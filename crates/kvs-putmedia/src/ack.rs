@@ -23,6 +23,7 @@
 use std::borrow::Cow;
 use std::cmp::Ordering;
 use std::fmt;
+use std::io::Write as _;
 use std::str::FromStr;
 
 use serde::Deserialize;
@@ -480,7 +481,7 @@ impl Ack {
         write_json_string(out, self.event.as_str());
         if let Some(timecode) = self.fragment_timecode {
             out.extend_from_slice(b",\"FragmentTimecode\":");
-            out.extend_from_slice(timecode.to_string().as_bytes());
+            let _ = write!(out, "{timecode}");
         }
         if let Some(number) = &self.fragment_number {
             // Digits only (validated), so no escaping is needed.
@@ -492,7 +493,7 @@ impl Ack {
             out.extend_from_slice(b",\"ErrorCode\":");
             write_json_string(out, &error.code);
             out.extend_from_slice(b",\"ErrorId\":");
-            out.extend_from_slice(error.id.id().to_string().as_bytes());
+            let _ = write!(out, "{}", error.id.id());
         }
         out.extend_from_slice(b"}\n");
     }
@@ -881,7 +882,7 @@ impl AckDecoder {
 
     /// Position of the first `\n` in `bytes`.
     fn find_newline(&mut self, bytes: &[u8]) -> Option<usize> {
-        let found = memchr_newline(bytes);
+        let found = find_lf(bytes);
         #[cfg(test)]
         {
             self.scanned += found.map_or(bytes.len(), |i| i + 1) as u64;
@@ -891,7 +892,7 @@ impl AckDecoder {
 
     /// Position of the first `\n` in `buf[scan..]`, relative to `scan`.
     fn find_newline_in_buf(&mut self) -> Option<usize> {
-        let found = memchr_newline(&self.buf[self.scan..]);
+        let found = find_lf(&self.buf[self.scan..]);
         #[cfg(test)]
         {
             self.scanned += found.map_or(self.buf.len() - self.scan, |i| i + 1) as u64;
@@ -1017,7 +1018,7 @@ fn content_len(head: &[u8], tail: &[u8]) -> usize {
 
 /// Position of the first `\n`.
 #[inline]
-fn memchr_newline(bytes: &[u8]) -> Option<usize> {
+fn find_lf(bytes: &[u8]) -> Option<usize> {
     bytes.iter().position(|&b| b == b'\n')
 }
 

@@ -20,12 +20,13 @@
 //! process); here it is a plain child process to keep the example self-contained.
 //!
 //! ```no_run
+//! # #[cfg(feature = "client")]
+//! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
 //! use bytes::Bytes;
 //! use futures::{SinkExt, StreamExt};
 //! use kvs_putmedia::{PutMediaClientBuilder, SessionEvent};
 //! use tokio::io::AsyncReadExt;
 //!
-//! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
 //! let client = PutMediaClientBuilder::from_env() // region, credentials, AWS_ENDPOINT_URL...
 //!     .await
 //!     .with_stream_name("front-door")

@@ -1245,7 +1245,10 @@ impl Cutter {
                 i64::try_from(origin_epoch_ms).unwrap_or(i64::MAX)
             }
         };
-        let to_out = |t: i64| u64::try_from(base.saturating_add(t - origin)).unwrap_or(0);
+        // One conversion from input time to output timecode, saturating: hostile timecodes must
+        // not overflow (debug and fuzz builds would panic).
+        let signed_out = |t: i64| base.saturating_add(t.saturating_sub(origin));
+        let to_out = |t: i64| u64::try_from(signed_out(t)).unwrap_or(0);
         let cluster_tc = to_out(c);
         if let Some(why) = frag.forced {
             out.push_back(Output::Warning(match why {
@@ -1274,8 +1277,8 @@ impl Cutter {
             if f.time < c {
                 adjusted.push((
                     self.numbers[usize::from(f.track)],
-                    f.time - origin + base,
-                    to_out(c),
+                    signed_out(f.time),
+                    cluster_tc,
                 ));
                 f.time = c;
             }
