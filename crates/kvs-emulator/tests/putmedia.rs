@@ -296,6 +296,47 @@ async fn second_concurrent_connection_is_refused() {
     assert!(second.error_body().await["message"].is_string());
 }
 
+/// Reference §3: "a brief overlap during rotation is tolerated". Once the first request's body
+/// has ended, a new connection is accepted while the first response still owes PERSISTED acks.
+#[tokio::test]
+async fn rotation_overlap_is_accepted_once_the_old_body_ended() {
+    let emu = Emulator::builder()
+        .persist_delay(Duration::from_secs(2))
+        .put_media_requests_per_second(0)
+        .start()
+        .await
+        .unwrap();
+    emu.create_stream("s", 1).await.unwrap();
+    let mut first = PutMedia::open(&emu, PutMediaOptions::new(&emu, "s")).await;
+    assert_eq!(first.status, 200);
+    first.send(clip()).await.unwrap();
+    first.end().await.unwrap();
+    // The slot frees once the emulator has read the body to its end; PERSISTED is due 2 s
+    // after each RECEIVED, so the two connections overlap.
+    let mut second = None;
+    for _ in 0..30 {
+        let pm = PutMedia::open(&emu, PutMediaOptions::new(&emu, "s")).await;
+        if pm.status == 200 {
+            second = Some(pm);
+            break;
+        }
+        assert_eq!(
+            pm.header("x-amzn-errortype").as_deref(),
+            Some("ConnectionLimitExceededException")
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(second.is_some(), "the slot never freed");
+    assert!(
+        emu.connections("s")[0].ended_ms.is_none(),
+        "the first connection must still be open (owing PERSISTED acks)"
+    );
+    // The old response still delivers its PERSISTED acks and ends cleanly.
+    let (acks, end) = first.all_acks().await;
+    end.unwrap();
+    assert!(acks.iter().any(|a| event(a) == "PERSISTED"), "{acks:?}");
+}
+
 #[tokio::test]
 async fn idle_acks_then_idle_timeout_closes() {
     let emu = Emulator::builder()

@@ -367,6 +367,11 @@ impl Session {
                 frame = body.frame(), if !body_done => match frame {
                     None => {
                         body_done = true;
+                        // Reference §3: "a brief overlap during rotation is tolerated". A
+                        // producer rotating ends this body and opens the next request at once,
+                        // while this response still carries the last RECEIVED/PERSISTED acks:
+                        // the stream's one-connection slot is free as soon as the body ended.
+                        self.release_slot();
                         self.ingest.finish(self.shared.now_ms(), &mut events);
                         if let Err(e) = self.handle_events(&mut events).await { break e; }
                         if self.pending.is_empty() { break ConnectionEnd::EndOfBody; }
@@ -434,6 +439,15 @@ impl Session {
         if drain && let Some(writer) = writer {
             drain_after_error(&mut body, writer, &cfg, held, &mut shutdown).await;
         }
+    }
+
+    fn release_slot(&self) {
+        let id = self.conn_id;
+        self.shared.with_stream(&self.stream, |s| {
+            if s.active_connection == Some(id) {
+                s.active_connection = None;
+            }
+        });
     }
 
     fn finish(self, end: ConnectionEnd) {
