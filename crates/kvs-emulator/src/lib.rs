@@ -41,6 +41,6 @@ pub use server::putmedia_error_code as error_code;
 #[cfg(feature = "server")]
 pub use server::{
     AckEventType, ConnectionEnd, ConnectionRecord, DEFAULT_ACCESS_KEY_ID,
-    DEFAULT_SECRET_ACCESS_KEY, Emulator, EmulatorBuilder, EmulatorCredentials, SentAck,
-    StoredFragment,
+    DEFAULT_SECRET_ACCESS_KEY, Emulator, EmulatorBuilder, EmulatorCredentials, MediaRetention,
+    SentAck, StoredFragment,
 };

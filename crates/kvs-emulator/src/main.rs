@@ -10,7 +10,8 @@ use std::time::Duration;
 use anyhow::Context as _;
 use clap::Parser;
 use kvs_emulator::{
-    DEFAULT_ACCESS_KEY_ID, DEFAULT_SECRET_ACCESS_KEY, Emulator, FaultRule, parse_fault_script,
+    DEFAULT_ACCESS_KEY_ID, DEFAULT_SECRET_ACCESS_KEY, Emulator, FaultRule, MediaRetention,
+    parse_fault_script,
 };
 
 /// A faithful local Kinesis Video Streams (control plane, PutMedia, GetMedia, archived media)
@@ -57,6 +58,10 @@ struct Args {
     /// PutMedia requests accepted per stream within one second (0: no limit).
     #[arg(long, default_value_t = 5)]
     put_media_requests_per_second: u32,
+    /// Keep fragment metadata only, not media bytes nor the ack log, so a long many-stream load
+    /// run stays flat in memory (GetMedia is then refused). Not with --data-dir.
+    #[arg(long)]
+    metadata_only: bool,
     /// Seed of the fault-injection randomness.
     #[arg(long, default_value_t = 0)]
     seed: u64,
@@ -102,6 +107,11 @@ async fn main() -> anyhow::Result<()> {
         .ingest_rate_limit(args.ingest_rate_limit)
         .max_clock_skew(Duration::from_secs(args.max_clock_skew_secs))
         .put_media_requests_per_second(args.put_media_requests_per_second)
+        .media_retention(if args.metadata_only {
+            MediaRetention::MetadataOnly
+        } else {
+            MediaRetention::Full
+        })
         .seed(args.seed);
     if let Some(d) = &args.data_dir {
         builder = builder.data_dir(d);

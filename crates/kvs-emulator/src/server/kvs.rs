@@ -7,7 +7,7 @@ use hyper::body::{Frame, Incoming};
 use serde_json::{Value, json};
 use tokio::sync::mpsc;
 
-use super::state::{ACCOUNT_ID, Shared, StoredFragment, Stream, StreamMeta};
+use super::state::{ACCOUNT_ID, MediaRetention, Shared, StoredFragment, Stream, StreamMeta};
 use super::{
     BoxError, RespBody, Router, error_response, json_response, read_body_limited, request_id,
 };
@@ -287,6 +287,13 @@ async fn dispatch(router: &Router, request: KvsRequest) -> Result<Response<RespB
             resolve(shared, &r)?;
             // Reference §1.1: the data endpoint; here, this emulator itself.
             Ok(json_response(&json!({ "DataEndpoint": shared.url })))
+        }
+        KvsRequest::GetMedia(..) | KvsRequest::GetMediaForFragmentList(..)
+            if shared.cfg.media_retention == MediaRetention::MetadataOnly =>
+        {
+            Err(ApiError::invalid_argument(
+                "this emulator keeps fragment metadata only (media retention MetadataOnly): no media to serve",
+            ))
         }
         KvsRequest::GetMedia(r, sel) => get_media(router, r, sel).await,
         KvsRequest::ListFragments(r, i) => list_fragments(shared, r, i),

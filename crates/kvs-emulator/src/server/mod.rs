@@ -28,7 +28,9 @@ use tokio::task::JoinSet;
 
 use self::faults::Faults;
 use self::state::{ACCOUNT_ID, Config, Credential, Shared};
-pub use self::state::{AckEventType, ConnectionEnd, ConnectionRecord, SentAck, StoredFragment};
+pub use self::state::{
+    AckEventType, ConnectionEnd, ConnectionRecord, MediaRetention, SentAck, StoredFragment,
+};
 use crate::api::ApiError;
 use crate::error::Error;
 use crate::sigv4;
@@ -78,6 +80,7 @@ pub struct EmulatorBuilder {
     put_media_requests_per_second: u32,
     error_drain_timeout: Duration,
     error_drain_limit: u64,
+    media_retention: MediaRetention,
     seed: u64,
 }
 
@@ -101,6 +104,7 @@ impl Default for EmulatorBuilder {
             put_media_requests_per_second: 5,
             error_drain_timeout: Duration::from_secs(2),
             error_drain_limit: 64 << 20,
+            media_retention: MediaRetention::Full,
             seed: 0,
         }
     }
@@ -194,6 +198,14 @@ impl EmulatorBuilder {
         self.error_drain_limit = bytes;
         self
     }
+    /// What is kept of the media PutMedia delivers (default [`MediaRetention::Full`]).
+    /// [`MediaRetention::MetadataOnly`] is for load runs (many streams, many minutes) whose
+    /// memory must not grow with the bytes sent; it cannot be combined with
+    /// [`data_dir`](Self::data_dir), whose point is keeping the media.
+    pub fn media_retention(mut self, retention: MediaRetention) -> Self {
+        self.media_retention = retention;
+        self
+    }
     /// Seed of the fault-injection RNG (and of STS-issued credentials): same seed, same run.
     pub fn seed(mut self, seed: u64) -> Self {
         self.seed = seed;
@@ -230,6 +242,9 @@ impl EmulatorBuilder {
         }
         if self.header_read_timeout.is_zero() {
             return bad("header_read_timeout must be above zero");
+        }
+        if self.media_retention == MediaRetention::MetadataOnly && self.data_dir.is_some() {
+            return bad("media_retention MetadataOnly cannot be combined with data_dir");
         }
         Ok(())
     }
@@ -279,6 +294,7 @@ impl EmulatorBuilder {
             put_media_requests_per_second: self.put_media_requests_per_second,
             error_drain_timeout: self.error_drain_timeout,
             error_drain_limit: self.error_drain_limit,
+            media_retention: self.media_retention,
         };
         let shared = Arc::new(Shared::new(
             cfg,
@@ -687,6 +703,9 @@ mod tests {
             Emulator::builder().idle_timeout(Duration::ZERO),
             Emulator::builder().ingest_rate_limit(0),
             Emulator::builder().max_connection_duration(Duration::ZERO),
+            Emulator::builder()
+                .media_retention(MediaRetention::MetadataOnly)
+                .data_dir(std::env::temp_dir()),
         ] {
             assert!(matches!(b.start().await, Err(Error::InvalidConfig { .. })));
         }

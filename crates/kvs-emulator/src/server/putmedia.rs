@@ -20,7 +20,8 @@ use tokio::time::{Instant, sleep_until};
 
 use super::faults::{ConnectionFaults, Refusal};
 use super::state::{
-    AckEventType, Config, ConnectionEnd, ConnectionRecord, SentAck, Shared, StoredFragment,
+    AckEventType, Config, ConnectionEnd, ConnectionRecord, MediaRetention, SentAck, Shared,
+    StoredFragment,
 };
 use super::{BoxError, CloseConnection, RespBody, Router, error_response, request_id};
 use crate::api::{self, ApiError, TimecodeKind};
@@ -247,8 +248,14 @@ async fn writer(
             } => {
                 sleep_until(not_before).await;
                 ack.at_ms = shared.now_ms();
-                let line = Bytes::from(ack.line.clone());
-                shared.with_stream(&stream, |s| s.acks.push(ack));
+                let line = if shared.cfg.media_retention == MediaRetention::Full {
+                    let line = Bytes::from(ack.line.clone());
+                    shared.with_stream(&stream, |s| s.acks.push(ack));
+                    line
+                } else {
+                    // No ack log: no copy, and no global lock per ack.
+                    Bytes::from(ack.line)
+                };
                 if body.send(Ok(Frame::data(line))).await.is_err() {
                     return;
                 }
@@ -593,17 +600,24 @@ impl Session {
                         self.header = self.ingest.header().map(Bytes::copy_from_slice);
                     }
                     let header = self.header.clone().unwrap_or_default();
-                    // One copy per fragment: the playable file, with the cluster a slice of it
-                    // (as the on-disk reload path does).
-                    let media = Bytes::from(fragment_to_mkv(&header, &cf.cluster));
-                    let cluster = media.slice(header.len()..);
+                    let size = cf.cluster.len();
+                    let (media, cluster) = match self.shared.cfg.media_retention {
+                        // One copy per fragment: the playable file, with the cluster a slice of
+                        // it (as the on-disk reload path does).
+                        MediaRetention::Full => {
+                            let media = Bytes::from(fragment_to_mkv(&header, &cf.cluster));
+                            let cluster = media.slice(header.len()..);
+                            (media, cluster)
+                        }
+                        MediaRetention::MetadataOnly => (Bytes::new(), Bytes::new()),
+                    };
                     let fragment = StoredFragment {
                         fragment_number: number.clone(),
                         producer_timestamp_ms: cf.producer_timestamp_ms,
                         server_timestamp_ms: self.shared.now_ms(),
                         fragment_timecode: cf.timecode,
                         duration_ms: cf.duration_ms,
-                        size: cluster.len(),
+                        size,
                         persisted: false,
                         media,
                         connection_id: self.conn_id,

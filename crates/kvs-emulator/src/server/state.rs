@@ -193,6 +193,24 @@ pub(crate) struct Credential {
     pub(crate) user_id: String,
 }
 
+/// What the emulator keeps of the media PutMedia delivers (see
+/// [`EmulatorBuilder::media_retention`](crate::EmulatorBuilder::media_retention)).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub enum MediaRetention {
+    /// Every fragment's media bytes and every ack written (the default): GetMedia,
+    /// GetMediaForFragmentList, [`Emulator::fragments`](crate::Emulator::fragments) and
+    /// [`Emulator::acks`](crate::Emulator::acks) see everything.
+    #[default]
+    Full,
+    /// Fragment metadata only (number, timestamps, duration, size, persisted flag, tags): the
+    /// media bytes are dropped once validated and the per-stream ack log is not kept, so a load
+    /// run of many streams for many minutes stays flat in memory. Acks are still written to the
+    /// producer and ListFragments still answers; GetMedia and GetMediaForFragmentList answer
+    /// `400 InvalidArgumentException`.
+    MetadataOnly,
+}
+
 /// Settings fixed at start.
 #[derive(Debug, Clone)]
 pub(crate) struct Config {
@@ -207,6 +225,7 @@ pub(crate) struct Config {
     pub(crate) put_media_requests_per_second: u32,
     pub(crate) error_drain_timeout: Duration,
     pub(crate) error_drain_limit: u64,
+    pub(crate) media_retention: MediaRetention,
 }
 
 pub(crate) struct Shared {
