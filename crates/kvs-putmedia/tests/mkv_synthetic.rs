@@ -599,3 +599,101 @@ fn absurd_timecodes_are_refused_not_overflowed() {
         );
     }
 }
+
+/// Reference §3 "Idle": when the source pauses, the open fragment is closed so it can be
+/// acknowledged at once. Input that resumes mid-GOP restarts at the next keyframe; the video in
+/// between is dropped and reported, no audio is lost, timecodes keep increasing.
+#[test]
+fn flush_closes_the_open_fragment_and_input_resumes_at_the_next_keyframe() {
+    let frames = av_frames(8000, 50);
+    let all = av_stream(&frames, 10);
+    // Cut the input after the first whole cluster that reaches 3 s.
+    let k = frames
+        .iter()
+        .position(|f| f.time >= 3000)
+        .expect("3 s")
+        .div_ceil(10)
+        * 10;
+    let prefix = av_stream(&frames[..k], 10);
+    assert_eq!(
+        &all[..prefix.len()],
+        &prefix[..],
+        "same bytes up to the cut"
+    );
+    let cut_time = frames[..k].iter().map(|f| f.time).max().expect("frames");
+
+    let mut r = Refragmenter::new(RefragmentConfig::default());
+    r.push(Bytes::from(prefix.clone())).expect("prefix");
+    let mut outputs: Vec<Output> = std::iter::from_fn(|| r.next_output()).collect();
+    let before = outputs
+        .iter()
+        .filter(|o| matches!(o, Output::Fragment(_)))
+        .count();
+    assert!(r.flush().expect("flush"), "the open fragment is emitted");
+    let flushed: Vec<Output> = std::iter::from_fn(|| r.next_output()).collect();
+    let Some(Output::Fragment(last)) = flushed
+        .iter()
+        .rev()
+        .find(|o| matches!(o, Output::Fragment(_)))
+    else {
+        panic!("no fragment after flush: {flushed:?}");
+    };
+    assert_eq!(last.last_frame_timecode(), cut_time);
+    assert!(!r.flush().expect("flush again"), "nothing open any more");
+    outputs.extend(flushed);
+    assert!(before >= 1);
+
+    r.push(Bytes::copy_from_slice(&all[prefix.len()..]))
+        .expect("rest");
+    r.finish().expect("finish");
+    outputs.extend(std::iter::from_fn(|| r.next_output()));
+    let frags: Vec<_> = outputs
+        .iter()
+        .filter_map(|o| match o {
+            Output::Fragment(f) => Some(f),
+            _ => None,
+        })
+        .collect();
+    let tcs: Vec<u64> = frags.iter().map(|f| f.timecode()).collect();
+    assert!(tcs.windows(2).all(|w| w[0] < w[1]), "{tcs:?}");
+    for w in frags.windows(2) {
+        assert!(
+            w[1].timecode() > w[0].last_frame_timecode(),
+            "reference §4.6"
+        );
+    }
+    let skipped_video = frames
+        .iter()
+        .filter(|f| f.track == 1 && f.time > cut_time && f.time < 4000)
+        .count() as u64;
+    let dropped: u64 = outputs
+        .iter()
+        .filter_map(|o| match o {
+            Output::Warning(Warning::FramesDropped {
+                track: 1,
+                reason: DropReason::AfterFlushBeforeKeyframe,
+                count,
+            }) => Some(*count),
+            _ => None,
+        })
+        .sum();
+    assert!(skipped_video > 0);
+    assert_eq!(dropped, skipped_video);
+    let video: usize = frags.iter().map(|f| f.frame_count(1)).sum();
+    let audio: usize = frags.iter().map(|f| f.frame_count(2)).sum();
+    assert_eq!(
+        video as u64 + dropped,
+        frames.iter().filter(|f| f.track == 1).count() as u64
+    );
+    assert_eq!(
+        audio,
+        frames.iter().filter(|f| f.track == 2).count(),
+        "no audio lost"
+    );
+    // The fragment after the pause holds the 4 s keyframe.
+    assert!(
+        frags.iter().any(|f| f.timecode() <= 4000
+            && f.last_frame_timecode() >= 4000
+            && f.frame_count(1) > 0)
+    );
+}

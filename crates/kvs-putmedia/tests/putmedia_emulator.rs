@@ -298,16 +298,16 @@ async fn putmedia_unknown_stream_is_not_found() {
     assert!(matches!(err, Error::StreamNotFound { .. }), "{err:?}");
 }
 
+/// Reference §6: "Fragments rejected with a non-retryable error are skipped, never resent." A
+/// 4006 on the third of six fragments is reported (event and summary, naming the fragment) and
+/// the session reconnects and delivers the rest.
 #[tokio::test]
-async fn putmedia_error_ack_fault_is_typed_error_naming_fragment() {
+async fn putmedia_4006_fragment_is_skipped_reported_and_the_rest_persists() {
     let emu = emulator().await;
     emu.create_stream("err", 24).await.unwrap();
-    // The last of 6 fragments: the emulator has then read the whole body. On an earlier one it
-    // closes with request bytes unread, the kernel answers with a TCP reset, and the reset can
-    // discard the ERROR ack before the client reads it (a transport error instead).
     emu.faults().push(FaultRule::ErrorAck {
         scope: Scope::stream("err"),
-        fragment_index: 5,
+        fragment_index: 2,
         error_id: 4006,
     });
     let mkv = SynthMkv {
@@ -325,6 +325,59 @@ async fn putmedia_error_ack_fault_is_typed_error_naming_fragment() {
             .unwrap(),
     );
     let (summary, events) = stream_all(b, &mkv, 1000).await;
+    let summary = summary.unwrap();
+    assert_eq!(summary.fragments_skipped, 1, "{summary:?}");
+    let failed = &summary.fragments_failed[0];
+    assert_eq!(failed.timecode, Some(2000));
+    assert_eq!(failed.error.id, AckErrorId::from_id(4006));
+    assert_eq!(failed.error.code, "INVALID_MKV_DATA");
+    assert!(events.iter().any(|e| matches!(
+        e,
+        Ok(SessionEvent::Skipped(f)) if f.timecode == Some(2000)
+    )));
+    assert!(events.iter().all(|e| e.is_ok()), "no session error");
+    // Never resent, and every other fragment stored once.
+    let stored: Vec<u64> = emu
+        .fragments("err")
+        .iter()
+        .map(|f| f.fragment_timecode)
+        .collect();
+    assert_eq!(stored, [0, 1000, 3000, 4000, 5000]);
+    // 0 and 1000 were RECEIVED on the first connection; their PERSISTED acks went with it.
+    assert_eq!(summary.fragments_received, 5);
+    assert_eq!(
+        summary.fragments_resent, 3,
+        "3000, 4000, 5000 followed the refused one"
+    );
+    assert_eq!(emu.connections("err").len(), 2);
+}
+
+/// Reference §2 table: 4008 STREAM_NOT_ACTIVE means stop: the session ends with a typed error
+/// naming the fragment, without retrying.
+#[tokio::test]
+async fn putmedia_4008_ends_the_session_with_a_typed_error() {
+    let emu = emulator().await;
+    emu.create_stream("gone", 24).await.unwrap();
+    emu.faults().push(FaultRule::ErrorAck {
+        scope: Scope::stream("gone"),
+        fragment_index: 1,
+        error_id: 4008,
+    });
+    let mkv = SynthMkv {
+        frames: 150,
+        frame_ms: 40,
+        gop: 25,
+        frame_bytes: 200,
+        cluster_frames: 25,
+    }
+    .build();
+    let b = client(&emu, "gone").with_refragment_config(
+        RefragmentConfig::builder()
+            .target_fragment_duration(Duration::from_secs(1))
+            .build()
+            .unwrap(),
+    );
+    let (summary, events) = stream_all(b, &mkv, 1000).await;
     let err = summary.unwrap_err();
     match &err {
         Error::Ack {
@@ -334,15 +387,17 @@ async fn putmedia_error_ack_fault_is_typed_error_naming_fragment() {
             stream,
             ..
         } => {
-            assert_eq!(*id, AckErrorId::from_id(4006));
-            assert_eq!(code, "INVALID_MKV_DATA");
-            assert_eq!(*fragment_timecode, Some(5000));
-            assert_eq!(stream, "err");
+            assert_eq!(*id, AckErrorId::from_id(4008));
+            assert_eq!(code, "STREAM_NOT_ACTIVE");
+            assert_eq!(*fragment_timecode, Some(1000));
+            assert_eq!(stream, "gone");
         }
         other => panic!("expected an Ack error, got {other:?}"),
     }
-    assert!(err.to_string().contains("5000"), "{err}");
-    assert!(events.iter().any(|e| matches!(e, Err(Error::Ack { .. }))));
+    assert!(err.to_string().contains("1000"), "{err}");
+    assert!(!err.is_retryable());
+    assert!(matches!(events.last(), Some(Err(Error::Ack { .. }))));
+    assert_eq!(emu.connections("gone").len(), 1, "no retry after 4008");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

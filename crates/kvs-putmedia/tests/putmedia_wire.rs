@@ -13,8 +13,8 @@ use futures::{SinkExt, StreamExt};
 use kvs_putmedia::ack::AckEventType;
 use kvs_putmedia::mkv::RefragmentConfig;
 use kvs_putmedia::{
-    CompletionAck, Error, FragmentAck, PutMediaClient, PutMediaClientBuilder, SessionEvent,
-    TimeoutPhase, Timeouts,
+    CompletionAck, ConnectCause, Error, FragmentAck, PutMediaClient, PutMediaClientBuilder,
+    RetryPolicy, SessionEvent, TimeoutPhase, Timeouts,
 };
 use putmedia_common::{SynthMkv, ack, chunks, scripted_server};
 
@@ -74,6 +74,28 @@ async fn run(
     (summary, events)
 }
 
+/// The server records the end of the body shortly after the client wrote it.
+async fn wait_body_complete(seen: &std::sync::Arc<std::sync::Mutex<putmedia_common::Seen>>) {
+    for _ in 0..200 {
+        if seen.lock().unwrap().body_complete {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    panic!("the request body never ended with its terminating chunk");
+}
+
+/// The `Reconnecting` events' errors.
+fn reconnect_errors(events: &[kvs_putmedia::Result<SessionEvent>]) -> Vec<Error> {
+    events
+        .iter()
+        .filter_map(|e| match e {
+            Ok(SessionEvent::Reconnecting { error, .. }) => Some(error.clone()),
+            _ => None,
+        })
+        .collect()
+}
+
 fn fragment_acks(events: &[kvs_putmedia::Result<SessionEvent>]) -> Vec<FragmentAck> {
     events
         .iter()
@@ -121,10 +143,11 @@ async fn putmedia_interleaved_acks_two_per_chunk_and_split_are_matched_by_timeco
     .await;
     let (summary, events) = run(client(addr)).await;
     let summary = summary.unwrap();
+    wait_body_complete(&seen).await;
     let seen = seen.lock().unwrap();
     let sent = putmedia_common::clusters(&seen.body);
     assert!(sent.len() >= 5, "expected several fragments, got {sent:?}");
-    assert!(seen.body_complete);
+    assert!(seen.later.is_empty(), "one connection");
     let acks = fragment_acks(&events);
     assert_eq!(acks.len(), sent.len() * 3);
     for a in &acks {
@@ -201,12 +224,15 @@ async fn putmedia_request_headers_follow_the_reference() {
     assert_eq!(get("x-amz-security-token").unwrap(), TOKEN);
 }
 
+/// Reference §6: a fragment refused with a non-retryable id (4006) is reported and skipped; the
+/// session reconnects and resends, whole, the fragments after it that were not RECEIVED.
 #[tokio::test]
-async fn putmedia_error_ack_surfaces_as_typed_error() {
-    let (addr, _seen) = scripted_server(Box::new(|clusters| {
+async fn putmedia_error_ack_skips_the_fragment_and_replays_the_rest_on_a_new_connection() {
+    let (addr, seen) = scripted_server(Box::new(|clusters| {
         let tc = clusters[2].0;
         vec![
             ack("RECEIVED", clusters[0].0).into_bytes(),
+            ack("PERSISTED", clusters[0].0).into_bytes(),
             format!(
                 "{{\"EventType\":\"ERROR\",\"FragmentTimecode\":{tc},\"FragmentNumber\":\"123\",\"ErrorCode\":\"INVALID_MKV_DATA\",\"ErrorId\":4006}}\n"
             )
@@ -215,39 +241,85 @@ async fn putmedia_error_ack_surfaces_as_typed_error() {
     }))
     .await;
     let (summary, events) = run(client(addr)).await;
-    let err = summary.unwrap_err();
-    let Error::Ack {
-        id,
-        code,
-        fragment_timecode,
-        fragment_number,
-        ..
-    } = &err
-    else {
-        panic!("expected an Ack error, got {err:?}");
-    };
-    assert_eq!(id.id(), 4006);
-    assert_eq!(code, "INVALID_MKV_DATA");
-    assert_eq!(*fragment_timecode, Some(2000));
-    assert_eq!(fragment_number.as_deref(), Some("123"));
-    assert!(!err.is_retryable());
-    let msg = err.to_string();
+    let summary = summary.unwrap();
+    let skipped: Vec<_> = events
+        .iter()
+        .filter_map(|e| match e {
+            Ok(SessionEvent::Skipped(f)) => Some(f.clone()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(skipped.len(), 1);
+    let f = &skipped[0];
+    assert_eq!(f.error.id.id(), 4006);
+    assert_eq!(f.error.code, "INVALID_MKV_DATA");
+    assert_eq!(f.timecode, Some(2000));
+    assert_eq!(f.fragment_number.as_ref().map(|n| n.as_str()), Some("123"));
+    assert_eq!(summary.fragments_failed, skipped);
+    assert_eq!(summary.fragments_skipped, 1);
+    assert!(events.iter().all(Result::is_ok), "no session error");
+    assert!(events.iter().any(|e| matches!(
+        e,
+        Ok(SessionEvent::Connected {
+            connection: 2,
+            cause: ConnectCause::Retry,
+            replay: 4
+        })
+    )));
+    // The second request starts with the header and carries every fragment not RECEIVED
+    // except the refused one, each whole.
+    let seen = seen.lock().unwrap();
+    assert_eq!(seen.later.len(), 1);
+    let first = putmedia_common::clusters(&seen.body);
+    let second = putmedia_common::clusters(&seen.later[0]);
+    let tcs: Vec<u64> = second.iter().map(|c| c.0).collect();
+    assert_eq!(tcs, [1000, 3000, 4000, 5000]);
+    for c in &second {
+        assert!(first.contains(c), "resent whole: {c:?}");
+    }
     assert!(
-        msg.contains("wire-test") && msg.contains("2000") && msg.contains("4006"),
-        "{msg}"
+        seen.later[0].starts_with(&[0x1A, 0x45, 0xDF, 0xA3]),
+        "EBML header first"
     );
-    assert!(events.iter().any(|e| matches!(e, Err(Error::Ack { .. }))));
+    assert_eq!(summary.fragments_resent, 4);
+    assert_eq!(summary.connections, 2);
 }
 
 #[tokio::test(start_paused = true)]
-async fn putmedia_no_ack_times_out_at_first_ack_limit() {
-    // The server never acks and keeps the response open: the first-ack limit fires (paused
-    // time makes the wait instant).
+async fn putmedia_no_ack_hits_the_first_ack_limit_and_the_session_reconnects() {
+    // The first connection never acks and keeps the response open: the first-ack limit fires
+    // (paused time makes the wait instant), and the session resends everything on a new one.
+    let (addr, seen) = scripted_server(Box::new(|_| vec![vec![]])).await;
+    let t = Timeouts::default().with_first_ack(Duration::from_secs(3));
+    let (summary, events) = run(client(addr).with_timeouts(t)).await;
+    let summary = summary.unwrap();
+    let errors = reconnect_errors(&events);
+    assert!(
+        matches!(
+            errors.as_slice(),
+            [Error::Timeout { phase: TimeoutPhase::FirstAck, waited, .. }] if *waited == Duration::from_secs(3)
+        ),
+        "{errors:?}"
+    );
+    let seen = seen.lock().unwrap();
+    assert_eq!(
+        putmedia_common::clusters(&seen.later[0]).len() as u64,
+        summary.fragments_persisted
+    );
+    assert_eq!(summary.retries, 1);
+}
+
+/// With retries disabled the first failure ends the session with its typed error.
+#[tokio::test(start_paused = true)]
+async fn putmedia_without_retries_the_first_ack_timeout_ends_the_session() {
     let (addr, _seen) = scripted_server(Box::new(|_| vec![vec![]])).await;
     let t = Timeouts::default()
         .with_first_ack(Duration::from_secs(3))
         .with_final_drain(Duration::from_secs(100));
-    let (summary, _) = run(client(addr).with_timeouts(t)).await;
+    let (summary, events) = run(client(addr)
+        .with_timeouts(t)
+        .with_retry_policy(RetryPolicy::none()))
+    .await;
     match summary {
         Err(Error::Timeout {
             phase: TimeoutPhase::FirstAck,
@@ -256,6 +328,7 @@ async fn putmedia_no_ack_times_out_at_first_ack_limit() {
         }) => assert_eq!(waited, Duration::from_secs(3)),
         other => panic!("unexpected {other:?}"),
     }
+    assert!(matches!(events.last(), Some(Err(Error::Timeout { .. }))));
 }
 
 #[tokio::test]
@@ -321,26 +394,32 @@ async fn putmedia_secrets_stay_out_of_logs_and_debug() {
     assert!(debug.contains("AKIDWIRETEST") || debug.contains("wire-test"));
 }
 
+/// Reference §6: "if no BUFFERING/IDLE ack arrives for a configured time (60 s default), reset
+/// the connection". The service was unreachable, so every fragment not PERSISTED is resent.
 #[tokio::test(start_paused = true)]
-async fn putmedia_silent_service_times_out_on_staleness() {
-    // One ack, then silence with the response open: the staleness limit fires.
-    let (addr, _seen) = scripted_server(Box::new(|clusters| {
+async fn putmedia_silent_service_is_reset_on_staleness_and_unpersisted_fragments_resent() {
+    // One RECEIVED, then silence with the response open.
+    let (addr, seen) = scripted_server(Box::new(|clusters| {
         vec![ack("RECEIVED", clusters[0].0).into_bytes(), vec![]]
     }))
     .await;
-    let t = Timeouts::default()
-        .with_staleness(Duration::from_secs(7))
-        .with_final_drain(Duration::from_secs(100));
+    let t = Timeouts::default().with_staleness(Duration::from_secs(7));
     let (summary, events) = run(client(addr).with_timeouts(t)).await;
-    match summary {
-        Err(Error::Timeout {
-            phase: TimeoutPhase::Staleness,
-            waited,
-            ..
-        }) => assert_eq!(waited, Duration::from_secs(7)),
-        other => panic!("unexpected {other:?}"),
-    }
-    assert_eq!(fragment_acks(&events).len(), 1);
+    let summary = summary.unwrap();
+    let errors = reconnect_errors(&events);
+    assert!(
+        matches!(
+            errors.as_slice(),
+            [Error::Timeout { phase: TimeoutPhase::Staleness, waited, .. }] if *waited == Duration::from_secs(7)
+        ),
+        "{errors:?}"
+    );
+    let seen = seen.lock().unwrap();
+    let first = putmedia_common::clusters(&seen.body);
+    let second = putmedia_common::clusters(&seen.later[0]);
+    // Including the one RECEIVED but never PERSISTED.
+    assert_eq!(first, second);
+    assert_eq!(summary.fragments_persisted, first.len() as u64);
 }
 
 #[tokio::test(start_paused = true)]
@@ -357,6 +436,7 @@ async fn putmedia_unanswered_request_times_out_on_response_head() {
         .with_response_head(Duration::from_secs(2));
     let err = client(addr)
         .with_timeouts(t)
+        .with_retry_policy(RetryPolicy::none())
         .build()
         .unwrap()
         .start()
@@ -394,7 +474,13 @@ async fn putmedia_error_status_is_typed_with_aws_error_type_and_request_id() {
         tcp.write_all(resp.as_bytes()).await.unwrap();
         let _ = tcp.read(&mut buf).await;
     });
-    let err = client(addr).build().unwrap().start().await.unwrap_err();
+    let err = client(addr)
+        .with_retry_policy(RetryPolicy::none())
+        .build()
+        .unwrap()
+        .start()
+        .await
+        .unwrap_err();
     match &err {
         Error::ConnectionLimit {
             stream,
@@ -502,15 +588,11 @@ async fn putmedia_data_endpoint_is_cached_and_refetched_after_a_connection_failu
         .with_completion_ack(CompletionAck::Persisted)
         .build()
         .unwrap();
-    let first = client.start().await.unwrap_err();
-    assert!(
-        matches!(first, Error::Transport { .. }),
-        "connecting to the dead endpoint: {first:?}"
-    );
-    assert!(first.is_retryable());
-    assert_eq!(calls.load(Ordering::SeqCst), 1);
-    // Forgotten after the failure: fetched again, now the live one, then cached.
+    // The first attempt fails on the dead endpoint; `start` forgets it, backs off, asks again,
+    // and connects to the live one, which is then cached.
     let (sink, _acks) = client.start().await.unwrap();
+    assert_eq!(sink.summary().retries, 1);
+    assert_eq!(sink.summary().connections, 1);
     drop(sink);
     assert_eq!(calls.load(Ordering::SeqCst), 2);
     assert_eq!(

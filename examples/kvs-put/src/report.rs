@@ -77,14 +77,30 @@ pub struct Report {
     pub retention_hours: Option<u32>,
     /// ffmpeg's copy/transcode decision (absent for stdin).
     pub decision: Option<String>,
-    /// Fragments fully sent.
+    /// Fragments cut from the input (each counted once).
+    pub fragments: u64,
+    /// Fragments delivered (completion ack, or RECEIVED before a connection ended).
+    pub fragments_delivered: u64,
+    /// Fragment sends, resends included.
     pub fragments_sent: u64,
+    /// Fragments sent again after a connection failure.
+    pub fragments_resent: u64,
     /// Fragments acknowledged RECEIVED.
     pub fragments_received: u64,
     /// Fragments acknowledged PERSISTED.
     pub fragments_persisted: u64,
     /// Fragments rejected.
     pub fragments_failed: u64,
+    /// Fragments dropped from a full replay buffer.
+    pub fragments_dropped: u64,
+    /// PutMedia requests opened.
+    pub connections: u32,
+    /// Failures retried.
+    pub retries: u64,
+    /// Connections rotated.
+    pub rotations: u64,
+    /// RECEIVED latency after a fragment's last byte, p50 and p99 in milliseconds.
+    pub received_latency_ms: Option<[f64; 2]>,
     /// The rejected fragments with their error ids.
     pub failures: Vec<FailedFragment>,
     /// Body bytes sent (MKV header and fragments).
@@ -112,7 +128,15 @@ impl Report {
             region: None,
             retention_hours: None,
             decision: None,
+            fragments: 0,
+            fragments_delivered: 0,
             fragments_sent: 0,
+            fragments_resent: 0,
+            fragments_dropped: 0,
+            connections: 0,
+            retries: 0,
+            rotations: 0,
+            received_latency_ms: None,
             fragments_received: 0,
             fragments_persisted: 0,
             fragments_failed: 0,
@@ -149,17 +173,28 @@ pub fn finish(report: &Report, json: bool) {
         return;
     }
     eprintln!(
-        "{} fragments sent, {} received, {} persisted, {} failed; {} bytes; first ack {}; {:.1} s",
-        report.fragments_sent,
+        "{} fragments: {} delivered, {} received, {} persisted, {} failed, {} dropped; {} bytes; first ack {}; {:.1} s",
+        report.fragments,
+        report.fragments_delivered,
         report.fragments_received,
         report.fragments_persisted,
         report.fragments_failed,
+        report.fragments_dropped,
         report.bytes_sent,
         report
             .first_ack_latency_ms
             .map_or_else(|| "-".to_owned(), |ms| format!("{ms:.0} ms")),
         report.wall_time_ms as f64 / 1000.0
     );
+    if report.connections > 1 || report.retries > 0 {
+        eprintln!(
+            "  {} connections, {} retries, {} rotations, {} fragments resent",
+            report.connections, report.retries, report.rotations, report.fragments_resent
+        );
+    }
+    if let Some([p50, p99]) = report.received_latency_ms {
+        eprintln!("  RECEIVED latency p50 {p50:.0} ms, p99 {p99:.0} ms");
+    }
     for f in &report.failures {
         eprintln!(
             "  fragment {} ({}): {} {}",

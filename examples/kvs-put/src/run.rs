@@ -472,6 +472,10 @@ async fn execute(cli: &Cli, report: &mut Report) -> Result<Outcome> {
                     }
                 }
                 Ok(SessionEvent::Warning(w)) => tracing::warn!(warning = ?w, "media adjusted"),
+                Ok(SessionEvent::Skipped(_)) => {
+                    ack_live.lock().unwrap_or_else(|e| e.into_inner()).failed += 1;
+                }
+                // Reconnects, rotations and drops are logged by the library.
                 Ok(_) => {}
                 Err(e) => {
                     ack_live.lock().unwrap_or_else(|e| e.into_inner()).failed += 1;
@@ -496,22 +500,32 @@ async fn execute(cli: &Cli, report: &mut Report) -> Result<Outcome> {
     report.first_fragment_number = first_number;
 
     let (mut summary, ended) = pumped;
-    if let Some(s) = ack_summary {
-        summary.fragments_sent = summary.fragments_sent.max(s.fragments_sent);
-        summary.fragments_received = summary.fragments_received.max(s.fragments_received);
-        summary.fragments_persisted = summary.fragments_persisted.max(s.fragments_persisted);
-        summary.bytes_sent = summary.bytes_sent.max(s.bytes_sent);
-        summary.first_ack_latency = summary.first_ack_latency.or(s.first_ack_latency);
-        if summary.fragments_failed.len() < s.fragments_failed.len() {
-            summary.fragments_failed = s.fragments_failed;
-        }
+    // The ack stream's summary is taken after the session ended: it is the latest snapshot.
+    if let Some(s) = ack_summary
+        && s.fragments_sent >= summary.fragments_sent
+    {
+        summary = s;
     }
+    report.fragments = summary.fragments;
+    report.fragments_delivered = summary.fragments_delivered;
     report.fragments_sent = summary.fragments_sent;
+    report.fragments_resent = summary.fragments_resent;
     report.fragments_received = summary.fragments_received;
     report.fragments_persisted = summary.fragments_persisted;
-    report.fragments_failed = summary.fragments_failed.len() as u64;
+    report.fragments_failed = summary.fragments_skipped;
+    report.fragments_dropped = summary.fragments_dropped;
+    report.connections = summary.connections;
+    report.retries = summary.retries;
+    report.rotations = summary.rotations;
     report.bytes_sent = summary.bytes_sent;
     report.first_ack_latency_ms = summary.first_ack_latency.map(|d| d.as_secs_f64() * 1000.0);
+    let ms = |d: Duration| d.as_secs_f64() * 1000.0;
+    if summary.received_latency.count > 0 {
+        report.received_latency_ms = Some([
+            ms(summary.received_latency.p50),
+            ms(summary.received_latency.p99),
+        ]);
+    }
     report.failures = summary
         .fragments_failed
         .iter()
@@ -552,17 +566,14 @@ async fn execute(cli: &Cli, report: &mut Report) -> Result<Outcome> {
         Ended::Failed(f) => return Err(f),
         Ended::Done => {}
     }
-    let completed = match completion {
-        CompletionAck::Received => summary.fragments_received,
-        _ => summary.fragments_persisted,
-    };
-    if summary.fragments_sent == 0 {
+    let completed = summary.fragments_delivered;
+    if summary.fragments == 0 {
         return Err(Failure::new(
             Outcome::BadInput,
             "no fragment was sent: the input holds no usable media",
         ));
     }
-    if !summary.fragments_failed.is_empty() || completed < summary.fragments_sent {
+    if !summary.fragments_failed.is_empty() || completed < summary.fragments {
         let ids: Vec<String> = report
             .failures
             .iter()
@@ -571,15 +582,16 @@ async fn execute(cli: &Cli, report: &mut Report) -> Result<Outcome> {
         return Err(Failure::new(
             Outcome::Partial,
             format!(
-                "{} of {} fragments {}; rejected: [{}]{}",
+                "{} of {} fragments {}; rejected: [{}]; dropped: {}{}",
                 completed,
-                summary.fragments_sent,
+                summary.fragments,
                 if completion == CompletionAck::Received {
                     "received"
                 } else {
                     "persisted"
                 },
                 ids.join(", "),
+                summary.fragments_dropped,
                 ack_error
                     .map(|e| format!("; last error: {e}"))
                     .unwrap_or_default()

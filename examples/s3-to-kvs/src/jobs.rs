@@ -67,6 +67,16 @@ pub struct Progress {
     pub fragments_failed: u64,
     /// Media bytes sent.
     pub bytes_sent: u64,
+    /// Fragments dropped from a full replay buffer.
+    pub fragments_dropped: u64,
+    /// Fragments sent again after a connection failure.
+    pub fragments_resent: u64,
+    /// PutMedia requests opened.
+    pub connections: u32,
+    /// Connection failures retried.
+    pub retries: u64,
+    /// Connections rotated.
+    pub rotations: u64,
 }
 
 /// What `GET /jobs/{id}` returns.

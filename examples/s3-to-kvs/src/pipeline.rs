@@ -211,6 +211,13 @@ impl JobRunner for Pipeline {
                         }
                     }),
                     Ok(SessionEvent::Warning(w)) => tracing::warn!(warning = ?w, "media adjusted"),
+                    Ok(SessionEvent::Skipped(_)) => {
+                        ack_job.update(|v| v.progress.fragments_failed += 1);
+                    }
+                    Ok(SessionEvent::Reconnecting { .. }) => {
+                        ack_job.update(|v| v.progress.retries += 1);
+                    }
+                    // Connections and drops are logged by the library.
                     Ok(_) => {}
                     Err(e) => {
                         tracing::warn!(error = %e, "stream error");
@@ -265,7 +272,12 @@ impl JobRunner for Pipeline {
             v.progress.bytes_sent = summary.bytes_sent;
             v.progress.fragments_received = summary.fragments_received;
             v.progress.fragments_persisted = summary.fragments_persisted;
-            v.progress.fragments_failed = summary.fragments_failed.len() as u64;
+            v.progress.fragments_failed = summary.fragments_skipped;
+            v.progress.fragments_dropped = summary.fragments_dropped;
+            v.progress.fragments_resent = summary.fragments_resent;
+            v.progress.connections = summary.connections;
+            v.progress.retries = summary.retries;
+            v.progress.rotations = summary.rotations;
         });
         if !summary.fragments_failed.is_empty() {
             let ids: Vec<String> = summary
@@ -280,6 +292,12 @@ impl JobRunner for Pipeline {
                 last_ack_error
                     .map(|e| format!("; last error: {e}"))
                     .unwrap_or_default()
+            )));
+        }
+        if summary.fragments_delivered < summary.fragments {
+            return Err(upstream(format!(
+                "{} of {} fragments delivered ({} dropped from a full replay buffer)",
+                summary.fragments_delivered, summary.fragments, summary.fragments_dropped
             )));
         }
         Ok(())

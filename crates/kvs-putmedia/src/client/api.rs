@@ -1,7 +1,7 @@
 //! [`PutMediaClient`]: endpoint discovery, credentials, and session start.
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use aws_credential_types::provider::SharedCredentialsProvider;
 use aws_sdk_kinesisvideo::error::{ProvideErrorMetadata, SdkError};
@@ -13,11 +13,20 @@ use http::HeaderValue;
 
 use super::config::{CompletionAck, PutMediaClientBuilder, StreamId};
 use super::credentials::{AssumeRoleProvider, CachingProvider, SharedClock};
+use super::driver::Driver;
 use super::error::{BoxError, Error, Result, TimeoutPhase};
-use super::session::{self, AckStream, PutMediaSink, Shared};
+use super::session::{self, AckStream, BodyChunk, BufferLimits, ConnShared, PutMediaSink, Shared};
 use super::sign::{producer_timestamp, sign_request};
 use super::transport::{self, HttpClient};
 use crate::mkv::{RefragmentConfig, Refragmenter, TimecodeMode};
+
+/// One open PutMedia request.
+pub(crate) struct OpenConnection {
+    pub(crate) tx: tokio::sync::mpsc::UnboundedSender<BodyChunk>,
+    pub(crate) response: hyper::body::Incoming,
+    pub(crate) conn: Arc<ConnShared>,
+    pub(crate) credentials_expiry: Option<SystemTime>,
+}
 
 /// A client for one stream's PutMedia. Cheap to clone; sessions started from it share the
 /// credentials cache and the cached data endpoint.
@@ -72,14 +81,61 @@ impl PutMediaClient {
         &self.inner.region
     }
 
-    /// Opens a PutMedia request and returns its two halves once the service accepted it (status
-    /// 200, reference §1.7: KVS answers before it reads media, so authorization and stream
-    /// errors surface here, before any media is sent).
+    /// Starts a session and returns its two halves once the service accepted its first
+    /// request (status 200, reference §1.7: KVS answers before it reads media, so authorization
+    /// and stream errors surface here, before any media is sent). Throttling, service errors and
+    /// connection failures are retried under the [`RetryPolicy`](crate::RetryPolicy) first.
     ///
     /// Credentials that would expire within the configured minimum lifetime are refreshed first.
     /// The data endpoint comes from the cache or `GetDataEndpoint(PUT_MEDIA)`; it is forgotten
-    /// after a connection failure or `InvalidEndpointException`.
+    /// after a connection failure or `InvalidEndpointException`. The session then keeps going
+    /// over as many requests as it needs (see [`PutMediaSink`]).
     pub async fn start(&self) -> Result<(PutMediaSink, AckStream)> {
+        let b = &self.inner.builder;
+        let completion = self.completion_ack().await;
+        let refragmenter = Refragmenter::new(self.refragment_config());
+        let limits = BufferLimits {
+            bytes: b.buffer_bound,
+            duration: b.buffer_duration,
+            overflow: b.overflow,
+        };
+        let (shared, events) = Shared::new(
+            self.inner.stream.to_string(),
+            completion,
+            refragmenter,
+            limits,
+        );
+        // One producer start timestamp for the whole session: with RELATIVE timecodes a
+        // fragment's producer time is this plus its timecode (reference §4.10), so every
+        // connection of the session must send the same one.
+        let producer_start = self.inner.clock.now();
+        let mut driver = Driver::new(shared.clone(), self.clone(), producer_start, b.jitter_seed);
+        driver.connect_first().await?;
+        let task = tokio::spawn(driver.run());
+        Ok(session::halves(
+            shared,
+            events,
+            task,
+            b.timeouts.final_drain,
+        ))
+    }
+
+    pub(crate) fn config(&self) -> &PutMediaClientBuilder {
+        &self.inner.builder
+    }
+
+    pub(crate) fn now(&self) -> SystemTime {
+        self.inner.clock.now()
+    }
+
+    /// Opens one PutMedia request of a session: credentials, endpoint, signed head, response
+    /// status. The body is fed by the returned sender.
+    pub(crate) async fn open_connection(
+        &self,
+        shared: &Arc<Shared>,
+        id: u32,
+        producer_start: SystemTime,
+    ) -> Result<OpenConnection> {
         let inner = &self.inner;
         let b = &inner.builder;
         let stream = inner.stream.to_string();
@@ -100,14 +156,16 @@ impl PutMediaClient {
             TimecodeMode::Relative => "RELATIVE",
             TimecodeMode::Absolute { .. } => "ABSOLUTE",
         };
-        let completion = self.completion_ack().await;
-        let (shared, events) = Shared::new(stream.clone(), completion);
-        let (tx, body) = session::channel_body(&shared);
+        let conn = ConnShared::new(id);
+        let (tx, body) = session::channel_body(shared, &conn);
         let mut req = http::Request::post(uri.clone())
             .header(http::header::HOST, host)
             .header(id_header, id_value.as_str())
             .header("x-amzn-fragment-timecode-type", timecode_type)
-            .header("x-amzn-producer-start-timestamp", producer_timestamp(now))
+            .header(
+                "x-amzn-producer-start-timestamp",
+                producer_timestamp(producer_start),
+            )
             // Undocumented; the official C producer sends it (reference §1.3).
             .header(
                 "x-amzn-fragment-acknowledgment-required",
@@ -116,11 +174,12 @@ impl PutMediaClient {
             .body(body)
             .map_err(|e| Error::config(format!("cannot build the request: {e}")))?;
         sign_request(&mut req, &creds, &inner.region, now, b.payload_hash)?;
-        tracing::debug!(stream = %stream, endpoint = %endpoint, "starting PutMedia");
+        tracing::debug!(stream = %stream, endpoint = %endpoint, connection = id, "starting PutMedia");
 
         let waited = b.timeouts.connect + b.timeouts.response_head;
         let resp = match tokio::time::timeout(waited, inner.http.request(req)).await {
             Err(_) => {
+                self.forget_endpoint().await;
                 return Err(Error::Timeout {
                     stream,
                     phase: TimeoutPhase::ResponseHead,
@@ -128,33 +187,30 @@ impl PutMediaClient {
                 });
             }
             Ok(Err(e)) => {
+                // Reference §1.1: call GetDataEndpoint again after any connection failure.
                 self.forget_endpoint().await;
                 return Err(transport::request_error(&stream, e, &b.timeouts));
             }
             Ok(Ok(resp)) => resp,
         };
         if !resp.status().is_success() {
-            let status = resp.status().as_u16();
             let err = transport::error_response(&stream, resp, &b.timeouts).await;
-            if matches!(status, 401 | 403) {
+            if matches!(err, Error::Auth { .. } | Error::StreamNotFound { .. }) {
                 inner.credentials.invalidate().await;
             }
             if matches!(&err, Error::Http { error_type, .. } if error_type == "InvalidEndpointException")
+                || matches!(&err, Error::Http { status, .. } if *status >= 500)
             {
                 self.forget_endpoint().await;
             }
             return Err(err);
         }
-        let refragmenter = Refragmenter::new(self.refragment_config());
-        Ok(session::start_session(
-            shared,
-            events,
+        Ok(OpenConnection {
             tx,
-            resp.into_body(),
-            refragmenter,
-            b.timeouts,
-            b.buffer_bound,
-        ))
+            response: resp.into_body(),
+            conn,
+            credentials_expiry: creds.expiry(),
+        })
     }
 
     fn refragment_config(&self) -> RefragmentConfig {

@@ -8,6 +8,7 @@ use aws_types::SdkConfig;
 
 use super::credentials::{Clock, SharedClock, SystemClock};
 use super::error::{Error, Result};
+use super::policy::{OverflowPolicy, RetryPolicy, Rotation};
 use super::sign::PayloadHash;
 use crate::mkv::{RefragmentConfig, TimecodeMode};
 
@@ -15,6 +16,13 @@ use crate::mkv::{RefragmentConfig, TimecodeMode};
 pub const DEFAULT_BUFFER_BOUND: usize = 64 << 20;
 /// Smallest accepted buffer bound.
 pub const MIN_BUFFER_BOUND: usize = 64 << 10;
+/// Default cap on the media duration a session keeps for replay (see
+/// [`PutMediaClientBuilder::with_buffer_duration`]): the official producer's default buffer
+/// duration, 120 s.
+pub const DEFAULT_BUFFER_DURATION: Duration = Duration::from_secs(120);
+/// Default time without input after which the open fragment is closed (see
+/// [`PutMediaClientBuilder::with_pause_flush`]).
+pub const DEFAULT_PAUSE_FLUSH: Duration = Duration::from_secs(5);
 
 /// Which stream a client puts media on: a name or an ARN, exactly one (reference §1.3).
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -149,6 +157,12 @@ pub struct PutMediaClientBuilder {
     pub(crate) clock: SharedClock,
     pub(crate) refresh_before: Duration,
     pub(crate) min_credential_lifetime: Duration,
+    pub(crate) retry: RetryPolicy,
+    pub(crate) rotation: Rotation,
+    pub(crate) buffer_duration: Duration,
+    pub(crate) overflow: OverflowPolicy,
+    pub(crate) pause_flush: Option<Duration>,
+    pub(crate) jitter_seed: Option<u64>,
 }
 
 impl Default for PutMediaClientBuilder {
@@ -182,6 +196,12 @@ impl PutMediaClientBuilder {
             clock: Arc::new(SystemClock),
             refresh_before: Duration::from_secs(300),
             min_credential_lifetime: Duration::from_secs(300),
+            retry: RetryPolicy::default(),
+            rotation: Rotation::default(),
+            buffer_duration: DEFAULT_BUFFER_DURATION,
+            overflow: OverflowPolicy::default(),
+            pause_flush: Some(DEFAULT_PAUSE_FLUSH),
+            jitter_seed: None,
         }
     }
 
@@ -289,13 +309,58 @@ impl PutMediaClientBuilder {
         self
     }
 
-    /// Bound on the bytes a session holds: media accepted from the caller but not yet sent, the
-    /// re-fragmenter's open fragment, and sent fragments kept until their completion ack
-    /// (default 64 MiB, minimum 64 KiB). At the bound `poll_ready` waits. One fragment larger
-    /// than the bound is still accepted whole (KVS caps fragments at 50 MB), and one item given
-    /// to `start_send` may overshoot the bound by its own size.
+    /// Cap on the bytes of the fragments a session keeps for replay: every fragment from the
+    /// moment the re-fragmenter completes it until its completion ack ([`CompletionAck`])
+    /// (default 64 MiB, minimum 64 KiB). At the cap the [`OverflowPolicy`] decides: wait or drop
+    /// the oldest. One fragment larger than the cap is still accepted whole (KVS caps fragments at
+    /// 50 MB). On top of it: the re-fragmenter's open fragment (and one waiting for late frames)
+    /// and one item given to `start_send`.
     pub fn with_buffer_bound(mut self, bytes: usize) -> Self {
         self.buffer_bound = bytes;
+        self
+    }
+
+    /// Cap on the media duration of the fragments kept for replay, from the oldest one's start
+    /// to the newest one's end (default 120 s, the official producer's buffer duration). Same
+    /// policy as the byte cap.
+    pub fn with_buffer_duration(mut self, d: Duration) -> Self {
+        self.buffer_duration = d;
+        self
+    }
+
+    /// What happens when a replay-buffer cap is reached (default
+    /// [`OverflowPolicy::Backpressure`]).
+    pub fn with_overflow_policy(mut self, policy: OverflowPolicy) -> Self {
+        self.overflow = policy;
+        self
+    }
+
+    /// Retry and backoff after failures (default [`RetryPolicy::default`]).
+    pub fn with_retry_policy(mut self, policy: RetryPolicy) -> Self {
+        self.retry = policy;
+        self
+    }
+
+    /// Connection rotation (default [`Rotation::default`]: about 40 minutes).
+    pub fn with_rotation(mut self, rotation: Rotation) -> Self {
+        self.rotation = rotation;
+        self
+    }
+
+    /// When the caller gives no media for this long, the open fragment is closed and sent with
+    /// an end-of-fragment tag so that it is acknowledged now rather than when media resumes
+    /// (reference §3, "Idle"); `None` never does (default 5 s). Video frames that arrive after
+    /// the cut and before the next keyframe are dropped and reported, since a fragment must start
+    /// on a keyframe.
+    pub fn with_pause_flush(mut self, after: Option<Duration>) -> Self {
+        self.pause_flush = after;
+        self
+    }
+
+    /// Seed for the jitter of backoff delays and rotation times, for reproducible runs (default:
+    /// seeded from the clock).
+    pub fn with_jitter_seed(mut self, seed: u64) -> Self {
+        self.jitter_seed = Some(seed);
         self
     }
 
@@ -357,6 +422,25 @@ impl PutMediaClientBuilder {
             return Err(Error::config(format!(
                 "buffer bound {} is below the minimum {MIN_BUFFER_BOUND}",
                 self.buffer_bound
+            )));
+        }
+        if self.buffer_duration.is_zero() {
+            return Err(Error::config("the buffer duration is zero"));
+        }
+        if self.pause_flush.is_some_and(|d| d.is_zero()) {
+            return Err(Error::config("the pause flush delay is zero"));
+        }
+        let r = &self.retry;
+        if r.initial_backoff.is_zero() || r.max_backoff < r.initial_backoff {
+            return Err(Error::config(format!(
+                "retry backoff must be above zero and its maximum ({:?}) at least its initial value ({:?})",
+                r.max_backoff, r.initial_backoff
+            )));
+        }
+        if self.rotation.interval < Duration::from_secs(1) {
+            return Err(Error::config(format!(
+                "rotation interval {:?} is under one second",
+                self.rotation.interval
             )));
         }
         let t = &self.timeouts;

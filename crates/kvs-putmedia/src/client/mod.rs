@@ -47,20 +47,23 @@
 mod api;
 mod config;
 mod credentials;
+mod driver;
 mod error;
+mod policy;
 mod session;
 mod sign;
 mod transport;
 
 pub use api::PutMediaClient;
 pub use config::{
-    CompletionAck, DEFAULT_BUFFER_BOUND, MIN_BUFFER_BOUND, PutMediaClientBuilder, StreamId,
-    Timeouts,
+    CompletionAck, DEFAULT_BUFFER_BOUND, DEFAULT_BUFFER_DURATION, DEFAULT_PAUSE_FLUSH,
+    MIN_BUFFER_BOUND, PutMediaClientBuilder, StreamId, Timeouts,
 };
 pub use credentials::{Clock, SharedClock, SystemClock};
 pub use error::{BoxError, Error, Result, TimeoutPhase};
+pub use policy::{OverflowPolicy, RetryPolicy, Rotation};
 pub use session::{
-    AckStream, BodyBuf, ChannelBody, EVENT_CAPACITY, FailedFragment, FragmentAck, PutMediaSink,
-    SessionEvent, SessionSummary,
+    AckStream, BodyBuf, ChannelBody, ConnectCause, DroppedFragment, EVENT_CAPACITY, FailedFragment,
+    FragmentAck, LatencyStats, PutMediaSink, SessionEvent, SessionSummary,
 };
 pub use sign::{PayloadHash, SIGNING_SERVICE};

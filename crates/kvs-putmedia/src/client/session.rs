@@ -1,9 +1,17 @@
 //! A PutMedia session: the [`PutMediaSink`] taking MKV bytes, the [`AckStream`] of per-fragment
-//! outcomes, and the per-fragment ledger that joins them.
+//! outcomes, and the per-fragment ledger that joins them across connections.
+//!
+//! A session outlives its connections. The sink feeds the re-fragmenter and puts each fragment in
+//! the ledger; a driver task (see `driver.rs`) sends the ledger's fragments over one PutMedia
+//! request after another, and one reader task per request applies its acknowledgements to the
+//! ledger. Reference §6: "Ledger per fragment, keyed by cluster timecode: sent -> buffering ->
+//! received -> persisted | error. A fragment's bytes are freed on PERSISTED (or on RECEIVED when
+//! the stream keeps no data)."
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::convert::Infallible;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -18,7 +26,10 @@ use tokio::time::{Instant, Sleep};
 
 use super::config::{CompletionAck, Timeouts};
 use super::error::{BoxError, Error, Result, TimeoutPhase};
-use crate::ack::{Ack, AckDecoder, AckError, AckEventType, FragmentNumber};
+use super::policy::OverflowPolicy;
+use crate::ack::{
+    Ack, AckDecoder, AckError, AckErrorId, AckEventType, ErrorAction, FragmentNumber,
+};
 use crate::mkv::{Output, Refragmenter, Warning};
 
 /// Capacity of the event channel behind [`AckStream`]. Events beyond it, when the caller does not
@@ -29,9 +40,14 @@ pub const EVENT_CAPACITY: usize = 1024;
 /// Completed fragments whose metadata is kept to match late acks (e.g. PERSISTED after RECEIVED
 /// completed them); older ones are forgotten so the ledger stays bounded.
 const COMPLETED_KEPT: usize = 256;
+/// Rejected fragments listed in [`SessionSummary::fragments_failed`]; later ones are counted
+/// only, so a stream of bad media cannot grow memory.
+const FAILED_KEPT: usize = 1024;
+/// Latency samples kept for the percentiles of [`SessionSummary`].
+const LATENCY_SAMPLES: usize = 1024;
 
-/// What happened to a fragment, or to the session.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// What happened to a fragment, to a connection, or to the session.
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub enum SessionEvent {
     /// An acknowledgement matched, by timecode, to a fragment this session sent.
@@ -42,9 +58,54 @@ pub enum SessionEvent {
     Warning(Warning),
     /// An acknowledgement naming no fragment this session knows (or none at all), kept as is.
     UnmatchedAck(Ack),
+    /// A line of the acknowledgement stream that is not a valid acknowledgement; the decoder
+    /// skips it and carries on.
+    UndecodableAck {
+        /// What was wrong with it.
+        reason: String,
+    },
+    /// The service refused a fragment with a non-retryable error id (4001, 4002, 4004, 4006,
+    /// 4007, 4009-4012): it is never resent (reference §6) and the stream carries on.
+    Skipped(FailedFragment),
+    /// A whole fragment left the replay buffer under [`OverflowPolicy::DropOldest`].
+    Dropped(DroppedFragment),
+    /// A connection failed (or could not be opened); the session retries after `delay`.
+    Reconnecting {
+        /// Consecutive failures without progress, this one included.
+        attempt: u32,
+        /// Backoff before the next attempt.
+        delay: Duration,
+        /// What failed.
+        error: Error,
+    },
+    /// A new PutMedia request is open and will carry the next fragments, after the MKV header.
+    Connected {
+        /// 1-based connection number within the session.
+        connection: u32,
+        /// Why this connection was opened.
+        cause: ConnectCause,
+        /// Fragments already sent once that go out again on it (replay).
+        replay: u64,
+    },
 }
 
-/// A non-ERROR acknowledgement of one fragment. ERROR acks arrive as [`Error::Ack`] items.
+/// Why a session opened a connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum ConnectCause {
+    /// The first connection.
+    Start,
+    /// After a failure: dropped connection, timeout, retryable error.
+    Retry,
+    /// Rotation before the maximum connection duration or the credentials' expiry, or a
+    /// `MAX_CONNECTION_DURATION_REACHED` (4003) from the service.
+    Rotation,
+    /// Media resumed after the service closed an idle connection.
+    Resume,
+}
+
+/// A non-ERROR acknowledgement of one fragment. Rejections arrive as
+/// [`SessionEvent::Skipped`], or as an `Err` that ends the session.
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct FragmentAck {
@@ -56,8 +117,8 @@ pub struct FragmentAck {
     pub fragment_number: Option<FragmentNumber>,
     /// The fragment's size in bytes.
     pub size: usize,
-    /// Time from the fragment's last byte handed to the socket to this ack; `None` for acks that
-    /// arrive before it (BUFFERING).
+    /// Time from the fragment's last byte handed to the socket (on its latest send) to this ack;
+    /// `None` for acks that arrive before it (BUFFERING).
     pub latency: Option<Duration>,
 }
 
@@ -73,23 +134,78 @@ pub struct FailedFragment {
     pub error: AckError,
 }
 
-/// What a session did, from [`PutMediaSink::close`] or [`AckStream::summary`].
+/// A fragment freed from the replay buffer because the buffer was full
+/// ([`OverflowPolicy::DropOldest`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct DroppedFragment {
+    /// Its timecode.
+    pub timecode: u64,
+    /// Its size in bytes.
+    pub size: usize,
+    /// Whether the service had acknowledged it RECEIVED: then only its replay copy is gone.
+    pub received: bool,
+}
+
+/// Percentiles of an acknowledgement latency over the last samples (up to 1024).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct LatencyStats {
+    /// Acknowledgements measured in the session.
+    pub count: u64,
+    /// Median of the kept samples.
+    pub p50: Duration,
+    /// 99th percentile of the kept samples.
+    pub p99: Duration,
+    /// Largest kept sample.
+    pub max: Duration,
+}
+
+/// What a session did, from [`PutMediaSink::close`] or a snapshot at any time
+/// ([`PutMediaSink::summary`], [`AckStream::summary`]): the session's metrics.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct SessionSummary {
-    /// Fragments fully handed to the socket.
+    /// Fragments the re-fragmenter produced from the input (each counted once).
+    pub fragments: u64,
+    /// Fragments delivered: acknowledged with the completion ack ([`CompletionAck`]), or
+    /// RECEIVED on a connection that then ended while the service was reachable (its PERSISTED
+    /// ack was lost with the connection; reference §6 replays only what was not RECEIVED).
+    pub fragments_delivered: u64,
+    /// Fragment sends handed to a connection (resends included).
     pub fragments_sent: u64,
+    /// Fragments sent again on a new connection (replay after a failure).
+    pub fragments_resent: u64,
     /// Fragments acknowledged RECEIVED.
     pub fragments_received: u64,
     /// Fragments acknowledged PERSISTED.
     pub fragments_persisted: u64,
-    /// Fragments (or the stream) rejected by ERROR acks.
+    /// Fragments refused for good by the service (skipped), the first 1024 of them; the count
+    /// is [`fragments_skipped`](Self::fragments_skipped).
     pub fragments_failed: Vec<FailedFragment>,
-    /// Body bytes handed to the socket (header and fragments).
+    /// Fragments refused with a non-retryable error id and skipped.
+    pub fragments_skipped: u64,
+    /// Fragments dropped from the replay buffer ([`OverflowPolicy::DropOldest`]).
+    pub fragments_dropped: u64,
+    /// Body bytes handed to connections (headers, fragments, tags, resends).
     pub bytes_sent: u64,
+    /// PutMedia requests opened (the first one included).
+    pub connections: u32,
+    /// Failures retried (dropped connections, timeouts, retryable errors, refused requests).
+    pub retries: u64,
+    /// Connections replaced by rotation (or after a 4003).
+    pub rotations: u64,
     /// From the first media byte handed to the socket to the first acknowledgement.
     pub first_ack_latency: Option<Duration>,
-    /// Highest number of bytes the session held at once (see the buffer bound).
+    /// From a fragment's last byte handed to the socket to its RECEIVED ack.
+    pub received_latency: LatencyStats,
+    /// From a fragment's last byte handed to the socket to its PERSISTED ack.
+    pub persisted_latency: LatencyStats,
+    /// Bytes of fragments kept for replay now.
+    pub buffered_bytes: usize,
+    /// Media duration of the fragments kept for replay now.
+    pub buffered_duration: Duration,
+    /// Highest number of bytes kept for replay at once.
     pub peak_buffered_bytes: usize,
     /// Re-fragmenter warnings.
     pub warnings: u64,
@@ -97,139 +213,571 @@ pub struct SessionSummary {
     pub events_dropped: u64,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum FragmentStatus {
+/// Where a fragment is (reference §6: "sent -> buffering -> received -> persisted | error").
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub(crate) enum Status {
+    /// Waiting to be taken by a connection.
     Queued,
+    /// Handed to a connection.
     Sent,
-    Complete,
+    /// BUFFERING acknowledged.
+    Buffering,
+    /// RECEIVED acknowledged.
+    Received,
+    /// PERSISTED acknowledged.
+    Persisted,
+    /// Refused with a non-retryable error id; never resent.
     Failed,
+    /// Freed from the replay buffer by [`OverflowPolicy::DropOldest`].
+    Dropped,
 }
 
-/// Per-fragment state, keyed by Cluster timecode in the ledger. The bytes stay here until the
-/// completion ack so that a replay (reference §6) can resend them whole.
+/// One fragment in the ledger, keyed by its Cluster timecode.
 #[derive(Debug)]
-struct Entry {
-    data: Vec<Bytes>,
-    size: usize,
-    status: FragmentStatus,
+pub(crate) struct Entry {
+    /// The fragment's bytes while it may have to be resent; `None` once freed.
+    pub(crate) data: Option<Vec<Bytes>>,
+    pub(crate) size: usize,
+    /// Media time span in milliseconds, for the duration cap.
+    start_ms: u64,
+    end_ms: u64,
+    pub(crate) status: Status,
+    /// Done: its completion ack came, or it failed or was dropped. Nothing more is owed.
+    done: bool,
+    /// Waits for the current connection to send it.
+    pub(crate) needs_send: bool,
+    /// The connection that last took it (0: none yet).
+    pub(crate) sent_on: u32,
+    sends: u32,
     last_byte_sent: Option<Instant>,
-    received: bool,
-    persisted: bool,
 }
 
-#[derive(Debug)]
-struct State {
-    ledger: BTreeMap<u64, Entry>,
-    /// Fragments not yet complete (or failed).
-    outstanding: usize,
-    /// Bytes held: fragments in the ledger not yet complete, plus header/tag bytes queued.
-    held: usize,
-    /// Bytes in the body channel not yet taken by hyper.
-    queued: usize,
-    failure: Option<Error>,
-    first_byte_at: Option<Instant>,
-    first_ack_at: Option<Instant>,
-    response_ended: bool,
-    sink_gone: bool,
-    /// Taken (ending the [`AckStream`]) once the response ended and the sink is gone.
-    events: Option<mpsc::Sender<Result<SessionEvent>>>,
-    summary: SessionSummary,
+/// How a connection ended, reported by its reader to the driver.
+#[derive(Debug, Clone)]
+pub(crate) enum ConnEnd {
+    /// The response ended, after an ERROR ack or not: the service was reachable.
+    Closed {
+        /// The ERROR ack that ended it, if one did.
+        error: Option<(AckError, Option<u64>)>,
+    },
+    /// Transport failure or timeout: whether the service kept what it acknowledged is unknown.
+    Failed(Error),
 }
 
-impl State {
-    fn end_events_if_done(&mut self) {
-        if self.response_ended && self.sink_gone {
-            self.events = None;
+#[derive(Debug, Default)]
+struct Latencies {
+    count: u64,
+    samples: VecDeque<Duration>,
+}
+
+impl Latencies {
+    fn record(&mut self, d: Duration) {
+        self.count += 1;
+        if self.samples.len() == LATENCY_SAMPLES {
+            self.samples.pop_front();
+        }
+        self.samples.push_back(d);
+    }
+
+    fn stats(&self) -> LatencyStats {
+        if self.samples.is_empty() {
+            return LatencyStats::default();
+        }
+        let mut v: Vec<Duration> = self.samples.iter().copied().collect();
+        v.sort_unstable();
+        let at = |q: f64| v[((v.len() - 1) as f64 * q).round() as usize];
+        LatencyStats {
+            count: self.count,
+            p50: at(0.5),
+            p99: at(0.99),
+            max: v[v.len() - 1],
         }
     }
 }
 
-/// State shared by the sink, the body and the ack reader.
+#[derive(Debug)]
+pub(crate) struct State {
+    /// The MKV header every connection starts with (reference §2: "resend the MKV header before
+    /// any further cluster"), and a version that changes if the input's header changes.
+    pub(crate) header: Option<Bytes>,
+    pub(crate) header_version: u64,
+    pub(crate) ledger: BTreeMap<u64, Entry>,
+    /// Timecodes of the entries that still hold their bytes, oldest first.
+    retained: BTreeSet<u64>,
+    /// Bytes of the retained entries.
+    held: usize,
+    /// Entries not done.
+    pub(crate) outstanding: usize,
+    /// Entries waiting to be sent.
+    pub(crate) unsent: usize,
+    largest_fragment: usize,
+    pub(crate) failure: Option<Error>,
+    /// The sink finished its input (the re-fragmenter's last fragment is in the ledger).
+    pub(crate) input_done: bool,
+    pub(crate) sink_gone: bool,
+    /// The driver stopped: the last request's body has ended.
+    driver_done: bool,
+    pub(crate) last_input: Instant,
+    /// A pause flush happened and no input came since.
+    pub(crate) flushed: bool,
+    /// Connection ends not yet handled by the driver.
+    pub(crate) ended: Vec<(u32, ConnEnd)>,
+    first_byte_at: Option<Instant>,
+    first_ack_at: Option<Instant>,
+    /// Increases on every fragment newly RECEIVED or skipped: the driver's "progress".
+    pub(crate) progress: u64,
+    events: Option<mpsc::Sender<Result<SessionEvent>>>,
+    pub(crate) summary: SessionSummary,
+    received_latency: Latencies,
+    persisted_latency: Latencies,
+}
+
+impl State {
+    fn held_duration(&self) -> Duration {
+        let (Some(first), Some(last)) = (self.retained.first(), self.retained.last()) else {
+            return Duration::ZERO;
+        };
+        let start = self.ledger.get(first).map_or(0, |e| e.start_ms);
+        let end = self.ledger.get(last).map_or(0, |e| e.end_ms);
+        Duration::from_millis(end.saturating_sub(start))
+    }
+
+    /// Frees an entry's bytes.
+    fn release(&mut self, tc: u64) {
+        if let Some(e) = self.ledger.get_mut(&tc)
+            && e.data.take().is_some()
+        {
+            self.held -= e.size;
+            self.retained.remove(&tc);
+        }
+    }
+
+    /// Marks an entry done (nothing more owed) and frees its bytes.
+    fn finish_entry(&mut self, tc: u64) {
+        let Some(e) = self.ledger.get_mut(&tc) else {
+            return;
+        };
+        if e.done {
+            return;
+        }
+        e.done = true;
+        if e.needs_send {
+            e.needs_send = false;
+            self.unsent -= 1;
+        }
+        self.outstanding -= 1;
+        self.release(tc);
+    }
+
+    pub(crate) fn set_needs_send(&mut self, tc: u64, needs: bool) {
+        if let Some(e) = self.ledger.get_mut(&tc)
+            && e.needs_send != needs
+        {
+            e.needs_send = needs;
+            if needs {
+                self.unsent += 1;
+            } else {
+                self.unsent -= 1;
+            }
+        }
+    }
+
+    /// Settles the fragments a connection that ended had taken (reference §6: "replay from the
+    /// first fragment not RECEIVED when the service was reachable, or not PERSISTED when it was
+    /// not"). When the service was reachable (the response ended, possibly after an ERROR ack),
+    /// a RECEIVED fragment is delivered even if its PERSISTED ack was lost with the connection;
+    /// the others are marked for sending again. When it was not (transport failure, timeout),
+    /// every fragment not PERSISTED goes again (with zero retention RECEIVED is all there is).
+    /// Returns the smallest timecode marked.
+    pub(crate) fn requeue(
+        &mut self,
+        conn: u32,
+        reachable: bool,
+        completion: CompletionAck,
+    ) -> Option<u64> {
+        let limit = if reachable || completion == CompletionAck::Received {
+            Status::Received
+        } else {
+            Status::Persisted
+        };
+        let mut first = None;
+        let mut settled = Vec::new();
+        let mut marked = 0;
+        for (tc, e) in self.ledger.iter_mut() {
+            if e.sent_on != conn || e.done || e.needs_send || e.data.is_none() {
+                continue;
+            }
+            if e.status < limit {
+                e.needs_send = true;
+                marked += 1;
+                first.get_or_insert(*tc);
+            } else if e.status <= Status::Persisted {
+                settled.push(*tc);
+            }
+        }
+        self.unsent += marked;
+        for tc in settled {
+            self.finish_entry(tc);
+            self.summary.fragments_delivered += 1;
+        }
+        first
+    }
+
+    /// Marks an entry as taken by connection `conn`; returns its body chunk.
+    pub(crate) fn take_for_send(&mut self, tc: u64, conn: u32, eofr: &Bytes) -> Option<BodyChunk> {
+        let e = self.ledger.get_mut(&tc)?;
+        let data = e.data.as_ref()?;
+        let mut parts = Vec::with_capacity(data.len() + 1);
+        parts.extend(data.iter().cloned());
+        // Reference §3 "Idle" and §2: a fragment ends "at an end-of-fragment tag", so the tag
+        // after each whole fragment gets it RECEIVED at once instead of when the next one
+        // starts (one fragment duration later).
+        parts.push(eofr.clone());
+        e.sent_on = conn;
+        e.sends += 1;
+        let resend = e.sends > 1;
+        if e.needs_send {
+            e.needs_send = false;
+            self.unsent -= 1;
+        }
+        self.summary.fragments_resent += u64::from(resend);
+        Some(BodyChunk {
+            data: BodyBuf::new(parts),
+            ends_fragment: Some(tc),
+        })
+    }
+
+    /// Counts the entries sent before that wait to go out again.
+    pub(crate) fn replay_count(&self) -> u64 {
+        self.ledger
+            .values()
+            .filter(|e| e.needs_send && e.sends > 0)
+            .count() as u64
+    }
+
+    fn prune(&mut self) {
+        let done = self.ledger.len() - self.outstanding;
+        if done <= COMPLETED_KEPT {
+            return;
+        }
+        let mut excess = done - COMPLETED_KEPT;
+        self.ledger.retain(|_, e| {
+            if excess > 0 && e.done {
+                excess -= 1;
+                false
+            } else {
+                true
+            }
+        });
+    }
+
+    pub(crate) fn snapshot(&self) -> SessionSummary {
+        let mut s = self.summary.clone();
+        s.buffered_bytes = self.held;
+        s.buffered_duration = self.held_duration();
+        s.received_latency = self.received_latency.stats();
+        s.persisted_latency = self.persisted_latency.stats();
+        s
+    }
+}
+
+/// Per-connection state shared by its request body and its reader.
+#[derive(Debug)]
+pub(crate) struct ConnShared {
+    pub(crate) id: u32,
+    first_byte: Notify,
+    first_byte_sent: AtomicBool,
+}
+
+impl ConnShared {
+    pub(crate) fn new(id: u32) -> Arc<Self> {
+        Arc::new(Self {
+            id,
+            first_byte: Notify::new(),
+            first_byte_sent: AtomicBool::new(false),
+        })
+    }
+}
+
+/// What the sink, the driver, the bodies and the readers share.
 #[derive(Debug)]
 pub(crate) struct Shared {
-    stream: String,
-    completion: CompletionAck,
+    pub(crate) stream: String,
+    pub(crate) completion: CompletionAck,
     state: Mutex<State>,
+    /// Lock order: `refragmenter` before `state`.
+    refragmenter: Mutex<Refragmenter>,
     sink_waker: AtomicWaker,
-    first_byte: Notify,
+    /// Wakes the driver: new fragment, connection end, input done, failure.
+    pub(crate) driver: Notify,
+    bound: usize,
+    bound_duration: Duration,
+    overflow: OverflowPolicy,
+    pub(crate) eofr: Bytes,
+}
+
+/// Limits of a session's replay buffer.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct BufferLimits {
+    pub(crate) bytes: usize,
+    pub(crate) duration: Duration,
+    pub(crate) overflow: OverflowPolicy,
 }
 
 impl Shared {
     pub(crate) fn new(
         stream: String,
         completion: CompletionAck,
+        refragmenter: Refragmenter,
+        limits: BufferLimits,
     ) -> (Arc<Self>, mpsc::Receiver<Result<SessionEvent>>) {
         let (events, rx) = mpsc::channel(EVENT_CAPACITY);
         let shared = Arc::new(Self {
             stream,
             completion,
             state: Mutex::new(State {
+                header: None,
+                header_version: 0,
                 ledger: BTreeMap::new(),
-                outstanding: 0,
+                retained: BTreeSet::new(),
                 held: 0,
-                queued: 0,
+                outstanding: 0,
+                unsent: 0,
+                largest_fragment: 0,
                 failure: None,
+                input_done: false,
+                sink_gone: false,
+                driver_done: false,
+                last_input: Instant::now(),
+                flushed: false,
+                ended: Vec::new(),
                 first_byte_at: None,
                 first_ack_at: None,
-                response_ended: false,
-                sink_gone: false,
+                progress: 0,
                 events: Some(events),
                 summary: SessionSummary::default(),
+                received_latency: Latencies::default(),
+                persisted_latency: Latencies::default(),
             }),
+            refragmenter: Mutex::new(refragmenter),
             sink_waker: AtomicWaker::new(),
-            first_byte: Notify::new(),
+            driver: Notify::new(),
+            bound: limits.bytes,
+            bound_duration: limits.duration,
+            overflow: limits.overflow,
+            eofr: crate::mkv::end_of_fragment_tag(),
         });
         (shared, rx)
     }
 
-    fn lock(&self) -> MutexGuard<'_, State> {
+    pub(crate) fn lock(&self) -> MutexGuard<'_, State> {
         // A panic while holding the lock cannot leave the counters half-updated in a way that
         // matters more than losing the session, so keep going with the inner value.
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    fn emit(&self, st: &mut State, ev: Result<SessionEvent>) {
+    fn lock_refragmenter(&self) -> MutexGuard<'_, Refragmenter> {
+        self.refragmenter.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub(crate) fn emit(&self, st: &mut State, ev: Result<SessionEvent>) {
         let delivered = st.events.as_ref().is_some_and(|tx| tx.try_send(ev).is_ok());
         if !delivered {
             st.summary.events_dropped += 1;
         }
     }
 
-    fn fail(&self, st: &mut State, err: Error) {
+    /// Ends the session with `err` (the first failure wins), waking everyone.
+    pub(crate) fn fail(&self, st: &mut State, err: Error) {
         if st.failure.is_none() {
-            tracing::debug!(stream = %self.stream, error = %err, "session failed");
+            tracing::warn!(stream = %self.stream, error = %err, "PutMedia session failed");
             st.failure = Some(err.clone());
             self.emit(st, Err(err));
         }
         self.sink_waker.wake();
+        self.driver.notify_one();
     }
 
-    fn on_sent(&self, chunk: &BodyChunk) {
+    /// No more events: the driver has stopped.
+    pub(crate) fn end_events(&self) {
+        let mut st = self.lock();
+        st.events = None;
+        st.driver_done = true;
+        drop(st);
+        self.sink_waker.wake();
+    }
+
+    pub(crate) fn wake_sink(&self) {
+        self.sink_waker.wake();
+    }
+
+    /// Whether the replay buffer is over a cap with `extra` more bytes.
+    fn over(&self, st: &State, extra: usize) -> bool {
+        st.outstanding > 0
+            && (st.held + extra > self.bound || st.held_duration() > self.bound_duration)
+    }
+
+    /// Moves everything the re-fragmenter has ready into the ledger. Called with the
+    /// re-fragmenter locked (by the sink, or by the driver for a pause flush).
+    fn absorb(&self, refragmenter: &mut Refragmenter, input_offset: u64) -> Result<()> {
+        let mut st = self.lock();
+        let mut added = false;
+        while let Some(out) = refragmenter.next_output() {
+            match out {
+                Output::Header(h) => {
+                    if st.header.as_ref() != Some(h.bytes()) {
+                        st.header = Some(h.bytes().clone());
+                        st.header_version += 1;
+                    }
+                }
+                Output::Fragment(f) => {
+                    let tc = f.timecode();
+                    if st.ledger.contains_key(&tc) {
+                        let err = Error::InvalidMedia {
+                            stream: self.stream.clone(),
+                            offset: input_offset,
+                            reason: format!("two fragments with timecode {tc}"),
+                        };
+                        self.fail(&mut st, err.clone());
+                        return Err(err);
+                    }
+                    // One HTTP chunk per fragment, written with vectored I/O straight from the
+                    // re-fragmenter's slices: no copy, one chunk-size line per fragment.
+                    let data: Vec<Bytes> = f
+                        .chunks()
+                        .iter()
+                        .filter(|c| !c.is_empty())
+                        .cloned()
+                        .collect();
+                    let size: usize = data.iter().map(Bytes::len).sum();
+                    let scale_ns = refragmenter
+                        .header()
+                        .map_or(1_000_000, |h| h.timecode_scale_ns());
+                    let start_ms = u64::try_from(u128::from(tc) * u128::from(scale_ns) / 1_000_000)
+                        .unwrap_or(u64::MAX);
+                    let end_ms = start_ms.saturating_add(
+                        u64::try_from(f.duration().as_millis()).unwrap_or(u64::MAX),
+                    );
+                    st.ledger.insert(
+                        tc,
+                        Entry {
+                            data: Some(data),
+                            size,
+                            start_ms,
+                            end_ms,
+                            status: Status::Queued,
+                            done: false,
+                            needs_send: true,
+                            sent_on: 0,
+                            sends: 0,
+                            last_byte_sent: None,
+                        },
+                    );
+                    st.retained.insert(tc);
+                    st.summary.fragments += 1;
+                    st.held += size;
+                    st.outstanding += 1;
+                    st.unsent += 1;
+                    st.largest_fragment = st.largest_fragment.max(size);
+                    st.summary.peak_buffered_bytes = st.summary.peak_buffered_bytes.max(st.held);
+                    added = true;
+                    if self.overflow == OverflowPolicy::DropOldest {
+                        self.drop_oldest(&mut st);
+                    }
+                }
+                Output::Warning(w) => {
+                    tracing::debug!(stream = %self.stream, warning = ?w, "re-fragmenter warning");
+                    st.summary.warnings += 1;
+                    self.emit(&mut st, Ok(SessionEvent::Warning(w)));
+                }
+            }
+        }
+        drop(st);
+        if added {
+            self.driver.notify_one();
+        }
+        Ok(())
+    }
+
+    /// Reference §6: "on pressure the producer reports and drops whole fragments, oldest first,
+    /// never partial ones". The newest fragment always stays.
+    fn drop_oldest(&self, st: &mut State) {
+        while st.retained.len() > 1 && self.over(st, 0) {
+            let Some(tc) = st.retained.first().copied() else {
+                break;
+            };
+            let (size, received) = match st.ledger.get_mut(&tc) {
+                Some(e) => {
+                    let received = e.status >= Status::Received;
+                    if !e.done {
+                        e.status = Status::Dropped;
+                    }
+                    (e.size, received)
+                }
+                None => break,
+            };
+            st.finish_entry(tc);
+            st.release(tc);
+            st.summary.fragments_dropped += 1;
+            tracing::warn!(stream = %self.stream, timecode = tc, size, received, "replay buffer full: dropped the oldest fragment");
+            self.emit(
+                st,
+                Ok(SessionEvent::Dropped(DroppedFragment {
+                    timecode: tc,
+                    size,
+                    received,
+                })),
+            );
+        }
+        st.prune();
+    }
+
+    /// The source paused (no input for the configured time): close the open fragment.
+    pub(crate) fn pause_flush(&self) {
+        let mut r = self.lock_refragmenter();
+        {
+            let mut st = self.lock();
+            if st.input_done || st.flushed || st.failure.is_some() {
+                return;
+            }
+            st.flushed = true;
+        }
+        match r.flush() {
+            Ok(true) => {
+                tracing::debug!(stream = %self.stream, "input paused: closed the open fragment");
+                let _ = self.absorb(&mut r, 0);
+            }
+            Ok(false) => {}
+            // The sink reports a failed re-fragmenter with its input offset on the next push.
+            Err(_) => {}
+        }
+    }
+
+    fn on_sent(&self, chunk: &BodyChunk, conn: &ConnShared) {
         let now = Instant::now();
         let mut st = self.lock();
-        st.queued -= chunk.data.remaining();
-        st.held -= chunk.accounted;
         st.summary.bytes_sent += chunk.data.remaining() as u64;
         if st.first_byte_at.is_none() {
             st.first_byte_at = Some(now);
-            self.first_byte.notify_one();
+        }
+        if !conn.first_byte_sent.swap(true, Ordering::Relaxed) {
+            conn.first_byte.notify_one();
         }
         if let Some(tc) = chunk.ends_fragment {
             st.summary.fragments_sent += 1;
             if let Some(e) = st.ledger.get_mut(&tc) {
                 e.last_byte_sent = Some(now);
-                if e.status == FragmentStatus::Queued {
-                    e.status = FragmentStatus::Sent;
+                if e.status == Status::Queued {
+                    e.status = Status::Sent;
                 }
             }
         }
-        drop(st);
-        self.sink_waker.wake();
     }
 
     /// Applies one acknowledgement to the ledger. Matching is by `FragmentTimecode`, never by
-    /// arrival order (reference §2).
-    fn on_ack(&self, ack: Ack) {
+    /// arrival order (reference §2). Returns the error of an ERROR ack, which ends the
+    /// connection.
+    fn on_ack(&self, ack: Ack) -> Option<(AckError, Option<u64>)> {
         let now = Instant::now();
         let mut st = self.lock();
         if st.first_ack_at.is_none() {
@@ -243,37 +791,14 @@ impl Shared {
                 let error = ack
                     .error
                     .clone()
-                    .unwrap_or_else(|| AckError::new(crate::ack::AckErrorId::Unknown(0)));
-                if let Some(tc) = tc
-                    && let Some(e) = st.ledger.get_mut(&tc)
-                    && matches!(e.status, FragmentStatus::Queued | FragmentStatus::Sent)
-                {
-                    e.status = FragmentStatus::Failed;
-                    let size = e.size;
-                    e.data = Vec::new();
-                    st.held -= size;
-                    st.outstanding -= 1;
-                }
-                st.summary.fragments_failed.push(FailedFragment {
-                    timecode: tc,
-                    fragment_number: ack.fragment_number.clone(),
-                    error: error.clone(),
-                });
-                let err = Error::Ack {
-                    stream: self.stream.clone(),
-                    id: error.id,
-                    code: error.code,
-                    fragment_timecode: tc,
-                    fragment_number: ack.fragment_number.map(FragmentNumber::into_string),
-                };
-                // The service ends the connection after any ERROR ack (reference §2).
-                self.fail(&mut st, err);
+                    .unwrap_or_else(|| AckError::new(AckErrorId::Unknown(0)));
+                return Some(self.on_error_ack(&mut st, error, tc, ack.fragment_number));
             }
             (event, Some(tc)) => {
                 let completion = self.completion;
                 let Some(e) = st.ledger.get_mut(&tc) else {
                     self.emit(&mut st, Ok(SessionEvent::UnmatchedAck(ack)));
-                    return;
+                    return None;
                 };
                 let latency = match event {
                     AckEventType::Received | AckEventType::Persisted => {
@@ -281,37 +806,49 @@ impl Shared {
                     }
                     _ => None,
                 };
-                let (mut newly_received, mut newly_persisted) = (false, false);
-                match event {
-                    AckEventType::Received if !e.received => {
-                        e.received = true;
-                        newly_received = true;
-                    }
-                    AckEventType::Persisted if !e.persisted => {
-                        e.persisted = true;
-                        newly_persisted = true;
-                    }
-                    _ => {}
-                }
-                let completes = match completion {
-                    CompletionAck::Received => newly_received,
-                    // `Auto` is resolved before a session starts.
-                    CompletionAck::Persisted | CompletionAck::Auto => newly_persisted,
+                let rank = match event {
+                    AckEventType::Buffering => Some(Status::Buffering),
+                    AckEventType::Received => Some(Status::Received),
+                    AckEventType::Persisted => Some(Status::Persisted),
+                    _ => None,
                 };
-                let mut freed = 0;
-                if completes && matches!(e.status, FragmentStatus::Queued | FragmentStatus::Sent) {
-                    e.status = FragmentStatus::Complete;
-                    e.data = Vec::new();
-                    freed = e.size;
+                let mut newly = false;
+                if let Some(rank) = rank
+                    && e.status < rank
+                {
+                    newly = rank >= Status::Received;
+                    e.status = rank;
                 }
                 let size = e.size;
-                st.summary.fragments_received += u64::from(newly_received);
-                st.summary.fragments_persisted += u64::from(newly_persisted);
-                if freed > 0 {
-                    st.held -= freed;
-                    st.outstanding -= 1;
-                    prune(&mut st.ledger);
+                let completes = match completion {
+                    CompletionAck::Received => e.status >= Status::Received,
+                    // `Auto` is resolved before a session starts.
+                    CompletionAck::Persisted | CompletionAck::Auto => e.status >= Status::Persisted,
+                } && e.status <= Status::Persisted;
+                if newly {
+                    match event {
+                        AckEventType::Received => {
+                            st.summary.fragments_received += 1;
+                            st.progress += 1;
+                            if let Some(l) = latency {
+                                st.received_latency.record(l);
+                            }
+                        }
+                        AckEventType::Persisted => {
+                            st.summary.fragments_persisted += 1;
+                            if let Some(l) = latency {
+                                st.persisted_latency.record(l);
+                            }
+                        }
+                        _ => {}
+                    }
+                }
+                if completes && st.ledger.get(&tc).is_some_and(|e| !e.done) {
+                    st.finish_entry(tc);
+                    st.summary.fragments_delivered += 1;
+                    st.prune();
                     self.sink_waker.wake();
+                    self.driver.notify_one();
                 }
                 let fa = FragmentAck {
                     event: event.clone(),
@@ -324,46 +861,85 @@ impl Shared {
             }
             (_, None) => self.emit(&mut st, Ok(SessionEvent::UnmatchedAck(ack))),
         }
+        None
     }
-}
 
-/// Forgets the oldest completed fragments beyond [`COMPLETED_KEPT`].
-fn prune(ledger: &mut BTreeMap<u64, Entry>) {
-    let done = ledger
-        .values()
-        .filter(|e| matches!(e.status, FragmentStatus::Complete | FragmentStatus::Failed))
-        .count();
-    if done <= COMPLETED_KEPT {
-        return;
-    }
-    let mut excess = done - COMPLETED_KEPT;
-    ledger.retain(|_, e| {
-        if excess > 0 && matches!(e.status, FragmentStatus::Complete | FragmentStatus::Failed) {
-            excess -= 1;
-            false
-        } else {
-            true
+    fn on_error_ack(
+        &self,
+        st: &mut State,
+        error: AckError,
+        tc: Option<u64>,
+        fragment_number: Option<FragmentNumber>,
+    ) -> (AckError, Option<u64>) {
+        match error.id.action() {
+            // Reference §2 table: 4008, KMS errors and 4507 mean the stream cannot take data.
+            ErrorAction::Stop => {
+                let err = Error::Ack {
+                    stream: self.stream.clone(),
+                    id: error.id,
+                    code: error.code.clone(),
+                    fragment_timecode: tc,
+                    fragment_number: fragment_number.map(FragmentNumber::into_string),
+                };
+                self.fail(st, err);
+            }
+            // Reference §6: "Fragments rejected with a non-retryable error are skipped, never
+            // resent."
+            ErrorAction::Skip => {
+                let failed = FailedFragment {
+                    timecode: tc,
+                    fragment_number,
+                    error: error.clone(),
+                };
+                if let Some(tc) = tc
+                    && let Some(e) = st.ledger.get_mut(&tc)
+                    && !e.done
+                {
+                    e.status = Status::Failed;
+                    st.finish_entry(tc);
+                    st.progress += 1;
+                    self.sink_waker.wake();
+                }
+                st.summary.fragments_skipped += 1;
+                if st.summary.fragments_failed.len() < FAILED_KEPT {
+                    st.summary.fragments_failed.push(failed.clone());
+                }
+                tracing::warn!(stream = %self.stream, timecode = ?tc, error = %error.id, "fragment refused for good; skipped");
+                self.emit(st, Ok(SessionEvent::Skipped(failed)));
+            }
+            // Retried by the driver when the connection ends.
+            ErrorAction::Retry | ErrorAction::Reconnect => {
+                tracing::debug!(stream = %self.stream, timecode = ?tc, error = %error.id, "retryable ERROR ack");
+            }
         }
-    });
+        (error, tc)
+    }
 }
 
 /// One piece of the request body.
 #[derive(Debug)]
 pub(crate) struct BodyChunk {
-    data: BodyBuf,
-    /// Set on the last chunk of a fragment: its timecode.
-    ends_fragment: Option<u64>,
-    /// Bytes of `held` this chunk accounts for (header and tags; fragments are accounted in the
-    /// ledger).
-    accounted: usize,
+    pub(crate) data: BodyBuf,
+    /// Set on the chunk that carries a whole fragment: its timecode.
+    pub(crate) ends_fragment: Option<u64>,
 }
 
-/// The chunked request body: whatever the sink queued, as it is queued. Ends (hyper then writes
-/// the terminating zero-length chunk) when the sink drops its sender.
+impl BodyChunk {
+    pub(crate) fn header(bytes: Bytes) -> Self {
+        Self {
+            data: BodyBuf::new(vec![bytes]),
+            ends_fragment: None,
+        }
+    }
+}
+
+/// The chunked request body of one connection: whatever the driver queued, as it is queued.
+/// Ends (hyper then writes the terminating zero-length chunk) when the driver drops its sender.
 #[derive(Debug)]
 pub struct ChannelBody {
     rx: mpsc::UnboundedReceiver<BodyChunk>,
     shared: Arc<Shared>,
+    conn: Arc<ConnShared>,
 }
 
 impl Body for ChannelBody {
@@ -376,7 +952,7 @@ impl Body for ChannelBody {
     ) -> Poll<Option<std::result::Result<Frame<BodyBuf>, Infallible>>> {
         match self.rx.poll_recv(cx) {
             Poll::Ready(Some(chunk)) => {
-                self.shared.on_sent(&chunk);
+                self.shared.on_sent(&chunk, &self.conn);
                 Poll::Ready(Some(Ok(Frame::data(chunk.data))))
             }
             Poll::Ready(None) => Poll::Ready(None),
@@ -385,6 +961,20 @@ impl Body for ChannelBody {
     }
 }
 
+pub(crate) fn channel_body(
+    shared: &Arc<Shared>,
+    conn: &Arc<ConnShared>,
+) -> (mpsc::UnboundedSender<BodyChunk>, ChannelBody) {
+    let (tx, rx) = mpsc::unbounded_channel();
+    (
+        tx,
+        ChannelBody {
+            rx,
+            shared: shared.clone(),
+            conn: conn.clone(),
+        },
+    )
+}
 /// One piece of the request body: a fragment's slices (or the header), sent as one HTTP chunk
 /// with vectored writes, without copying them together.
 #[derive(Debug, Default)]
@@ -439,7 +1029,112 @@ impl Buf for BodyBuf {
     }
 }
 
-/// Aborts the ack reader when both the sink and the stream are gone.
+/// Reads one connection's acknowledgement stream until the response ends, an ERROR ack ends the
+/// connection, or a time limit passes; then reports how it ended to the driver.
+///
+/// Limits: the first ack must come within `first_ack` of the connection's first media byte, and
+/// then some ack (IDLE included) at least every `staleness`; reference §6: "if no
+/// BUFFERING/IDLE ack arrives for a configured time (60 s default), reset the connection".
+pub(crate) async fn read_acks(
+    shared: Arc<Shared>,
+    conn: Arc<ConnShared>,
+    mut body: hyper::body::Incoming,
+    timeouts: Timeouts,
+) {
+    let mut decoder = AckDecoder::new();
+    let mut last_ack = Instant::now();
+    let mut got_ack = false;
+    let mut first_byte_at: Option<Instant> = None;
+    let end = loop {
+        if first_byte_at.is_none() && conn.first_byte_sent.load(Ordering::Relaxed) {
+            first_byte_at = Some(Instant::now());
+        }
+        let (deadline, phase, waited) = match first_byte_at {
+            Some(first)
+                if !got_ack && first + timeouts.first_ack < last_ack + timeouts.staleness =>
+            {
+                (
+                    first + timeouts.first_ack,
+                    TimeoutPhase::FirstAck,
+                    timeouts.first_ack,
+                )
+            }
+            _ => (
+                last_ack + timeouts.staleness,
+                TimeoutPhase::Staleness,
+                timeouts.staleness,
+            ),
+        };
+        tokio::select! {
+            frame = body.frame() => match frame {
+                Some(Ok(frame)) => {
+                    let Ok(data) = frame.into_data() else { continue };
+                    decoder.push(&data);
+                    let mut ended = None;
+                    while let Some(item) = decoder.next_ack() {
+                        last_ack = Instant::now();
+                        got_ack = true;
+                        if let Some(err) = handle_decoded(&shared, conn.id, item) {
+                            ended = Some(err);
+                            break;
+                        }
+                    }
+                    // Reference §2: "After any ERROR ack the service ends the connection".
+                    if let Some(err) = ended {
+                        break ConnEnd::Closed { error: Some(err) };
+                    }
+                }
+                Some(Err(e)) => break ConnEnd::Failed(Error::Transport {
+                    stream: shared.stream.clone(),
+                    during: "reading acknowledgements",
+                    source: BoxError::from(Box::new(e) as Box<dyn std::error::Error + Send + Sync>),
+                }),
+                None => {
+                    let mut error = None;
+                    while let Some(item) = decoder.finish() {
+                        if let Some(e) = handle_decoded(&shared, conn.id, item) {
+                            error = Some(e);
+                        }
+                    }
+                    break ConnEnd::Closed { error };
+                }
+            },
+            () = tokio::time::sleep_until(deadline) => {
+                break ConnEnd::Failed(Error::Timeout { stream: shared.stream.clone(), phase, waited });
+            }
+            () = conn.first_byte.notified(), if first_byte_at.is_none() => {}
+        }
+    };
+    drop(body);
+    tracing::debug!(stream = %shared.stream, connection = conn.id, end = ?end, "PutMedia connection ended");
+    shared.lock().ended.push((conn.id, end));
+    shared.driver.notify_one();
+}
+
+fn handle_decoded(
+    shared: &Shared,
+    conn: u32,
+    item: std::result::Result<Ack, crate::ack::AckDecodeError>,
+) -> Option<(AckError, Option<u64>)> {
+    match item {
+        Ok(ack) => {
+            tracing::trace!(connection = conn, event = %ack.event, timecode = ?ack.fragment_timecode, "ack");
+            shared.on_ack(ack)
+        }
+        // The decoder recovers after a bad line: report it and keep reading.
+        Err(e) => {
+            tracing::debug!(error = %e, "undecodable ack line");
+            let mut st = shared.lock();
+            let ev = SessionEvent::UndecodableAck {
+                reason: e.to_string(),
+            };
+            shared.emit(&mut st, Ok(ev));
+            None
+        }
+    }
+}
+
+/// Aborts the driver (and with it every reader) when both halves of the session are gone.
 #[derive(Debug)]
 struct TaskGuard(tokio::task::JoinHandle<()>);
 
@@ -449,41 +1144,21 @@ impl Drop for TaskGuard {
     }
 }
 
-pub(crate) fn channel_body(
-    shared: &Arc<Shared>,
-) -> (mpsc::UnboundedSender<BodyChunk>, ChannelBody) {
-    let (tx, rx) = mpsc::unbounded_channel();
-    (
-        tx,
-        ChannelBody {
-            rx,
-            shared: shared.clone(),
-        },
-    )
-}
-
-/// Starts the ack reader on `body` and returns the session's two halves.
-pub(crate) fn start_session(
+/// Builds the two halves of a session whose driver task is `driver`.
+pub(crate) fn halves(
     shared: Arc<Shared>,
     events: mpsc::Receiver<Result<SessionEvent>>,
-    tx: mpsc::UnboundedSender<BodyChunk>,
-    response: hyper::body::Incoming,
-    refragmenter: Refragmenter,
-    timeouts: Timeouts,
-    bound: usize,
+    driver: tokio::task::JoinHandle<()>,
+    final_drain: Duration,
 ) -> (PutMediaSink, AckStream) {
-    let task = tokio::spawn(read_acks(shared.clone(), response, timeouts));
-    let guard = Arc::new(TaskGuard(task));
+    let guard = Arc::new(TaskGuard(driver));
     let sink = PutMediaSink {
         shared: shared.clone(),
-        refragmenter,
-        tx: Some(tx),
         input_offset: 0,
         close: CloseState::Open,
         drain: None,
-        final_drain: timeouts.final_drain,
-        bound,
-        largest_fragment: 0,
+        drain_progress: 0,
+        final_drain,
         _guard: guard.clone(),
     };
     let stream = AckStream {
@@ -492,91 +1167,6 @@ pub(crate) fn start_session(
         _guard: guard,
     };
     (sink, stream)
-}
-
-/// Reads the acknowledgement stream until the response ends, enforcing the first-ack and
-/// staleness limits.
-async fn read_acks(shared: Arc<Shared>, mut body: hyper::body::Incoming, timeouts: Timeouts) {
-    let mut decoder = AckDecoder::new();
-    let mut last_ack = Instant::now();
-    loop {
-        let (deadline, phase, waited) = {
-            let st = shared.lock();
-            match (st.first_ack_at, st.first_byte_at) {
-                (None, Some(first))
-                    if first + timeouts.first_ack < last_ack + timeouts.staleness =>
-                {
-                    (
-                        first + timeouts.first_ack,
-                        TimeoutPhase::FirstAck,
-                        timeouts.first_ack,
-                    )
-                }
-                _ => (
-                    last_ack + timeouts.staleness,
-                    TimeoutPhase::Staleness,
-                    timeouts.staleness,
-                ),
-            }
-        };
-        tokio::select! {
-            frame = body.frame() => match frame {
-                Some(Ok(frame)) => {
-                    let Ok(data) = frame.into_data() else { continue };
-                    decoder.push(&data);
-                    while let Some(item) = decoder.next_ack() {
-                        last_ack = Instant::now();
-                        handle_decoded(&shared, item);
-                    }
-                }
-                Some(Err(e)) => {
-                    let mut st = shared.lock();
-                    shared.fail(&mut st, Error::Transport {
-                        stream: shared.stream.clone(),
-                        during: "reading acknowledgements",
-                        source: BoxError::from(Box::new(e) as Box<dyn std::error::Error + Send + Sync>),
-                    });
-                    break;
-                }
-                None => {
-                    while let Some(item) = decoder.finish() {
-                        handle_decoded(&shared, item);
-                    }
-                    break;
-                }
-            },
-            () = tokio::time::sleep_until(deadline) => {
-                let mut st = shared.lock();
-                shared.fail(&mut st, Error::Timeout { stream: shared.stream.clone(), phase, waited });
-                break;
-            }
-            () = shared.first_byte.notified() => {}
-        }
-    }
-    let mut st = shared.lock();
-    st.response_ended = true;
-    st.end_events_if_done();
-    drop(st);
-    shared.sink_waker.wake();
-}
-
-fn handle_decoded(shared: &Shared, item: std::result::Result<Ack, crate::ack::AckDecodeError>) {
-    match item {
-        Ok(ack) => {
-            tracing::trace!(event = %ack.event, timecode = ?ack.fragment_timecode, "ack");
-            shared.on_ack(ack);
-        }
-        // The decoder recovers after a bad line: report it and keep reading.
-        Err(e) => {
-            tracing::debug!(error = %e, "undecodable ack line");
-            let mut st = shared.lock();
-            let err = Error::AckStream {
-                stream: shared.stream.clone(),
-                reason: e.to_string(),
-            };
-            shared.emit(&mut st, Err(err));
-        }
-    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -588,30 +1178,39 @@ enum CloseState {
 
 /// The media side of a PutMedia session: a [`futures::Sink`] of MKV bytes in any chunking.
 ///
-/// Bytes go through the re-fragmenter ([`crate::mkv::Refragmenter`]); its header and fragments
-/// stream out as the chunked request body as soon as they are produced.
+/// Bytes go through the re-fragmenter ([`crate::mkv::Refragmenter`]); each fragment it completes
+/// enters the session's ledger and goes out on the current connection at once, followed by an
+/// end-of-fragment tag so the service acknowledges it without waiting for the next one.
 ///
-/// **Memory bound.** The session holds the bytes queued for the socket and every fragment until
-/// its completion ack ([`CompletionAck`]), so that a replay can resend it whole. `poll_ready`
-/// waits while that total, plus room for one more fragment as large as the largest seen so far,
-/// exceeds the configured bound ([`PutMediaClientBuilder::with_buffer_bound`](crate::PutMediaClientBuilder::with_buffer_bound)).
-/// The re-fragmenter itself holds at most the open fragment and one waiting for late frames, on
-/// top. A single fragment larger than the bound is still accepted.
+/// **Reliability** (reference §6). The session survives its connections: after a dropped
+/// connection, a timeout, a retryable ERROR ack or HTTP error it backs off
+/// ([`RetryPolicy`](crate::RetryPolicy)), opens a new request (the data endpoint is resolved
+/// again when the failure calls for it), sends the MKV header, and resends, whole, every
+/// fragment not RECEIVED (not PERSISTED when the service was unreachable). Fragments refused
+/// with a non-retryable id are skipped and reported; 4008, KMS errors, and authorization or
+/// missing-stream errors that persist after a credential refresh end the session. Connections
+/// are rotated before the service's 45-minute limit and before the credentials expire
+/// ([`Rotation`](crate::Rotation)).
 ///
-/// **Closing.** [`close`](Self::close) ends the body (the terminating zero-length chunk), then
-/// waits, at most the final-drain timeout, for every fragment's completion ack, and returns the
-/// [`SessionSummary`]. `SinkExt::close` does the same without the summary.
+/// **Memory bound.** Fragments are kept, for replay, from the moment they are complete until
+/// their completion ack ([`CompletionAck`]), capped in bytes and media duration. At a cap the
+/// [`OverflowPolicy`] decides: `poll_ready` waits (default) or the oldest whole fragments are
+/// dropped. The re-fragmenter holds at most the open fragment and one waiting for late frames
+/// on top.
+///
+/// **Closing.** [`close`](Self::close) completes the last fragment, waits until every fragment
+/// has its completion ack (or was skipped or dropped), ends the body (the terminating
+/// zero-length chunk) and returns the [`SessionSummary`]. The wait ends with
+/// [`TimeoutPhase::FinalDrain`] when no fragment made progress for the final-drain timeout.
+/// `SinkExt::close` does the same without the summary.
 #[derive(Debug)]
 pub struct PutMediaSink {
     shared: Arc<Shared>,
-    refragmenter: Refragmenter,
-    tx: Option<mpsc::UnboundedSender<BodyChunk>>,
     input_offset: u64,
     close: CloseState,
     drain: Option<Pin<Box<Sleep>>>,
+    drain_progress: u64,
     final_drain: Duration,
-    bound: usize,
-    largest_fragment: usize,
     _guard: Arc<TaskGuard>,
 }
 
@@ -621,134 +1220,27 @@ impl PutMediaSink {
         &self.shared.stream
     }
 
-    /// Bytes the session holds now (see the type's memory bound).
+    /// Bytes of fragments kept for replay now (see the type's memory bound).
     pub fn buffered_bytes(&self) -> usize {
         self.shared.lock().held
     }
 
-    /// A snapshot of the session's counters.
+    /// A snapshot of the session's metrics.
     pub fn summary(&self) -> SessionSummary {
-        self.shared.lock().summary.clone()
+        self.shared.lock().snapshot()
     }
 
-    /// Ends the body and waits for the last completion ack (bounded by the final-drain timeout);
+    /// Completes the last fragment, waits for every completion ack and ends the request;
     /// returns what the session did.
     pub async fn close(mut self) -> Result<SessionSummary> {
         futures::SinkExt::close(&mut self).await?;
         Ok(self.summary())
     }
 
-    /// No more events will come from the sink side: the ack stream may end with the response.
-    fn mark_sink_gone(&self) {
-        let mut st = self.shared.lock();
-        st.sink_gone = true;
-        st.end_events_if_done();
-    }
-
     fn closed_error(&self) -> Error {
         Error::SessionClosed {
             stream: self.shared.stream.clone(),
         }
-    }
-
-    fn check_failure(&self) -> Result<()> {
-        match &self.shared.lock().failure {
-            Some(e) => Err(e.clone()),
-            None => Ok(()),
-        }
-    }
-
-    fn queue(&mut self, data: BodyBuf, ends_fragment: Option<u64>, accounted: usize) -> Result<()> {
-        if data.remaining() == 0 {
-            return Ok(());
-        }
-        let len = data.remaining();
-        let tx = self.tx.as_ref().ok_or_else(|| self.closed_error())?;
-        {
-            let mut st = self.shared.lock();
-            st.queued += len;
-            st.held += accounted;
-            st.summary.peak_buffered_bytes = st.summary.peak_buffered_bytes.max(st.held);
-        }
-        if tx
-            .send(BodyChunk {
-                data,
-                ends_fragment,
-                accounted,
-            })
-            .is_err()
-        {
-            // hyper dropped the body: the connection is gone; the reader reports why.
-            let mut st = self.shared.lock();
-            st.queued -= len;
-            st.held -= accounted;
-            let err = st.failure.clone().unwrap_or_else(|| Error::Transport {
-                stream: self.shared.stream.clone(),
-                during: "sending media",
-                source: BoxError::from(Box::<dyn std::error::Error + Send + Sync>::from(
-                    "the connection closed the request body",
-                )),
-            });
-            return Err(err);
-        }
-        Ok(())
-    }
-
-    /// Moves everything the re-fragmenter has ready into the body.
-    fn drain_outputs(&mut self) -> Result<()> {
-        while let Some(out) = self.refragmenter.next_output() {
-            match out {
-                Output::Header(h) => {
-                    let b = h.bytes().clone();
-                    let n = b.len();
-                    self.queue(BodyBuf::new(vec![b]), None, n)?;
-                }
-                Output::Fragment(f) => {
-                    let tc = f.timecode();
-                    // One HTTP chunk per fragment, written with vectored I/O straight from
-                    // the re-fragmenter's slices: no copy, one chunk-size line per fragment.
-                    let data: Vec<Bytes> = f
-                        .chunks()
-                        .iter()
-                        .filter(|c| !c.is_empty())
-                        .cloned()
-                        .collect();
-                    let size: usize = data.iter().map(Bytes::len).sum();
-                    self.largest_fragment = self.largest_fragment.max(size);
-                    {
-                        let mut st = self.shared.lock();
-                        if st.ledger.contains_key(&tc) {
-                            return Err(Error::InvalidMedia {
-                                stream: self.shared.stream.clone(),
-                                offset: self.input_offset,
-                                reason: format!("two fragments with timecode {tc}"),
-                            });
-                        }
-                        st.ledger.insert(
-                            tc,
-                            Entry {
-                                data: data.clone(),
-                                size,
-                                status: FragmentStatus::Queued,
-                                last_byte_sent: None,
-                                received: false,
-                                persisted: false,
-                            },
-                        );
-                        st.outstanding += 1;
-                        st.held += size;
-                    }
-                    self.queue(BodyBuf::new(data), Some(tc), 0)?;
-                }
-                Output::Warning(w) => {
-                    tracing::debug!(stream = %self.shared.stream, warning = ?w, "re-fragmenter warning");
-                    let mut st = self.shared.lock();
-                    st.summary.warnings += 1;
-                    self.shared.emit(&mut st, Ok(SessionEvent::Warning(w)));
-                }
-            }
-        }
-        Ok(())
     }
 
     fn media_error(&self, e: crate::mkv::MkvError) -> Error {
@@ -758,11 +1250,22 @@ impl PutMediaSink {
             reason: e.to_string(),
         }
     }
+
+    /// No more input: the driver finishes what is in the ledger, then stops.
+    fn end_input(&self) {
+        let mut st = self.shared.lock();
+        st.input_done = true;
+        drop(st);
+        self.shared.driver.notify_one();
+    }
 }
 
 impl Drop for PutMediaSink {
     fn drop(&mut self) {
-        self.mark_sink_gone();
+        let mut st = self.shared.lock();
+        st.sink_gone = true;
+        drop(st);
+        self.shared.driver.notify_one();
     }
 }
 
@@ -773,23 +1276,26 @@ impl Sink<Bytes> for PutMediaSink {
         if self.close != CloseState::Open {
             return Poll::Ready(Err(self.closed_error()));
         }
-        let over = |st: &State| st.outstanding > 0 && st.held + self.largest_fragment > self.bound;
+        let shared = &self.shared;
+        let blocked = |st: &State| {
+            shared.overflow == OverflowPolicy::Backpressure && shared.over(st, st.largest_fragment)
+        };
         {
-            let st = self.shared.lock();
+            let st = shared.lock();
             if let Some(e) = &st.failure {
                 return Poll::Ready(Err(e.clone()));
             }
-            if !over(&st) {
+            if !blocked(&st) {
                 return Poll::Ready(Ok(()));
             }
         }
-        self.shared.sink_waker.register(cx.waker());
+        shared.sink_waker.register(cx.waker());
         // Re-check after registering so a wake between the check and the registration is not lost.
-        let st = self.shared.lock();
+        let st = shared.lock();
         if let Some(e) = &st.failure {
             return Poll::Ready(Err(e.clone()));
         }
-        if over(&st) {
+        if blocked(&st) {
             Poll::Pending
         } else {
             Poll::Ready(Ok(()))
@@ -800,34 +1306,38 @@ impl Sink<Bytes> for PutMediaSink {
         if self.close != CloseState::Open {
             return Err(self.closed_error());
         }
-        self.check_failure()?;
+        if let Some(e) = &self.shared.lock().failure {
+            return Err(e.clone());
+        }
         let len = item.len() as u64;
-        if let Err(e) = self.refragmenter.push(item) {
+        let shared = self.shared.clone();
+        let mut r = shared.lock_refragmenter();
+        if let Err(e) = r.push(item) {
+            drop(r);
             return Err(self.media_error(e));
         }
         self.input_offset += len;
-        self.drain_outputs()
+        {
+            let mut st = shared.lock();
+            st.last_input = Instant::now();
+            st.flushed = false;
+        }
+        shared.absorb(&mut r, self.input_offset)
     }
 
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<()>> {
-        let done = |st: &State| st.queued == 0 || st.response_ended;
-        {
-            let st = self.shared.lock();
-            if let Some(e) = &st.failure {
-                return Poll::Ready(Err(e.clone()));
-            }
-            if done(&st) {
-                return Poll::Ready(Ok(()));
-            }
+        let check = |st: &State| match &st.failure {
+            Some(e) => Some(Err(e.clone())),
+            None if st.unsent == 0 => Some(Ok(())),
+            None => None,
+        };
+        if let Some(r) = check(&self.shared.lock()) {
+            return Poll::Ready(r);
         }
         self.shared.sink_waker.register(cx.waker());
-        let st = self.shared.lock();
-        if let Some(e) = &st.failure {
-            Poll::Ready(Err(e.clone()))
-        } else if done(&st) {
-            Poll::Ready(Ok(()))
-        } else {
-            Poll::Pending
+        match check(&self.shared.lock()) {
+            Some(r) => Poll::Ready(r),
+            None => Poll::Pending,
         }
     }
 
@@ -835,53 +1345,57 @@ impl Sink<Bytes> for PutMediaSink {
         loop {
             match self.close {
                 CloseState::Open => {
-                    self.check_failure()?;
-                    if let Err(e) = self.refragmenter.finish() {
+                    let failed = self.shared.lock().failure.clone();
+                    if let Some(e) = failed {
                         self.close = CloseState::Closed;
-                        self.mark_sink_gone();
-                        self.tx = None;
-                        return Poll::Ready(Err(self.media_error(e)));
+                        return Poll::Ready(Err(e));
                     }
-                    let drained = self.drain_outputs();
-                    // Dropping the sender ends the body: hyper writes the zero-length chunk.
-                    self.tx = None;
-                    if let Err(e) = drained {
+                    let shared = self.shared.clone();
+                    let finished = {
+                        let mut r = shared.lock_refragmenter();
+                        let f = r.finish();
+                        let absorbed = shared.absorb(&mut r, self.input_offset);
+                        f.map_err(|e| self.media_error(e)).and(absorbed)
+                    };
+                    // The driver delivers what is in the ledger either way.
+                    self.end_input();
+                    if let Err(e) = finished {
                         self.close = CloseState::Closed;
-                        self.mark_sink_gone();
                         return Poll::Ready(Err(e));
                     }
                     let d = self.final_drain;
                     self.drain = Some(Box::pin(tokio::time::sleep(d)));
+                    let progress = self.shared.lock().progress;
+                    self.drain_progress = progress;
                     self.close = CloseState::Draining;
                 }
                 CloseState::Draining => {
                     self.shared.sink_waker.register(cx.waker());
-                    let result = {
+                    let (result, progress) = {
                         let st = self.shared.lock();
-                        if let Some(e) = &st.failure {
+                        let r = if let Some(e) = &st.failure {
                             Some(Err(e.clone()))
-                        } else if st.outstanding == 0 {
+                        } else if st.outstanding == 0 && st.driver_done {
+                            // Every fragment is accounted for and the request ended cleanly.
                             Some(Ok(()))
-                        } else if st.response_ended {
-                            Some(Err(Error::Transport {
-                                stream: self.shared.stream.clone(),
-                                during: "waiting for the last acknowledgements",
-                                source: BoxError::from(
-                                    Box::<dyn std::error::Error + Send + Sync>::from(format!(
-                                        "the response ended with {} fragment(s) not acknowledged",
-                                        st.outstanding
-                                    )),
-                                ),
-                            }))
                         } else {
                             None
-                        }
+                        };
+                        (r, st.progress)
                     };
                     if let Some(r) = result {
                         self.close = CloseState::Closed;
-                        self.mark_sink_gone();
                         self.drain = None;
                         return Poll::Ready(r);
+                    }
+                    // The limit is on silence, not on the whole wait: a session still
+                    // recovering and delivering fragments is not cut off.
+                    if progress != self.drain_progress {
+                        self.drain_progress = progress;
+                        let at = Instant::now() + self.final_drain;
+                        if let Some(s) = self.drain.as_mut() {
+                            s.as_mut().reset(at);
+                        }
                     }
                     let fired = self
                         .drain
@@ -889,13 +1403,15 @@ impl Sink<Bytes> for PutMediaSink {
                         .is_some_and(|s| s.as_mut().poll(cx).is_ready());
                     if fired {
                         self.close = CloseState::Closed;
-                        self.mark_sink_gone();
                         self.drain = None;
-                        return Poll::Ready(Err(Error::Timeout {
+                        let err = Error::Timeout {
                             stream: self.shared.stream.clone(),
                             phase: TimeoutPhase::FinalDrain,
                             waited: self.final_drain,
-                        }));
+                        };
+                        let mut st = self.shared.lock();
+                        self.shared.fail(&mut st, err.clone());
+                        return Poll::Ready(Err(err));
                     }
                     return Poll::Pending;
                 }
@@ -905,9 +1421,10 @@ impl Sink<Bytes> for PutMediaSink {
     }
 }
 
-/// The acknowledgement side of a PutMedia session: a [`futures::Stream`] of per-fragment
-/// outcomes. ERROR acks, timeouts and transport failures arrive as `Err` items (the session is
-/// over after one of those). Ends when the response has ended and the sink is closed or dropped.
+/// The acknowledgement side of a PutMedia session: a [`futures::Stream`] of per-fragment and
+/// per-connection events. An `Err` item is the error that ended the session; the stream ends
+/// after it, or once the session completed (every fragment accounted for after `close`), or
+/// when the sink was dropped without closing.
 #[derive(Debug)]
 pub struct AckStream {
     shared: Arc<Shared>,
@@ -916,9 +1433,9 @@ pub struct AckStream {
 }
 
 impl AckStream {
-    /// A snapshot of the session's counters.
+    /// A snapshot of the session's metrics.
     pub fn summary(&self) -> SessionSummary {
-        self.shared.lock().summary.clone()
+        self.shared.lock().snapshot()
     }
 }
 
@@ -931,7 +1448,6 @@ impl Stream for AckStream {
 }
 
 use std::future::Future as _;
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -179,6 +179,9 @@ pub enum DropReason {
     BeforeFirstKeyframe,
     /// The block's track number is not declared in Tracks (KVS would answer 4010).
     UndeclaredTrack,
+    /// Video frames between a forced cut ([`Refragmenter::flush`](crate::mkv::Refragmenter::flush),
+    /// when the source paused) and the next keyframe: a fragment must start on a keyframe.
+    AfterFlushBeforeKeyframe,
 }
 
 /// A cut or adjustment the input forced; never silent (the rule).

@@ -178,6 +178,36 @@ impl Refragmenter {
         r
     }
 
+    /// Closes the open fragment now, because the source paused: the fragment waiting for late
+    /// frames and the open one are emitted, so that they can be sent and acknowledged without
+    /// waiting for media that may not come soon (reference §3, "Idle"). Input may continue
+    /// afterwards: the next fragment starts at the next keyframe (for audio-only media, the next
+    /// frame); video frames before it are dropped and reported
+    /// ([`DropReason::AfterFlushBeforeKeyframe`]), and audio frames join that fragment.
+    ///
+    /// Returns whether a fragment was emitted. Does nothing before the Tracks element or after
+    /// [`finish`](Self::finish).
+    ///
+    /// # Errors
+    /// The error that failed the re-fragmenter earlier, if any.
+    pub fn flush(&mut self) -> Result<bool, MkvError> {
+        if let Some(e) = &self.failed {
+            return Err(e.clone());
+        }
+        if self.finished || self.tracks.is_none() {
+            return Ok(false);
+        }
+        self.emit_header();
+        let before = self.out.len();
+        let tracks = &self.tracks.as_ref().expect("checked").tracks;
+        self.cutter.flush(tracks, &mut self.out);
+        Ok(self
+            .out
+            .iter()
+            .skip(before)
+            .any(|o| matches!(o, Output::Fragment(_))))
+    }
+
     /// The next output item; drain after every `push` and `finish`.
     pub fn next_output(&mut self) -> Option<Output> {
         self.out.pop_front()
@@ -990,6 +1020,8 @@ struct Cutter {
     /// Media time that maps to output 0 (Relative) or `origin_epoch_ms` (Absolute).
     origin: Option<i64>,
     drops: Vec<(u64, DropReason, u64)>,
+    /// A flush closed the last fragment and no cut point came since.
+    after_flush: bool,
 }
 
 fn ms(d: Duration) -> i64 {
@@ -1018,6 +1050,7 @@ impl Cutter {
             last_max: None,
             origin: None,
             drops: Vec::new(),
+            after_flush: false,
         }
     }
 
@@ -1108,6 +1141,7 @@ impl Cutter {
 
     fn on_preroll(&mut self, f: Frame) {
         if self.is_cut_point(&f) {
+            self.after_flush = false;
             let mut frag = Frag::new(f, true);
             for p in self.preroll.drain(..) {
                 frag.push(p);
@@ -1117,10 +1151,12 @@ impl Cutter {
         }
         if usize::from(f.track) == self.primary {
             // Video before the first keyframe cannot be decoded.
-            self.drop_frame(
-                self.numbers[usize::from(f.track)],
-                DropReason::BeforeFirstKeyframe,
-            );
+            let reason = if self.after_flush {
+                DropReason::AfterFlushBeforeKeyframe
+            } else {
+                DropReason::BeforeFirstKeyframe
+            };
+            self.drop_frame(self.numbers[usize::from(f.track)], reason);
             return;
         }
         self.preroll.push(f);
@@ -1212,6 +1248,15 @@ impl Cutter {
             self.emit(o, None, tracks, out);
         }
         self.flush_drops(out);
+    }
+
+    /// A forced cut with no next frame (see [`Refragmenter::flush`]).
+    fn flush(&mut self, tracks: &[Track], out: &mut VecDeque<Output>) {
+        self.release_pending(tracks, out);
+        if let Some(o) = self.open.take() {
+            self.emit(o, None, tracks, out);
+            self.after_flush = true;
+        }
     }
 
     fn flush_drops(&mut self, out: &mut VecDeque<Output>) {

@@ -6,6 +6,7 @@ use std::convert::Infallible;
 use std::io::Write;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use bytes::{BufMut, Bytes, BytesMut};
 use http_body_util::{BodyExt, StreamBody};
@@ -159,15 +160,18 @@ pub fn ffmpeg_clip(seconds: u32) -> Bytes {
 /// What the scripted server saw.
 #[derive(Debug, Default)]
 pub struct Seen {
-    /// Request headers, lower-case names.
+    /// Request headers of the first connection, lower-case names.
     pub headers: Vec<(String, String)>,
-    /// The request body.
+    /// The first connection's request body.
     pub body: Vec<u8>,
-    /// Whether the body ended with the terminating chunk.
+    /// Whether the first body ended with the terminating chunk.
     pub body_complete: bool,
+    /// Bodies of the later connections (the client reconnected), in order.
+    pub later: Vec<Vec<u8>>,
 }
 
-/// Cluster timecodes and sizes in a PutMedia body of unknown-size Clusters, in order.
+/// Cluster timecodes and sizes in a PutMedia body of unknown-size Clusters, in order. A
+/// Cluster ends at the next Cluster, at an end-of-fragment Tags element, or at the end.
 pub fn clusters(body: &[u8]) -> Vec<(u64, usize)> {
     let starts: Vec<usize> = body
         .windows(4)
@@ -175,9 +179,20 @@ pub fn clusters(body: &[u8]) -> Vec<(u64, usize)> {
         .filter(|(_, w)| *w == [0x1F, 0x43, 0xB6, 0x75])
         .map(|(i, _)| i)
         .collect();
+    let tags: Vec<usize> = body
+        .windows(4)
+        .enumerate()
+        .filter(|(_, w)| *w == [0x12, 0x54, 0xC3, 0x67])
+        .map(|(i, _)| i)
+        .collect();
     let mut out = Vec::new();
     for (k, &s) in starts.iter().enumerate() {
-        let end = starts.get(k + 1).copied().unwrap_or(body.len());
+        let next = starts.get(k + 1).copied().unwrap_or(body.len());
+        let end = tags
+            .iter()
+            .copied()
+            .find(|&t| t > s && t < next)
+            .unwrap_or(next);
         let mut p = s + 4;
         p += vint_len(body[p]);
         assert_eq!(body[p], 0xE7, "Cluster must start with its Timecode");
@@ -205,44 +220,107 @@ fn vint_value(b: &[u8]) -> usize {
     v as usize
 }
 
-/// After the request body ended, the server answers with these response body chunks, built
-/// from the clusters it received (timecode, size). An empty chunk holds the response open.
+/// Once the request body ended or went quiet, the server answers with these response body
+/// chunks, built from the clusters it received (timecode, size). An empty chunk holds the
+/// response open.
 pub type Script = Box<dyn FnOnce(&[(u64, usize)]) -> Vec<Vec<u8>> + Send>;
 
-/// A one-connection PutMedia server on 127.0.0.1:0: answers 200 at once, reads the whole body,
-/// then writes the scripted ack chunks (each its own HTTP chunk) and ends the response.
+/// A PutMedia server on 127.0.0.1:0: answers 200 at once, reads the body, then writes the
+/// scripted ack chunks (each its own HTTP chunk) and ends the response. The script drives the
+/// first connection; later ones (the client reconnecting) get RECEIVED and PERSISTED for every
+/// fragment.
 pub async fn scripted_server(script: Script) -> (SocketAddr, Arc<Mutex<Seen>>) {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let seen = Arc::new(Mutex::new(Seen::default()));
     let seen2 = seen.clone();
     tokio::spawn(async move {
-        let (tcp, _) = listener.accept().await.unwrap();
-        let script = Arc::new(Mutex::new(Some(script)));
-        let service = service_fn(move |req: hyper::Request<Incoming>| {
-            let seen = seen2.clone();
+        let mut script = Some(script);
+        for n in 0usize.. {
+            let Ok((tcp, _)) = listener.accept().await else {
+                return;
+            };
+            let this: Script = script.take().unwrap_or_else(|| {
+                Box::new(|clusters: &[(u64, usize)]| {
+                    clusters
+                        .iter()
+                        .map(|c| (ack("RECEIVED", c.0) + &ack("PERSISTED", c.0)).into_bytes())
+                        .collect()
+                })
+            });
+            tokio::spawn(serve_one(tcp, n, this, seen2.clone()));
+        }
+    });
+    (addr, seen)
+}
+
+async fn serve_one(tcp: tokio::net::TcpStream, n: usize, script: Script, seen: Arc<Mutex<Seen>>) {
+    let script = Arc::new(Mutex::new(Some(script)));
+    let service =
+        service_fn(move |req: hyper::Request<Incoming>| {
+            let seen = seen.clone();
             let script = script.clone();
             async move {
-                seen.lock().unwrap().headers = req
-                    .headers()
-                    .iter()
-                    .map(|(k, v)| (k.as_str().to_owned(), v.to_str().unwrap_or("").to_owned()))
-                    .collect();
+                // Where this connection's body goes: `None` for the first connection's `body`.
+                let later_index = if n == 0 {
+                    seen.lock().unwrap().headers = req
+                        .headers()
+                        .iter()
+                        .map(|(k, v)| (k.as_str().to_owned(), v.to_str().unwrap_or("").to_owned()))
+                        .collect();
+                    None
+                } else {
+                    let mut s = seen.lock().unwrap();
+                    s.later.push(Vec::new());
+                    Some(s.later.len() - 1)
+                };
                 let (tx, rx) = mpsc::channel::<Result<Frame<Bytes>, Infallible>>(64);
                 let mut body = req.into_body();
+                let (quiet_tx, quiet_rx) = tokio::sync::oneshot::channel::<()>();
+                let reader_seen = seen.clone();
+                let received = Arc::new(Mutex::new(Vec::<u8>::new()));
+                let received2 = received.clone();
                 tokio::spawn(async move {
-                    while let Some(Ok(frame)) = body.frame().await {
-                        if let Ok(d) = frame.into_data() {
-                            seen.lock().unwrap().body.extend_from_slice(&d);
+                    // The client keeps the body open until its last ack (reference §2), so the
+                    // script runs once the body ended or went quiet after some media.
+                    let mut quiet_tx = Some(quiet_tx);
+                    loop {
+                        match tokio::time::timeout(Duration::from_millis(150), body.frame()).await {
+                            Ok(Some(Ok(frame))) => {
+                                if let Ok(d) = frame.into_data() {
+                                    received2.lock().unwrap().extend_from_slice(&d);
+                                    let mut s = reader_seen.lock().unwrap();
+                                    match later_index {
+                                        None => s.body.extend_from_slice(&d),
+                                        Some(i) => s.later[i].extend_from_slice(&d),
+                                    }
+                                }
+                            }
+                            Ok(Some(Err(_))) => break,
+                            Ok(None) => {
+                                if later_index.is_none() {
+                                    reader_seen.lock().unwrap().body_complete = true;
+                                }
+                                break;
+                            }
+                            Err(_) => {
+                                if !clusters(&received2.lock().unwrap()).is_empty()
+                                    && let Some(q) = quiet_tx.take()
+                                {
+                                    let _ = q.send(());
+                                }
+                            }
                         }
                     }
-                    let received = {
-                        let mut s = seen.lock().unwrap();
-                        s.body_complete = true;
-                        clusters(&s.body)
-                    };
+                    if let Some(q) = quiet_tx.take() {
+                        let _ = q.send(());
+                    }
+                });
+                tokio::spawn(async move {
+                    let _ = quiet_rx.await;
+                    let got = clusters(&received.lock().unwrap());
                     let script = script.lock().unwrap().take().unwrap();
-                    for chunk in script(&received) {
+                    for chunk in script(&got) {
                         if chunk.is_empty() {
                             // An empty chunk in the script: keep the response open, silent.
                             std::future::pending::<()>().await;
@@ -258,11 +336,9 @@ pub async fn scripted_server(script: Script) -> (SocketAddr, Arc<Mutex<Seen>>) {
                 Ok::<_, Infallible>(hyper::Response::new(StreamBody::new(stream)))
             }
         });
-        let _ = http1::Builder::new()
-            .serve_connection(TokioIo::new(tcp), service)
-            .await;
-    });
-    (addr, seen)
+    let _ = http1::Builder::new()
+        .serve_connection(TokioIo::new(tcp), service)
+        .await;
 }
 
 /// One ack line.

@@ -1,0 +1,464 @@
+//! The connection driver of a session: one task that keeps a PutMedia request open, sends the
+//! ledger's fragments over it in order, and replaces it after failures (with backoff and
+//! replay) and before its time runs out (rotation). Reference §6 is the model.
+
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use tokio::sync::mpsc;
+use tokio::task::JoinSet;
+use tokio::time::Instant;
+
+use super::api::{OpenConnection, PutMediaClient};
+use super::error::{Error, Result};
+use super::policy::{Jitter, RetryPolicy, Rotation};
+use super::session::{BodyChunk, ConnEnd, ConnectCause, SessionEvent, Shared, read_acks};
+use crate::ack::ErrorAction;
+
+/// The request fragments are sent on now.
+#[derive(Debug)]
+struct Current {
+    id: u32,
+    tx: mpsc::UnboundedSender<BodyChunk>,
+    /// Timecode of the last fragment sent on it: fragments go out in timecode order, and a
+    /// Cluster timecode must exceed the previous fragment's within one request (reference §4.6).
+    last_sent: Option<u64>,
+    header_version: u64,
+    rotate_at: Instant,
+}
+
+/// What the driver does next.
+enum Step {
+    Exit,
+    Connect,
+    Flush,
+    Wait(Option<Instant>),
+}
+
+/// How an attempt failed, for the retry decision.
+enum Failure {
+    /// Try again after the backoff.
+    Retry(Error),
+    /// Authorization or missing stream: retried once, after a credential refresh (reference
+    /// §6 and the issue: errors "that persist after a credential refresh end the session").
+    AuthOrNotFound(Error),
+    /// End the session.
+    Fatal(Error),
+}
+
+pub(crate) struct Driver {
+    shared: Arc<Shared>,
+    client: PutMediaClient,
+    retry: RetryPolicy,
+    rotation: Rotation,
+    pause_flush: Option<Duration>,
+    producer_start: SystemTime,
+    jitter: Jitter,
+    cur: Option<Current>,
+    /// Connections opened so far (ids are 1-based).
+    opened: u32,
+    readers: JoinSet<()>,
+    /// Consecutive failures without progress.
+    failures: u32,
+    progress_mark: u64,
+    auth_retried: bool,
+    reconnect_at: Option<Instant>,
+    cause: ConnectCause,
+}
+
+impl Driver {
+    pub(crate) fn new(
+        shared: Arc<Shared>,
+        client: PutMediaClient,
+        producer_start: SystemTime,
+        seed: Option<u64>,
+    ) -> Self {
+        let b = client.config();
+        Self {
+            retry: b.retry,
+            rotation: b.rotation,
+            pause_flush: b.pause_flush,
+            shared,
+            client,
+            producer_start,
+            jitter: Jitter::new(seed),
+            cur: None,
+            opened: 0,
+            readers: JoinSet::new(),
+            failures: 0,
+            progress_mark: 0,
+            auth_retried: false,
+            reconnect_at: None,
+            cause: ConnectCause::Start,
+        }
+    }
+
+    /// Opens the first connection before `start()` returns, so that authorization and stream
+    /// errors reach the caller directly (reference §1.7). Retryable failures are retried under
+    /// the same policy as later ones.
+    pub(crate) async fn connect_first(&mut self) -> Result<()> {
+        loop {
+            let (err, delay) = match self.try_connect().await {
+                Ok(()) => return Ok(()),
+                Err(Failure::Fatal(e)) => return Err(e),
+                Err(Failure::Retry(e)) => {
+                    let d = self.next_delay(false);
+                    (e, d)
+                }
+                Err(Failure::AuthOrNotFound(e)) => {
+                    let d = self.next_delay(true);
+                    (e, d)
+                }
+            };
+            let Some(delay) = delay else { return Err(err) };
+            tracing::info!(stream = %self.shared.stream, error = %err, ?delay, "PutMedia start failed; retrying");
+            tokio::time::sleep(delay).await;
+        }
+    }
+
+    /// The backoff before the next attempt, or `None` when the policy gives up.
+    fn next_delay(&mut self, auth: bool) -> Option<Duration> {
+        if auth {
+            if self.auth_retried {
+                return None;
+            }
+            self.auth_retried = true;
+        }
+        let progress = self.shared.lock().progress;
+        if progress != self.progress_mark {
+            self.progress_mark = progress;
+            self.failures = 0;
+        }
+        self.failures += 1;
+        if self.failures > self.retry.max_attempts {
+            return None;
+        }
+        self.shared.lock().summary.retries += 1;
+        Some(self.retry.delay(self.failures, self.jitter.unit()))
+    }
+
+    pub(crate) async fn run(mut self) {
+        loop {
+            let shared = self.shared.clone();
+            let notified = shared.driver.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            match self.step() {
+                Step::Exit => break,
+                Step::Connect => {
+                    if let Err(f) = self.try_connect().await {
+                        self.on_failure(f);
+                    }
+                }
+                Step::Flush => self.shared.pause_flush(),
+                Step::Wait(deadline) => {
+                    let sleep = async {
+                        match deadline {
+                            Some(d) => tokio::time::sleep_until(d).await,
+                            None => std::future::pending().await,
+                        }
+                    };
+                    tokio::select! {
+                        () = &mut notified => {}
+                        () = sleep => {}
+                        Some(_) = self.readers.join_next(), if !self.readers.is_empty() => {}
+                    }
+                }
+            }
+        }
+        self.finish().await;
+    }
+
+    /// Decides the next action and does the synchronous work: connection ends, sends.
+    fn step(&mut self) -> Step {
+        let now = Instant::now();
+        tracing::trace!(stream = %self.shared.stream, cur = ?self.cur.as_ref().map(|c| (c.id, c.last_sent)), "driver step");
+        let shared = self.shared.clone();
+        let mut st = shared.lock();
+        if st.failure.is_some() || (st.sink_gone && !st.input_done) {
+            return Step::Exit;
+        }
+        let mut failure = None;
+        for (id, end) in std::mem::take(&mut st.ended) {
+            let reachable = matches!(end, ConnEnd::Closed { .. });
+            let requeued = st.requeue(id, reachable, shared.completion);
+            let is_current = self.cur.as_ref().is_some_and(|c| c.id == id);
+            if !is_current {
+                // A rotated connection ended owing acks: its fragments must go out again, in
+                // order, so the current request cannot continue past them.
+                if let (Some(first), Some(c)) = (requeued, &self.cur)
+                    && c.last_sent.is_some_and(|l| l >= first)
+                {
+                    tracing::debug!(stream = %shared.stream, "restarting the connection to replay in order");
+                    self.cur = None;
+                    self.cause = ConnectCause::Retry;
+                }
+                continue;
+            }
+            self.cur = None;
+            match end {
+                ConnEnd::Closed { error: None } if requeued.is_none() && st.unsent == 0 => {
+                    // The service closed a connection with nothing owed (idle close):
+                    // reconnect when there is media again.
+                    self.cause = ConnectCause::Resume;
+                }
+                ConnEnd::Closed { error: None } => {
+                    failure = Some(Failure::Retry(Error::Transport {
+                        stream: shared.stream.clone(),
+                        during: "streaming media",
+                        source: Arc::new(std::io::Error::other(
+                            "the service ended the response before acknowledging every fragment",
+                        )),
+                    }));
+                }
+                ConnEnd::Closed {
+                    error: Some((e, tc)),
+                } => match e.id.action() {
+                    // Reference §2 table: 4003, reconnect and carry on; the fragment is skipped
+                    // (already recorded by the reader); neither is a failure.
+                    ErrorAction::Reconnect => {
+                        st.summary.rotations += 1;
+                        self.cause = ConnectCause::Rotation;
+                    }
+                    ErrorAction::Skip => self.cause = ConnectCause::Retry,
+                    ErrorAction::Stop => return Step::Exit,
+                    ErrorAction::Retry => {
+                        failure = Some(Failure::Retry(Error::Ack {
+                            stream: shared.stream.clone(),
+                            id: e.id,
+                            code: e.code,
+                            fragment_timecode: tc,
+                            fragment_number: None,
+                        }));
+                    }
+                },
+                ConnEnd::Failed(e) => failure = Some(Failure::Retry(e)),
+            }
+        }
+        if let Some(f) = failure {
+            drop(st);
+            self.on_failure(f);
+            return if self.shared.lock().failure.is_some() {
+                Step::Exit
+            } else {
+                Step::Wait(None)
+            };
+        }
+        if st.input_done && st.outstanding == 0 {
+            return Step::Exit;
+        }
+        let pause_at = match self.pause_flush {
+            Some(p) if !st.input_done && !st.flushed => Some(st.last_input + p),
+            _ => None,
+        };
+        if pause_at.is_some_and(|t| now >= t) {
+            return Step::Flush;
+        }
+        let want = st.unsent > 0;
+        if let Some(c) = &self.cur
+            && want
+            && (now >= c.rotate_at
+                || (c.last_sent.is_some() && c.header_version != st.header_version))
+        {
+            // Between two fragments by construction: every fragment is queued whole.
+            if now >= c.rotate_at {
+                tracing::info!(stream = %shared.stream, connection = c.id, "rotating the PutMedia connection");
+                st.summary.rotations += 1;
+            }
+            self.cur = None;
+            self.cause = ConnectCause::Rotation;
+        }
+        let Some(cur) = self.cur.as_mut() else {
+            if want {
+                match self.reconnect_at {
+                    Some(t) if now < t => return Step::Wait(min_opt(Some(t), pause_at)),
+                    _ => return Step::Connect,
+                }
+            }
+            return Step::Wait(pause_at);
+        };
+        if want {
+            let header = st.header.clone();
+            let mut next = match cur.last_sent {
+                Some(l) => st
+                    .ledger
+                    .range(l + 1..)
+                    .find(|(_, e)| e.needs_send)
+                    .map(|(tc, _)| *tc),
+                None => st
+                    .ledger
+                    .iter()
+                    .find(|(_, e)| e.needs_send)
+                    .map(|(tc, _)| *tc),
+            };
+            while let Some(tc) = next {
+                if cur.last_sent.is_none() {
+                    // Reference §2 and §4.1: every request starts with the whole header.
+                    let Some(h) = header.clone() else { break };
+                    cur.header_version = st.header_version;
+                    if cur.tx.send(BodyChunk::header(h)).is_err() {
+                        break;
+                    }
+                }
+                let Some(chunk) = st.take_for_send(tc, cur.id, &shared.eofr) else {
+                    st.set_needs_send(tc, false);
+                    next = st
+                        .ledger
+                        .range(tc + 1..)
+                        .find(|(_, e)| e.needs_send)
+                        .map(|(t, _)| *t);
+                    continue;
+                };
+                cur.last_sent = Some(tc);
+                tracing::trace!(stream = %shared.stream, connection = cur.id, timecode = tc, "fragment queued");
+                if cur.tx.send(chunk).is_err() {
+                    // The request is gone; its reader reports why and the fragment is requeued.
+                    break;
+                }
+                next = st
+                    .ledger
+                    .range(tc + 1..)
+                    .find(|(_, e)| e.needs_send)
+                    .map(|(t, _)| *t);
+            }
+            if st.unsent == 0 {
+                shared.wake_sink();
+            }
+        }
+        Step::Wait(min_opt(Some(cur.rotate_at), pause_at))
+    }
+
+    /// Records a failed attempt: backoff and retry, or end the session.
+    fn on_failure(&mut self, f: Failure) {
+        let (err, delay) = match f {
+            Failure::Fatal(e) => (e, None),
+            Failure::Retry(e) => {
+                let d = self.next_delay(false);
+                (e, d)
+            }
+            Failure::AuthOrNotFound(e) => {
+                let d = self.next_delay(true);
+                (e, d)
+            }
+        };
+        let shared = self.shared.clone();
+        let mut st = shared.lock();
+        match delay {
+            Some(delay) => {
+                tracing::warn!(stream = %shared.stream, attempt = self.failures, ?delay, error = %err, "PutMedia connection failed; reconnecting");
+                self.reconnect_at = Some(Instant::now() + delay);
+                self.cause = ConnectCause::Retry;
+                let ev = SessionEvent::Reconnecting {
+                    attempt: self.failures,
+                    delay,
+                    error: err,
+                };
+                shared.emit(&mut st, Ok(ev));
+            }
+            None => shared.fail(&mut st, err),
+        }
+    }
+
+    /// Opens a new request and makes it current.
+    async fn try_connect(&mut self) -> Result<(), Failure> {
+        let id = self.opened + 1;
+        let open = self
+            .client
+            .open_connection(&self.shared, id, self.producer_start)
+            .await
+            .map_err(classify)?;
+        let OpenConnection {
+            tx,
+            response,
+            conn,
+            credentials_expiry,
+        } = open;
+        self.opened = id;
+        self.auth_retried = false;
+        self.reconnect_at = None;
+        let now = Instant::now();
+        let mut life = self.rotation.lifetime(self.jitter.unit());
+        if let Some(exp) = credentials_expiry {
+            let left = exp
+                .duration_since(self.client.now())
+                .unwrap_or_default()
+                .saturating_sub(self.rotation.before_credential_expiry);
+            life = life.min(left.max(Duration::from_secs(1)));
+        }
+        let timeouts = self.client.config().timeouts;
+        self.readers
+            .spawn(read_acks(self.shared.clone(), conn, response, timeouts));
+        let cause = std::mem::replace(&mut self.cause, ConnectCause::Retry);
+        let shared = self.shared.clone();
+        let mut st = shared.lock();
+        let header_version = st.header_version;
+        st.summary.connections = id;
+        let replay = st.replay_count();
+        tracing::info!(stream = %shared.stream, connection = id, ?cause, replay, "PutMedia connection open");
+        shared.emit(
+            &mut st,
+            Ok(SessionEvent::Connected {
+                connection: id,
+                cause,
+                replay,
+            }),
+        );
+        self.cur = Some(Current {
+            id,
+            tx,
+            last_sent: None,
+            header_version,
+            rotate_at: now + life,
+        });
+        Ok(())
+    }
+
+    /// The session is over: end the body of the current request and give its reader a moment
+    /// to see the response end, so the service sees a clean end of stream.
+    async fn finish(mut self) {
+        let completed = {
+            let st = self.shared.lock();
+            st.failure.is_none() && st.input_done && st.outstanding == 0
+        };
+        // Dropping the sender ends the body: hyper writes the terminating zero-length chunk.
+        self.cur = None;
+        if completed {
+            // The response normally ends right after the body; a service that keeps it open
+            // only delays `close()` a little.
+            let limit = self
+                .client
+                .config()
+                .timeouts
+                .final_drain
+                .min(Duration::from_secs(2));
+            let _ = tokio::time::timeout(limit, async {
+                while self.readers.join_next().await.is_some() {}
+            })
+            .await;
+        }
+        self.readers.abort_all();
+        self.shared.end_events();
+    }
+}
+
+fn f_kind_is_auth(e: &Error) -> bool {
+    matches!(e, Error::Auth { .. } | Error::StreamNotFound { .. })
+}
+
+fn classify(e: Error) -> Failure {
+    if f_kind_is_auth(&e) {
+        Failure::AuthOrNotFound(e)
+    } else if e.is_retryable() {
+        Failure::Retry(e)
+    } else {
+        Failure::Fatal(e)
+    }
+}
+
+fn min_opt(a: Option<Instant>, b: Option<Instant>) -> Option<Instant> {
+    match (a, b) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, None) => a,
+        (None, b) => b,
+    }
+}
