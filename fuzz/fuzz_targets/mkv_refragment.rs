@@ -3,8 +3,12 @@
 //! as one push, and every fragment must respect the KVS rules it promises: size within the
 //! limit, Cluster timecode strictly above the previous fragment's last frame.
 //!
+//! With flag bit 1, the re-fragmenter is also flushed (a source pause) at every cut point:
+//! output then legitimately differs from one push, but the KVS rules must still hold.
+//!
 //! Input layout: byte 0 holds flags (bit 0: prepend a valid EBML header, Segment, Tracks and an
-//! unknown-size Cluster so the fuzzer starts inside the block parser), byte 1 the number of cut
+//! unknown-size Cluster so the fuzzer starts inside the block parser; bit 1: flush at the cut
+//! points), byte 1 the number of cut
 //! points (mod 16), then two bytes per cut point (little-endian, modulo the body length), then
 //! the body.
 
@@ -31,7 +35,7 @@ struct Outcome {
     result: Result<(), String>,
 }
 
-fn run(body: &[u8], cuts: &[usize]) -> Outcome {
+fn run(body: &[u8], cuts: &[usize], flush: bool) -> Outcome {
     let config = RefragmentConfig::builder()
         .max_element_size(1 << 20)
         .max_fragment_bytes(1 << 20)
@@ -76,6 +80,14 @@ fn run(body: &[u8], cuts: &[usize]) -> Outcome {
             out.result = Err(e.to_string());
             return out;
         }
+        if flush {
+            let flushed = r.flush();
+            drain(&mut r, &mut out);
+            if let Err(e) = flushed {
+                out.result = Err(e.to_string());
+                return out;
+            }
+        }
     }
     out.result = r.finish().map_err(|e| e.to_string());
     drain(&mut r, &mut out);
@@ -101,8 +113,13 @@ fuzz_target!(|data: &[u8]| {
         .map(|c| usize::from(u16::from_le_bytes([c[0], c[1]])) % (body.len() + 1))
         .collect();
     cuts.sort_unstable();
-    let whole = run(&body, &[]);
-    let split = run(&body, &cuts);
+    if flags & 2 == 2 {
+        // The invariants are asserted inside `run`.
+        run(&body, &cuts, true);
+        return;
+    }
+    let whole = run(&body, &[], false);
+    let split = run(&body, &cuts, false);
     if whole != split {
         let at = whole
             .bytes

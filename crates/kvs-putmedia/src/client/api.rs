@@ -124,6 +124,10 @@ impl PutMediaClient {
         &self.inner.builder
     }
 
+    pub(crate) async fn invalidate_credentials(&self) {
+        self.inner.credentials.invalidate().await;
+    }
+
     pub(crate) fn now(&self) -> SystemTime {
         self.inner.clock.now()
     }

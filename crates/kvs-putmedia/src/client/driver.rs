@@ -12,7 +12,9 @@ use tokio::time::Instant;
 use super::api::{OpenConnection, PutMediaClient};
 use super::error::{Error, Result};
 use super::policy::{Jitter, RetryPolicy, Rotation};
-use super::session::{BodyChunk, ConnEnd, ConnectCause, SessionEvent, Shared, read_acks};
+use super::session::{
+    BodyChunk, ConnEnd, ConnShared, ConnectCause, SessionEvent, Shared, read_acks,
+};
 use crate::ack::ErrorAction;
 
 /// The request fragments are sent on now.
@@ -20,6 +22,7 @@ use crate::ack::ErrorAction;
 struct Current {
     id: u32,
     tx: mpsc::UnboundedSender<BodyChunk>,
+    conn: Arc<ConnShared>,
     /// Timecode of the last fragment sent on it: fragments go out in timecode order, and a
     /// Cluster timecode must exceed the previous fragment's within one request (reference §4.6).
     last_sent: Option<u64>,
@@ -195,7 +198,7 @@ impl Driver {
                 }
                 continue;
             }
-            self.cur = None;
+            let ended = self.cur.take();
             match end {
                 ConnEnd::Closed { error: None } if requeued.is_none() && st.unsent == 0 => {
                     // The service closed a connection with nothing owed (idle close):
@@ -232,7 +235,13 @@ impl Driver {
                         }));
                     }
                 },
-                ConnEnd::Failed(e) => failure = Some(Failure::Retry(e)),
+                ConnEnd::Failed(e) => {
+                    // Not a clean end of stream: the service must not take it as one.
+                    if let Some(c) = &ended {
+                        c.conn.abort();
+                    }
+                    failure = Some(Failure::Retry(e));
+                }
             }
         }
         if let Some(f) = failure {
@@ -362,17 +371,29 @@ impl Driver {
     /// Opens a new request and makes it current.
     async fn try_connect(&mut self) -> Result<(), Failure> {
         let id = self.opened + 1;
-        let open = self
+        let open = match self
             .client
             .open_connection(&self.shared, id, self.producer_start)
             .await
-            .map_err(classify)?;
+        {
+            Ok(open) => open,
+            Err(e) => {
+                let f = classify(e);
+                if matches!(f, Failure::AuthOrNotFound(_)) {
+                    // Whichever call failed (GetDataEndpoint or PutMedia), the retry signs
+                    // with freshly provided credentials.
+                    self.client.invalidate_credentials().await;
+                }
+                return Err(f);
+            }
+        };
         let OpenConnection {
             tx,
             response,
             conn,
             credentials_expiry,
         } = open;
+        let body_conn = conn.clone();
         self.opened = id;
         self.auth_retried = false;
         self.reconnect_at = None;
@@ -406,6 +427,7 @@ impl Driver {
         self.cur = Some(Current {
             id,
             tx,
+            conn: body_conn,
             last_sent: None,
             header_version,
             rotate_at: now + life,

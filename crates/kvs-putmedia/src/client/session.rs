@@ -9,7 +9,6 @@
 //! the stream keeps no data)."
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
-use std::convert::Infallible;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -487,6 +486,10 @@ pub(crate) struct ConnShared {
     pub(crate) id: u32,
     first_byte: Notify,
     first_byte_sent: AtomicBool,
+    /// The request is given up: its body fails instead of ending, so hyper drops the
+    /// connection without the terminating chunk and the service does not take the stream as
+    /// cleanly ended.
+    aborted: AtomicBool,
 }
 
 impl ConnShared {
@@ -495,7 +498,13 @@ impl ConnShared {
             id,
             first_byte: Notify::new(),
             first_byte_sent: AtomicBool::new(false),
+            aborted: AtomicBool::new(false),
         })
+    }
+
+    /// Marks the request as given up; takes effect when its body sender is dropped.
+    pub(crate) fn abort(&self) {
+        self.aborted.store(true, Ordering::Release);
     }
 }
 
@@ -944,16 +953,21 @@ pub struct ChannelBody {
 
 impl Body for ChannelBody {
     type Data = BodyBuf;
-    type Error = Infallible;
+    type Error = std::io::Error;
 
     fn poll_frame(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
-    ) -> Poll<Option<std::result::Result<Frame<BodyBuf>, Infallible>>> {
+    ) -> Poll<Option<std::result::Result<Frame<BodyBuf>, std::io::Error>>> {
         match self.rx.poll_recv(cx) {
             Poll::Ready(Some(chunk)) => {
                 self.shared.on_sent(&chunk, &self.conn);
                 Poll::Ready(Some(Ok(Frame::data(chunk.data))))
+            }
+            Poll::Ready(None) if self.conn.aborted.load(Ordering::Acquire) => {
+                Poll::Ready(Some(Err(std::io::Error::other(
+                    "PutMedia request abandoned after a failure",
+                ))))
             }
             Poll::Ready(None) => Poll::Ready(None),
             Poll::Pending => Poll::Pending,
