@@ -56,6 +56,8 @@ options (all optional):
   --clip-seconds S       length of the looped clip (default 30)
   --persist-delay-ms MS  emulator delay between RECEIVED and PERSISTED (default 100)
   --worker-threads N     producer tokio worker threads (default: one per core)
+  --hold D               open every session, then wait this long before any media (default 0):
+                         the RSS printed for that window is the fixed cost of open sessions
   --json FILE            also write the figures as JSON
 ";
 
@@ -68,6 +70,7 @@ struct Args {
     clip_seconds: u32,
     persist_delay: Duration,
     worker_threads: Option<usize>,
+    hold: Duration,
     json: Option<PathBuf>,
     emulator_child: bool,
 }
@@ -98,6 +101,7 @@ impl Args {
             clip_seconds: 30,
             persist_delay: Duration::from_millis(100),
             worker_threads: None,
+            hold: Duration::ZERO,
             json: None,
             emulator_child: false,
         };
@@ -117,6 +121,7 @@ impl Args {
                 "--persist-delay-ms" => a.persist_delay = Duration::from_millis(num(value()?)?),
                 "--worker-threads" => a.worker_threads = Some(num(value()?)? as usize),
                 "--json" => a.json = Some(PathBuf::from(value()?)),
+                "--hold" => a.hold = parse_duration(&value()?)?,
                 "--emulator-child" => a.emulator_child = true,
                 other => return Err(format!("unknown option {other:?}")),
             }
@@ -758,6 +763,9 @@ async fn one_stream(
         }
         errors
     });
+    // With --hold, every session opens during the ramp and media starts for all of them at
+    // the same offset after their own start, so the stagger is kept.
+    tokio::time::sleep(args.hold).await;
     let started = tokio::time::Instant::now();
     let mut tick = tokio::time::interval(args.read_interval);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -887,8 +895,9 @@ fn run(args: &Args) -> Result<bool, String> {
     }
 
     // Steady state: every stream started (after the ramp, plus one GOP), before the first close.
-    let steady_from = args.ramp.as_secs_f64() + 2.0;
-    let steady_to = args.duration.as_secs_f64();
+    let hold = args.hold.as_secs_f64();
+    let steady_from = hold + args.ramp.as_secs_f64() + 2.0;
+    let steady_to = hold + args.duration.as_secs_f64();
     let window: Vec<&Sample> = samples
         .iter()
         .filter(|s| s.t >= steady_from && s.t <= steady_to)
@@ -971,6 +980,23 @@ fn run(args: &Args) -> Result<bool, String> {
             mb(ss.iter().map(|s| s.rss_kb).max().unwrap_or(0)),
             (b.cpu - a.cpu) / dt,
             (b.emu_cpu - a.emu_cpu) / dt,
+        ));
+    }
+    if hold > 0.0 {
+        // Every session open (the ramp is over), the first media not yet due.
+        let open: Vec<&Sample> = samples
+            .iter()
+            .filter(|s| s.t >= args.ramp.as_secs_f64() + 0.5 && s.t < hold - 0.5)
+            .collect();
+        let max = open.iter().map(|s| s.rss_kb).max().unwrap_or(0);
+        let first = samples.first().map_or(0, |s| s.rss_kb);
+        line(String::new());
+        line(format!(
+            "all {} sessions open, no media yet: producer RSS {:.1} MiB ({:.1} MiB before any session: {:.1} KiB per open session)",
+            args.streams,
+            mb(max),
+            mb(first),
+            (max.saturating_sub(first)) as f64 / args.streams as f64,
         ));
     }
     line(String::new());
