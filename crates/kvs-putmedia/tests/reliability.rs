@@ -83,6 +83,12 @@ fn refragment_config() -> RefragmentConfig {
 /// What the client will send: the header and each fragment's timecode, by running the same
 /// re-fragmenter over the source.
 fn expected(mkv: &Bytes, mode: TimecodeMode) -> (Bytes, Vec<u64>) {
+    let (header, tcs, _) = expected_with_warnings(mkv, mode);
+    (header, tcs)
+}
+
+/// [`expected`], plus the re-fragmenter's warnings on the whole input.
+fn expected_with_warnings(mkv: &Bytes, mode: TimecodeMode) -> (Bytes, Vec<u64>, u64) {
     let config = RefragmentConfig::builder()
         .target_fragment_duration(Duration::from_secs(1))
         .timecode_mode(mode)
@@ -93,14 +99,15 @@ fn expected(mkv: &Bytes, mode: TimecodeMode) -> (Bytes, Vec<u64>) {
     r.finish().unwrap();
     let mut header = Bytes::new();
     let mut tcs = Vec::new();
+    let mut warnings = 0;
     while let Some(o) = r.next_output() {
         match o {
             Output::Header(h) => header = h.bytes().clone(),
             Output::Fragment(f) => tcs.push(f.timecode()),
-            _ => {}
+            _ => warnings += 1,
         }
     }
-    (header, tcs)
+    (header, tcs, warnings)
 }
 
 fn client(emu: &Emulator, stream: &str) -> PutMediaClientBuilder {
@@ -452,9 +459,12 @@ async fn backpressure_holds_memory_under_the_cap_while_acks_stall() {
     let fragment = mkv.len() / 60;
     let cap = 64 << 10;
     assert!(fragment * 6 < cap && fragment * 12 > cap, "{fragment}");
+    let (_, source, warnings) = expected_with_warnings(&mkv, mode);
     let session = client(&emu, "stall")
         .with_timecode_mode(mode)
         .with_buffer_bound(cap)
+        // Waiting at the cap is not a source pause: no fragment may be cut short.
+        .with_pause_flush(Some(Duration::from_millis(300)))
         .build()
         .unwrap();
     let (mut sink, acks) = session.start().await.unwrap();
@@ -469,7 +479,11 @@ async fn backpressure_holds_memory_under_the_cap_while_acks_stall() {
         peak = peak.max(sink.buffered_bytes());
     }
     let summary = sink.close().await.unwrap();
-    let _ = events.await.unwrap();
+    let events = events.await.unwrap();
+    let warned: Vec<_> = events
+        .iter()
+        .filter(|e| matches!(e, Ok(SessionEvent::Warning(_))))
+        .collect();
     assert!(peak <= cap, "held {peak} bytes over the {cap}-byte cap");
     assert!(summary.peak_buffered_bytes <= cap, "{summary:?}");
     assert!(
@@ -478,6 +492,11 @@ async fn backpressure_holds_memory_under_the_cap_while_acks_stall() {
         started.elapsed()
     );
     assert_eq!(summary.fragments_delivered, summary.fragments);
+    assert_eq!(summary.fragments, source.len() as u64);
+    assert_eq!(
+        summary.warnings, warnings,
+        "no flush, no dropped frames: only the input's own warnings: {warned:?}"
+    );
     assert_eq!(emu.fragments("stall").len() as u64, summary.fragments);
 }
 

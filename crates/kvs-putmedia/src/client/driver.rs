@@ -33,6 +33,8 @@ struct Current {
 /// What the driver does next.
 enum Step {
     Exit,
+    /// Decide again at once.
+    Again,
     Connect,
     Flush,
     Wait(Option<Instant>),
@@ -148,6 +150,7 @@ impl Driver {
             notified.as_mut().enable();
             match self.step() {
                 Step::Exit => break,
+                Step::Again => {}
                 Step::Connect => {
                     if let Err(f) = self.try_connect().await {
                         self.on_failure(f);
@@ -250,14 +253,16 @@ impl Driver {
             return if self.shared.lock().failure.is_some() {
                 Step::Exit
             } else {
-                Step::Wait(None)
+                Step::Again
             };
         }
         if st.input_done && st.outstanding == 0 {
             return Step::Exit;
         }
+        // A sink waiting on our own backpressure is not a source pause: cutting its fragment
+        // short would drop video up to the next keyframe.
         let pause_at = match self.pause_flush {
-            Some(p) if !st.input_done && !st.flushed => Some(st.last_input + p),
+            Some(p) if !st.input_done && !st.flushed && !st.sink_waiting => Some(st.last_input + p),
             _ => None,
         };
         if pause_at.is_some_and(|t| now >= t) {

@@ -139,9 +139,10 @@ pub enum Error {
 
     /// The service sent an ERROR acknowledgement; it ends the connection after one (reference §2).
     #[error(
-        "stream {stream}: fragment {} (number {}) rejected with error {id} {code}",
+        "stream {stream}: fragment {} (number {}) rejected with error {code} ({})",
         fragment_timecode.map_or_else(|| "?".to_owned(), |t| t.to_string()),
-        fragment_number.as_deref().unwrap_or("?")
+        fragment_number.as_deref().unwrap_or("?"),
+        id.id()
     )]
     Ack {
         /// The stream.

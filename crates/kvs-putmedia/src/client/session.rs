@@ -317,6 +317,8 @@ pub(crate) struct State {
     /// The driver stopped: the last request's body has ended.
     driver_done: bool,
     pub(crate) last_input: Instant,
+    /// `poll_ready` is waiting at the replay-buffer cap.
+    pub(crate) sink_waiting: bool,
     /// A pause flush happened and no input came since.
     pub(crate) flushed: bool,
     /// Connection ends not yet handled by the driver.
@@ -558,6 +560,7 @@ impl Shared {
                 sink_gone: false,
                 driver_done: false,
                 last_input: Instant::now(),
+                sink_waiting: false,
                 flushed: false,
                 ended: Vec::new(),
                 first_byte_at: None,
@@ -628,8 +631,17 @@ impl Shared {
 
     /// Moves everything the re-fragmenter has ready into the ledger. Called with the
     /// re-fragmenter locked (by the sink, or by the driver for a pause flush).
-    fn absorb(&self, refragmenter: &mut Refragmenter, input_offset: u64) -> Result<()> {
+    fn absorb(
+        &self,
+        refragmenter: &mut Refragmenter,
+        input_offset: u64,
+        input: bool,
+    ) -> Result<()> {
         let mut st = self.lock();
+        if input {
+            st.last_input = Instant::now();
+            st.flushed = false;
+        }
         let mut added = false;
         while let Some(out) = refragmenter.next_output() {
             match out {
@@ -754,7 +766,7 @@ impl Shared {
         match r.flush() {
             Ok(true) => {
                 tracing::debug!(stream = %self.stream, "input paused: closed the open fragment");
-                let _ = self.absorb(&mut r, 0);
+                let _ = self.absorb(&mut r, 0, false);
             }
             Ok(false) => {}
             // The sink reports a failed re-fragmenter with its input offset on the next push.
@@ -1299,17 +1311,26 @@ impl Sink<Bytes> for PutMediaSink {
             if let Some(e) = &st.failure {
                 return Poll::Ready(Err(e.clone()));
             }
-            if !blocked(&st) {
+            if !blocked(&st) && !st.sink_waiting {
                 return Poll::Ready(Ok(()));
             }
         }
         shared.sink_waker.register(cx.waker());
         // Re-check after registering so a wake between the check and the registration is not lost.
-        let st = shared.lock();
+        let mut st = shared.lock();
         if let Some(e) = &st.failure {
             return Poll::Ready(Err(e.clone()));
         }
-        if blocked(&st) {
+        let waiting = blocked(&st);
+        if waiting != st.sink_waiting {
+            st.sink_waiting = waiting;
+            // Time spent waiting at the cap does not count towards a pause.
+            st.last_input = Instant::now();
+            drop(st);
+            // The driver's pause detection depends on it.
+            shared.driver.notify_one();
+        }
+        if waiting {
             Poll::Pending
         } else {
             Poll::Ready(Ok(()))
@@ -1331,12 +1352,7 @@ impl Sink<Bytes> for PutMediaSink {
             return Err(self.media_error(e));
         }
         self.input_offset += len;
-        {
-            let mut st = shared.lock();
-            st.last_input = Instant::now();
-            st.flushed = false;
-        }
-        shared.absorb(&mut r, self.input_offset)
+        shared.absorb(&mut r, self.input_offset, true)
     }
 
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<()>> {
@@ -1368,7 +1384,7 @@ impl Sink<Bytes> for PutMediaSink {
                     let finished = {
                         let mut r = shared.lock_refragmenter();
                         let f = r.finish();
-                        let absorbed = shared.absorb(&mut r, self.input_offset);
+                        let absorbed = shared.absorb(&mut r, self.input_offset, false);
                         f.map_err(|e| self.media_error(e)).and(absorbed)
                     };
                     // The driver delivers what is in the ledger either way.
