@@ -115,9 +115,36 @@ pub struct Cli {
     #[arg(long)]
     pub emulator: bool,
 
+    /// Cap, in MiB, on the fragments kept until acknowledged so they can be resent after a
+    /// failure.
+    #[arg(long, value_name = "MIB", default_value_t = 64, value_parser = clap::value_parser!(u64).range(1..=4096))]
+    pub buffer_mib: u64,
+
+    /// Cap, in seconds of media, on the fragments kept until acknowledged.
+    #[arg(long, value_name = "SECONDS", default_value_t = 120, value_parser = clap::value_parser!(u64).range(1..=3600))]
+    pub buffer_seconds: u64,
+
+    /// What to do when a buffer cap is reached: wait (nothing lost; right for files) or drop
+    /// the oldest whole fragments (live sources; each drop is reported).
+    #[arg(long, value_enum, default_value_t = OnFull::Wait)]
+    pub on_full: OnFull,
+
+    /// Consecutive failed attempts without progress before giving up (0: never retry).
+    #[arg(long, default_value_t = 10)]
+    pub max_retries: u32,
+
     /// Print one JSON summary object on stdout (and nothing else there).
     #[arg(long)]
     pub json: bool,
+}
+
+/// Replay-buffer overflow policy.
+#[derive(Debug, Clone, Copy, ValueEnum, PartialEq, Eq)]
+pub enum OnFull {
+    /// Backpressure: slow the input down.
+    Wait,
+    /// Drop the oldest whole fragments.
+    DropOldest,
 }
 
 /// Pacing of the input.

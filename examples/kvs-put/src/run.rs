@@ -14,10 +14,12 @@ use futures::{SinkExt, StreamExt};
 use kvs_emulator::Emulator;
 use kvs_putmedia::ack::AckEventType;
 use kvs_putmedia::mkv::TimecodeMode;
-use kvs_putmedia::{CompletionAck, PutMediaClientBuilder, PutMediaSink, SessionEvent};
+use kvs_putmedia::{
+    CompletionAck, OverflowPolicy, PutMediaClientBuilder, PutMediaSink, RetryPolicy, SessionEvent,
+};
 use tokio::io::AsyncReadExt;
 
-use crate::cli::{Cli, Pace, Timecode, Transcode};
+use crate::cli::{Cli, OnFull, Pace, Timecode, Transcode};
 use crate::report::{FailedFragment, Live, Outcome, Progress, Report};
 
 /// Stream name used with `--emulator` when none is given.
@@ -442,7 +444,14 @@ async fn execute(cli: &Cli, report: &mut Report) -> Result<Outcome> {
         .with_sdk_config(config.clone())
         .with_timecode_mode(mode)
         .with_allow_http(allow_http)
-        .with_completion_ack(completion);
+        .with_completion_ack(completion)
+        .with_buffer_bound(usize::try_from(cli.buffer_mib << 20).unwrap_or(usize::MAX))
+        .with_buffer_duration(Duration::from_secs(cli.buffer_seconds))
+        .with_overflow_policy(match cli.on_full {
+            OnFull::Wait => OverflowPolicy::Backpressure,
+            OnFull::DropOldest => OverflowPolicy::DropOldest,
+        })
+        .with_retry_policy(RetryPolicy::default().with_max_attempts(cli.max_retries));
     builder = match &target {
         Target::Name(n) => builder.with_stream_name(n),
         Target::Arn(a) => builder.with_stream_arn(a),

@@ -154,6 +154,49 @@ async fn a_file_streams_and_json_reports_every_fragment_persisted() {
     assert!(ffmpeg_processes(dir.path().to_str().unwrap()).is_empty());
 }
 
+/// A dropped connection is survived (docs/reliability.md): the run still succeeds, and the
+/// summary shows the second connection, the retry and every fragment delivered.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dropped_connection_is_retried_and_reported() {
+    let emu = emulator().await;
+    emu.create_stream("drop", 24).await.unwrap();
+    emu.faults()
+        .push(kvs_emulator::FaultRule::DropAfterFragments {
+            scope: kvs_emulator::Scope::stream("drop"),
+            fragments: 1,
+        });
+    let dir = tempfile::tempdir().unwrap();
+    let path = clip(dir.path(), "mp4", 6);
+    let out = run(
+        command(Some(&emu), SECRET),
+        &[
+            "--stream-name",
+            "drop",
+            "--on-full",
+            "drop-oldest",
+            "--buffer-seconds",
+            "30",
+            "--json",
+            path.to_str().unwrap(),
+        ],
+    )
+    .await;
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let v = json(&out);
+    assert_eq!(v["connections"], 2, "{v}");
+    assert_eq!(v["retries"], 1, "{v}");
+    assert_eq!(v["fragments_dropped"], 0, "{v}");
+    assert_eq!(v["fragments_delivered"], v["fragments"], "{v}");
+    let mut stored: Vec<u64> = emu
+        .fragments("drop")
+        .iter()
+        .map(|f| f.fragment_timecode)
+        .collect();
+    stored.dedup();
+    assert_eq!(Some(stored.len() as u64), v["fragments"].as_u64(), "{v}");
+    assert!(stderr(&out).contains("reconnecting"), "{}", stderr(&out));
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn transcoding_in_realtime_uses_relative_timecodes() {
     let emu = emulator().await;
