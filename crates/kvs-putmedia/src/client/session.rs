@@ -8,7 +8,7 @@
 //! received -> persisted | error. A fragment's bytes are freed on PERSISTED (or on RECEIVED when
 //! the stream keeps no data)."
 
-use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::collections::{BTreeMap, BTreeSet};
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -38,12 +38,10 @@ pub const EVENT_CAPACITY: usize = 1024;
 
 /// Completed fragments whose metadata is kept to match late acks (e.g. PERSISTED after RECEIVED
 /// completed them); older ones are forgotten so the ledger stays bounded.
-const COMPLETED_KEPT: usize = 256;
+const COMPLETED_KEPT: usize = 64;
 /// Rejected fragments listed in [`SessionSummary::fragments_failed`]; later ones are counted
 /// only, so a stream of bad media cannot grow memory.
 const FAILED_KEPT: usize = 1024;
-/// Latency samples kept for the percentiles of [`SessionSummary`].
-const LATENCY_SAMPLES: usize = 1024;
 
 /// What happened to a fragment, to a connection, or to the session.
 #[derive(Debug, Clone)]
@@ -146,17 +144,18 @@ pub struct DroppedFragment {
     pub received: bool,
 }
 
-/// Percentiles of an acknowledgement latency over the last samples (up to 1024).
+/// Percentiles of an acknowledgement latency over the whole session, from a log-linear
+/// histogram: within 12.5% of the exact value (`max` is exact).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct LatencyStats {
     /// Acknowledgements measured in the session.
     pub count: u64,
-    /// Median of the kept samples.
+    /// Median.
     pub p50: Duration,
-    /// 99th percentile of the kept samples.
+    /// 99th percentile.
     pub p99: Duration,
-    /// Largest kept sample.
+    /// Largest.
     pub max: Duration,
 }
 
@@ -263,33 +262,78 @@ pub(crate) enum ConnEnd {
     Failed(Error),
 }
 
+/// Sub-buckets per power of two in [`Latencies`]: percentiles within 1/8 (12.5%) of the value.
+const LATENCY_SUB: u32 = 8;
+/// Microsecond values from 2^LATENCY_MAX_EXP up (about 12 days) share the last bucket.
+const LATENCY_MAX_EXP: u32 = 40;
+const LATENCY_BUCKETS: usize = (16 + (LATENCY_MAX_EXP - 3) * LATENCY_SUB) as usize;
+
+/// A log-linear histogram of latencies in microseconds, over the whole session: a fixed 1.2 KB
+/// however long the stream, allocated at the first sample (a fleet of streams pays per stream).
 #[derive(Debug, Default)]
 struct Latencies {
     count: u64,
-    samples: VecDeque<Duration>,
+    max: Duration,
+    buckets: Option<Box<[u32; LATENCY_BUCKETS]>>,
 }
 
 impl Latencies {
+    fn bucket(us: u64) -> usize {
+        if us < 16 {
+            return us as usize;
+        }
+        let e = (63 - us.leading_zeros()).min(LATENCY_MAX_EXP);
+        let mantissa = if e >= LATENCY_MAX_EXP {
+            LATENCY_SUB as u64 - 1
+        } else {
+            (us >> (e - 3)) & (u64::from(LATENCY_SUB) - 1)
+        };
+        (16 + (e - 4) * LATENCY_SUB) as usize + mantissa as usize
+    }
+
+    /// The middle of a bucket's range, in microseconds.
+    fn value(idx: usize) -> u64 {
+        if idx < 16 {
+            return idx as u64;
+        }
+        let e = (idx - 16) as u32 / LATENCY_SUB + 4;
+        let mantissa = (idx - 16) as u64 % u64::from(LATENCY_SUB);
+        let low = (1u64 << e) + (mantissa << (e - 3));
+        low + (1u64 << (e - 3)) / 2
+    }
+
     fn record(&mut self, d: Duration) {
         self.count += 1;
-        if self.samples.len() == LATENCY_SAMPLES {
-            self.samples.pop_front();
-        }
-        self.samples.push_back(d);
+        self.max = self.max.max(d);
+        let us = u64::try_from(d.as_micros()).unwrap_or(u64::MAX);
+        let b = self
+            .buckets
+            .get_or_insert_with(|| Box::new([0; LATENCY_BUCKETS]));
+        let slot = &mut b[Self::bucket(us).min(LATENCY_BUCKETS - 1)];
+        *slot = slot.saturating_add(1);
     }
 
     fn stats(&self) -> LatencyStats {
-        if self.samples.is_empty() {
+        let Some(b) = &self.buckets else {
             return LatencyStats::default();
-        }
-        let mut v: Vec<Duration> = self.samples.iter().copied().collect();
-        v.sort_unstable();
-        let at = |q: f64| v[((v.len() - 1) as f64 * q).round() as usize];
+        };
+        let total: u64 = b.iter().map(|&n| u64::from(n)).sum();
+        let at = |q: f64| {
+            let rank = ((total as f64) * q).ceil().max(1.0) as u64;
+            let mut seen = 0;
+            for (i, &n) in b.iter().enumerate() {
+                seen += u64::from(n);
+                if seen >= rank {
+                    return Duration::from_micros(Self::value(i)).min(self.max);
+                }
+            }
+            self.max
+        };
         LatencyStats {
             count: self.count,
             p50: at(0.5),
             p99: at(0.99),
-            max: v[v.len() - 1],
+            max: self.max,
         }
     }
 }
@@ -1481,6 +1525,35 @@ use std::future::Future as _;
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn latency_histogram_percentiles_are_within_an_eighth() {
+        let mut l = Latencies::default();
+        assert_eq!(l.stats(), LatencyStats::default());
+        // 1..=1000 ms, uniform: p50 near 500 ms, p99 near 990 ms.
+        for ms in 1..=1000u64 {
+            l.record(Duration::from_millis(ms));
+        }
+        let s = l.stats();
+        assert_eq!(s.count, 1000);
+        assert_eq!(s.max, Duration::from_millis(1000));
+        let near = |got: Duration, want: f64| {
+            let g = got.as_secs_f64() * 1000.0;
+            assert!((g - want).abs() <= want / 8.0, "{g} ms vs {want} ms");
+        };
+        near(s.p50, 500.0);
+        near(s.p99, 990.0);
+        // Buckets cover every value, in order.
+        let mut last = 0;
+        for us in [0u64, 1, 15, 16, 17, 100, 1_000, 123_456, 1 << 39, u64::MAX] {
+            let b = Latencies::bucket(us).min(LATENCY_BUCKETS - 1);
+            assert!(b >= last, "{us}");
+            last = b;
+        }
+        let mut tiny = Latencies::default();
+        tiny.record(Duration::from_micros(3));
+        assert_eq!(tiny.stats().p99, Duration::from_micros(3));
+    }
 
     #[test]
     fn body_buf_walks_all_parts_in_order() {
