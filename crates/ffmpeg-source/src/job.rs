@@ -760,6 +760,9 @@ pub struct Summary {
     pub decision: Decision,
 }
 
+/// Reads smaller than this start a new block instead of filling the rest of the current one.
+const MIN_READ: usize = 4096;
+
 /// A running ffmpeg: a [`Stream`] of MKV byte chunks, plus progress, cancel and wait.
 ///
 /// Memory is bounded: at most `chunk_size` bytes are read per poll and nothing is read until the
@@ -979,8 +982,15 @@ impl Stream for FfmpegJob {
                 State::Reading => {
                     let stdout = this.stdout.as_mut().expect("stdout present while reading");
                     this.buf.clear();
-                    this.buf.reserve(this.chunk_size);
-                    let mut lim = (&mut this.buf).limit(this.chunk_size);
+                    // Read into what is left of the current block: chunks handed out are slices
+                    // of it, so a fresh block per read would pin a whole `chunk_size`
+                    // allocation behind every small pipe read for as long as the consumer keeps
+                    // the chunk (a PutMedia session keeps fragments until acknowledged).
+                    if this.buf.capacity() < MIN_READ {
+                        this.buf = BytesMut::with_capacity(this.chunk_size);
+                    }
+                    let room = this.buf.capacity();
+                    let mut lim = (&mut this.buf).limit(room);
                     match tokio_util::io::poll_read_buf(Pin::new(stdout), cx, &mut lim) {
                         Poll::Ready(Ok(0)) => {
                             this.stdout = None;
