@@ -338,7 +338,7 @@ impl PutMediaClient {
         resolved
     }
 
-    async fn forget_endpoint(&self) {
+    pub(crate) async fn forget_endpoint(&self) {
         *self.inner.endpoint.lock().await = None;
     }
 }

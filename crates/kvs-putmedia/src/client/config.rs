@@ -364,7 +364,7 @@ impl PutMediaClientBuilder {
         self
     }
 
-    /// Which ack completes a fragment (default [`CompletionAck::Persisted`]).
+    /// Which ack completes a fragment (default [`CompletionAck::Auto`]).
     pub fn with_completion_ack(mut self, ack: CompletionAck) -> Self {
         self.completion = ack;
         self
@@ -441,6 +441,12 @@ impl PutMediaClientBuilder {
             return Err(Error::config(format!(
                 "rotation interval {:?} is under one second",
                 self.rotation.interval
+            )));
+        }
+        if self.rotation.jitter >= self.rotation.interval {
+            return Err(Error::config(format!(
+                "rotation jitter {:?} must be below the interval {:?}",
+                self.rotation.jitter, self.rotation.interval
             )));
         }
         let t = &self.timeouts;
@@ -524,6 +530,22 @@ mod tests {
             .validate()
             .unwrap();
         assert!(ok().with_endpoint_url("ftp://x").validate().is_err());
+    }
+
+    #[test]
+    fn rejects_rotation_jitter_at_or_above_the_interval() {
+        let r = Rotation::default()
+            .with_interval(Duration::from_secs(2))
+            .with_jitter(Duration::from_secs(2));
+        assert!(
+            ok().with_rotation(r)
+                .validate()
+                .unwrap_err()
+                .to_string()
+                .contains("jitter")
+        );
+        let r = r.with_jitter(Duration::from_millis(1999));
+        ok().with_rotation(r).validate().unwrap();
     }
 
     #[test]

@@ -69,7 +69,18 @@ pub(crate) struct Driver {
     auth_retried: bool,
     reconnect_at: Option<Instant>,
     cause: ConnectCause,
+    /// Resolve the data endpoint again before the next connection.
+    refresh_endpoint: bool,
+    /// The last connection ended in a reconnect that is not a failure.
+    free_reconnect: bool,
+    /// Such reconnects in a row without progress, and the progress they started from.
+    free_streak: u32,
+    free_mark: u64,
 }
+
+/// Reconnects that are not failures (4003, skip, idle close) allowed in a row without progress
+/// before they are treated as one.
+const FREE_RECONNECTS: u32 = 3;
 
 impl Driver {
     pub(crate) fn new(
@@ -95,6 +106,10 @@ impl Driver {
             auth_retried: false,
             reconnect_at: None,
             cause: ConnectCause::Start,
+            refresh_endpoint: false,
+            free_reconnect: false,
+            free_streak: 0,
+            free_mark: 0,
         }
     }
 
@@ -156,7 +171,11 @@ impl Driver {
                         self.on_failure(f);
                     }
                 }
-                Step::Flush => self.shared.pause_flush(),
+                Step::Flush => {
+                    if let Some(after) = self.pause_flush {
+                        self.shared.pause_flush(after);
+                    }
+                }
                 Step::Wait(deadline) => {
                     let sleep = async {
                         match deadline {
@@ -185,13 +204,15 @@ impl Driver {
             return Step::Exit;
         }
         let mut failure = None;
+        let ended_any = !st.ended.is_empty();
         for (id, end) in std::mem::take(&mut st.ended) {
             let reachable = matches!(end, ConnEnd::Closed { .. });
             let requeued = st.requeue(id, reachable, shared.completion);
             let is_current = self.cur.as_ref().is_some_and(|c| c.id == id);
             if !is_current {
-                // A rotated connection ended owing acks: its fragments must go out again, in
-                // order, so the current request cannot continue past them.
+                // A rotated connection ended owing acks. The current request holds back every
+                // fragment after one still in flight elsewhere (see below), so this is a safety
+                // net: never send a fragment below what the current request already carried.
                 if let (Some(first), Some(c)) = (requeued, &self.cur)
                     && c.last_sent.is_some_and(|l| l >= first)
                 {
@@ -203,10 +224,11 @@ impl Driver {
             }
             let ended = self.cur.take();
             match end {
-                ConnEnd::Closed { error: None } if requeued.is_none() && st.unsent == 0 => {
+                ConnEnd::Closed { error: None } if requeued.is_none() => {
                     // The service closed a connection with nothing owed (idle close):
                     // reconnect when there is media again.
                     self.cause = ConnectCause::Resume;
+                    self.free_reconnect = true;
                 }
                 ConnEnd::Closed { error: None } => {
                     failure = Some(Failure::Retry(Error::Transport {
@@ -217,23 +239,27 @@ impl Driver {
                         )),
                     }));
                 }
-                ConnEnd::Closed {
-                    error: Some((e, tc)),
-                } => match e.id.action() {
-                    // Reference §2 table: 4003, reconnect and carry on; the fragment is skipped
-                    // (already recorded by the reader); neither is a failure.
+                ConnEnd::Closed { error: Some(e) } => match e.action {
+                    // Reference §2 table, 4003: reconnect and carry on (what was not RECEIVED
+                    // is resent); reference §3: a new GetDataEndpoint with the new connection.
                     ErrorAction::Reconnect => {
                         st.summary.rotations += 1;
                         self.cause = ConnectCause::Rotation;
+                        self.refresh_endpoint = true;
+                        self.free_reconnect = true;
                     }
-                    ErrorAction::Skip => self.cause = ConnectCause::Retry,
+                    // The refused fragment is out of the ledger; the rest goes on at once.
+                    ErrorAction::Skip => {
+                        self.cause = ConnectCause::Retry;
+                        self.free_reconnect = true;
+                    }
                     ErrorAction::Stop => return Step::Exit,
                     ErrorAction::Retry => {
                         failure = Some(Failure::Retry(Error::Ack {
                             stream: shared.stream.clone(),
-                            id: e.id,
-                            code: e.code,
-                            fragment_timecode: tc,
+                            id: e.error.id,
+                            code: e.error.code,
+                            fragment_timecode: e.timecode,
                             fragment_number: None,
                         }));
                     }
@@ -243,8 +269,35 @@ impl Driver {
                     if let Some(c) = &ended {
                         c.conn.abort();
                     }
+                    // Reference §1.1: GetDataEndpoint again after any connection failure.
+                    self.refresh_endpoint = true;
                     failure = Some(Failure::Retry(e));
                 }
+            }
+        }
+        if ended_any {
+            // Settled fragments freed room: a sink waiting at the cap must see it.
+            shared.wake_sink();
+        }
+        if failure.is_none() && self.free_reconnect {
+            // Reconnects that are not failures (4003, a skipped fragment, an idle close) still
+            // get the backoff once they repeat without progress: a service answering 4003 at
+            // once must not make us reconnect in a loop.
+            self.free_reconnect = false;
+            if st.progress == self.free_mark {
+                self.free_streak += 1;
+            } else {
+                self.free_mark = st.progress;
+                self.free_streak = 1;
+            }
+            if self.free_streak > FREE_RECONNECTS {
+                failure = Some(Failure::Retry(Error::Transport {
+                    stream: shared.stream.clone(),
+                    during: "streaming media",
+                    source: Arc::new(std::io::Error::other(format!(
+                        "{FREE_RECONNECTS} reconnects in a row without an acknowledged fragment"
+                    ))),
+                }));
             }
         }
         if let Some(f) = failure {
@@ -271,13 +324,15 @@ impl Driver {
         let want = st.unsent > 0;
         if let Some(c) = &self.cur
             && want
-            && (now >= c.rotate_at
-                || (c.last_sent.is_some() && c.header_version != st.header_version))
+            && c.last_sent.is_some()
+            && (now >= c.rotate_at || c.header_version != st.header_version)
         {
             // Between two fragments by construction: every fragment is queued whole.
             if now >= c.rotate_at {
                 tracing::info!(stream = %shared.stream, connection = c.id, "rotating the PutMedia connection");
                 st.summary.rotations += 1;
+                // Reference §3: rotation takes a new GetDataEndpoint.
+                self.refresh_endpoint = true;
             }
             self.cur = None;
             self.cause = ConnectCause::Rotation;
@@ -292,6 +347,15 @@ impl Driver {
             return Step::Wait(pause_at);
         };
         if want {
+            // Reference §4.6 across requests: a fragment still in flight on an older request
+            // (rotated away, acks pending) may yet have to be resent here, and it must then go
+            // before anything later. So nothing after it is sent until it is RECEIVED or
+            // requeued: at most a brief pause after a rotation.
+            let barrier = st
+                .ledger
+                .iter()
+                .find(|(_, e)| e.in_flight_elsewhere(cur.id))
+                .map(|(tc, _)| *tc);
             let header = st.header.clone();
             let mut next = match cur.last_sent {
                 Some(l) => st
@@ -306,6 +370,9 @@ impl Driver {
                     .map(|(tc, _)| *tc),
             };
             while let Some(tc) = next {
+                if barrier.is_some_and(|b| tc > b) {
+                    break;
+                }
                 if cur.last_sent.is_none() {
                     // Reference §2 and §4.1: every request starts with the whole header.
                     let Some(h) = header.clone() else { break };
@@ -335,11 +402,11 @@ impl Driver {
                     .find(|(_, e)| e.needs_send)
                     .map(|(t, _)| *t);
             }
-            if st.unsent == 0 {
-                shared.wake_sink();
-            }
         }
-        Step::Wait(min_opt(Some(cur.rotate_at), pause_at))
+        // Rotation waits for something to send; with nothing to send, a passed rotation time
+        // must not make the wait return at once (a busy loop).
+        let rotate_at = (cur.rotate_at > now).then_some(cur.rotate_at);
+        Step::Wait(min_opt(rotate_at, pause_at))
     }
 
     /// Records a failed attempt: backoff and retry, or end the session.
@@ -376,6 +443,9 @@ impl Driver {
     /// Opens a new request and makes it current.
     async fn try_connect(&mut self) -> Result<(), Failure> {
         let id = self.opened + 1;
+        if std::mem::take(&mut self.refresh_endpoint) {
+            self.client.forget_endpoint().await;
+        }
         let open = match self
             .client
             .open_connection(&self.shared, id, self.producer_start)
@@ -448,7 +518,13 @@ impl Driver {
             st.failure.is_none() && st.input_done && st.outstanding == 0
         };
         // Dropping the sender ends the body: hyper writes the terminating zero-length chunk.
-        self.cur = None;
+        // Unless the session completed, the request is aborted instead, so the service does
+        // not take a failed or abandoned session for a cleanly ended stream.
+        if let Some(c) = self.cur.take()
+            && !completed
+        {
+            c.conn.abort();
+        }
         if completed {
             // The response normally ends right after the body; a service that keeps it open
             // only delays `close()` a little.

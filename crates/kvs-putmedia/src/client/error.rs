@@ -234,7 +234,10 @@ impl Error {
             | Self::SessionClosed { .. } => false,
             Self::Credentials { .. } => true,
             Self::Throttled { .. } | Self::ConnectionLimit { .. } => true,
-            Self::Http { status, .. } => *status >= 500 || *status == 429,
+            // Reference §2: InvalidEndpointException means "call GetDataEndpoint again".
+            Self::Http {
+                status, error_type, ..
+            } => *status >= 500 || *status == 429 || error_type == "InvalidEndpointException",
             Self::Ack { id, .. } => id.is_retryable(),
             Self::Timeout { .. } | Self::Transport { .. } | Self::AckStream { .. } => true,
             Self::ControlPlane { .. } => true,

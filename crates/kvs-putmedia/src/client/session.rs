@@ -248,6 +248,31 @@ pub(crate) struct Entry {
     pub(crate) sent_on: u32,
     sends: u32,
     last_byte_sent: Option<Instant>,
+    /// Counted in the summary already (a resend is acknowledged again).
+    counted_received: bool,
+    counted_persisted: bool,
+}
+
+/// An ERROR ack that ended a connection, with what the session made of it.
+#[derive(Debug, Clone)]
+pub(crate) struct EndingError {
+    pub(crate) error: AckError,
+    pub(crate) timecode: Option<u64>,
+    /// The action taken: the id's action, except that a "skip" naming no fragment of this
+    /// session is retried (there is nothing to skip).
+    pub(crate) action: ErrorAction,
+}
+
+impl Entry {
+    /// Sent on a request other than `current`, still owed there: neither acknowledged RECEIVED
+    /// nor requeued.
+    pub(crate) fn in_flight_elsewhere(&self, current: u32) -> bool {
+        self.sent_on != 0
+            && self.sent_on != current
+            && !self.done
+            && !self.needs_send
+            && self.status < Status::Received
+    }
 }
 
 /// How a connection ended, reported by its reader to the driver.
@@ -256,7 +281,7 @@ pub(crate) enum ConnEnd {
     /// The response ended, after an ERROR ack or not: the service was reachable.
     Closed {
         /// The ERROR ack that ended it, if one did.
-        error: Option<(AckError, Option<u64>)>,
+        error: Option<EndingError>,
     },
     /// Transport failure or timeout: whether the service kept what it acknowledged is unknown.
     Failed(Error),
@@ -355,6 +380,8 @@ pub(crate) struct State {
     pub(crate) unsent: usize,
     largest_fragment: usize,
     pub(crate) failure: Option<Error>,
+    /// The failure went into the event channel (else the stream yields it at its end).
+    failure_reported: bool,
     /// The sink finished its input (the re-fragmenter's last fragment is in the ledger).
     pub(crate) input_done: bool,
     pub(crate) sink_gone: bool,
@@ -461,9 +488,13 @@ impl State {
             }
         }
         self.unsent += marked;
+        let any_settled = !settled.is_empty();
         for tc in settled {
             self.finish_entry(tc);
             self.summary.fragments_delivered += 1;
+        }
+        if any_settled {
+            self.prune();
         }
         first
     }
@@ -480,6 +511,9 @@ impl State {
         parts.push(eofr.clone());
         e.sent_on = conn;
         e.sends += 1;
+        // Acks from an earlier connection say nothing about this send: if this request fails
+        // too, only its own acks decide what is resent.
+        e.status = Status::Sent;
         let resend = e.sends > 1;
         if e.needs_send {
             e.needs_send = false;
@@ -600,6 +634,7 @@ impl Shared {
                 unsent: 0,
                 largest_fragment: 0,
                 failure: None,
+                failure_reported: false,
                 input_done: false,
                 sink_gone: false,
                 driver_done: false,
@@ -648,7 +683,14 @@ impl Shared {
         if st.failure.is_none() {
             tracing::warn!(stream = %self.stream, error = %err, "PutMedia session failed");
             st.failure = Some(err.clone());
-            self.emit(st, Err(err));
+            let delivered = st
+                .events
+                .as_ref()
+                .is_some_and(|tx| tx.try_send(Err(err)).is_ok());
+            st.failure_reported = delivered;
+            if !delivered {
+                st.summary.events_dropped += 1;
+            }
         }
         self.sink_waker.wake();
         self.driver.notify_one();
@@ -736,6 +778,8 @@ impl Shared {
                             sent_on: 0,
                             sends: 0,
                             last_byte_sent: None,
+                            counted_received: false,
+                            counted_persisted: false,
                         },
                     );
                     st.retained.insert(tc);
@@ -797,12 +841,18 @@ impl Shared {
         st.prune();
     }
 
-    /// The source paused (no input for the configured time): close the open fragment.
-    pub(crate) fn pause_flush(&self) {
+    /// The source paused (no input for `after`): close the open fragment. Checked again under
+    /// the locks, since input may have come since the driver decided.
+    pub(crate) fn pause_flush(&self, after: Duration) {
         let mut r = self.lock_refragmenter();
         {
             let mut st = self.lock();
-            if st.input_done || st.flushed || st.failure.is_some() {
+            if st.input_done
+                || st.flushed
+                || st.failure.is_some()
+                || st.sink_waiting
+                || st.last_input.elapsed() < after
+            {
                 return;
             }
             st.flushed = true;
@@ -842,7 +892,7 @@ impl Shared {
     /// Applies one acknowledgement to the ledger. Matching is by `FragmentTimecode`, never by
     /// arrival order (reference §2). Returns the error of an ERROR ack, which ends the
     /// connection.
-    fn on_ack(&self, ack: Ack) -> Option<(AckError, Option<u64>)> {
+    fn on_ack(&self, ack: Ack) -> Option<EndingError> {
         let now = Instant::now();
         let mut st = self.lock();
         if st.first_ack_at.is_none() {
@@ -880,9 +930,20 @@ impl Shared {
                 let mut newly = false;
                 if let Some(rank) = rank
                     && e.status < rank
+                    && e.status <= Status::Persisted
                 {
-                    newly = rank >= Status::Received;
                     e.status = rank;
+                }
+                match event {
+                    AckEventType::Received if !e.counted_received => {
+                        e.counted_received = true;
+                        newly = true;
+                    }
+                    AckEventType::Persisted if !e.counted_persisted => {
+                        e.counted_persisted = true;
+                        newly = true;
+                    }
+                    _ => {}
                 }
                 let size = e.size;
                 let completes = match completion {
@@ -898,6 +959,9 @@ impl Shared {
                             if let Some(l) = latency {
                                 st.received_latency.record(l);
                             }
+                            // The driver may hold sends until older fragments in flight on
+                            // another request are RECEIVED.
+                            self.driver.notify_one();
                         }
                         AckEventType::Persisted => {
                             st.summary.fragments_persisted += 1;
@@ -935,8 +999,9 @@ impl Shared {
         error: AckError,
         tc: Option<u64>,
         fragment_number: Option<FragmentNumber>,
-    ) -> (AckError, Option<u64>) {
-        match error.id.action() {
+    ) -> EndingError {
+        let mut action = error.id.action();
+        match action {
             // Reference §2 table: 4008, KMS errors and 4507 mean the stream cannot take data.
             ErrorAction::Stop => {
                 let err = Error::Ack {
@@ -951,33 +1016,52 @@ impl Shared {
             // Reference §6: "Fragments rejected with a non-retryable error are skipped, never
             // resent."
             ErrorAction::Skip => {
-                let failed = FailedFragment {
-                    timecode: tc,
-                    fragment_number,
-                    error: error.clone(),
-                };
+                let named = tc.filter(|t| st.ledger.get(t).is_some_and(|e| !e.done));
+                if let Some(tc) = named {
+                    if let Some(e) = st.ledger.get_mut(&tc) {
+                        e.status = Status::Failed;
+                    }
+                    st.finish_entry(tc);
+                    st.progress += 1;
+                    st.prune();
+                    self.sink_waker.wake();
+                    let failed = FailedFragment {
+                        timecode: Some(tc),
+                        fragment_number,
+                        error: error.clone(),
+                    };
+                    st.summary.fragments_skipped += 1;
+                    if st.summary.fragments_failed.len() < FAILED_KEPT {
+                        st.summary.fragments_failed.push(failed.clone());
+                    }
+                    tracing::warn!(stream = %self.stream, timecode = tc, error = %error.id, "fragment refused for good; skipped");
+                    self.emit(st, Ok(SessionEvent::Skipped(failed)));
+                } else {
+                    // Nothing to skip: no timecode, or none of ours still owed. Retrying under
+                    // the backoff and budget is the only safe reading.
+                    tracing::warn!(stream = %self.stream, timecode = ?tc, error = %error.id, "ERROR ack names no fragment of this session; retrying");
+                    action = ErrorAction::Retry;
+                }
+            }
+            ErrorAction::Retry | ErrorAction::Reconnect => {
+                // A retryable error naming a fragment already RECEIVED (5001 ARCHIVAL_ERROR:
+                // "failed to persist") means it is not safe: send it again.
                 if let Some(tc) = tc
                     && let Some(e) = st.ledger.get_mut(&tc)
                     && !e.done
+                    && e.status >= Status::Received
+                    && e.status <= Status::Persisted
                 {
-                    e.status = Status::Failed;
-                    st.finish_entry(tc);
-                    st.progress += 1;
-                    self.sink_waker.wake();
+                    e.status = Status::Sent;
                 }
-                st.summary.fragments_skipped += 1;
-                if st.summary.fragments_failed.len() < FAILED_KEPT {
-                    st.summary.fragments_failed.push(failed.clone());
-                }
-                tracing::warn!(stream = %self.stream, timecode = ?tc, error = %error.id, "fragment refused for good; skipped");
-                self.emit(st, Ok(SessionEvent::Skipped(failed)));
-            }
-            // Retried by the driver when the connection ends.
-            ErrorAction::Retry | ErrorAction::Reconnect => {
                 tracing::debug!(stream = %self.stream, timecode = ?tc, error = %error.id, "retryable ERROR ack");
             }
         }
-        (error, tc)
+        EndingError {
+            error,
+            timecode: tc,
+            action,
+        }
     }
 }
 
@@ -1185,7 +1269,7 @@ fn handle_decoded(
     shared: &Shared,
     conn: u32,
     item: std::result::Result<Ack, crate::ack::AckDecodeError>,
-) -> Option<(AckError, Option<u64>)> {
+) -> Option<EndingError> {
     match item {
         Ok(ack) => {
             tracing::trace!(connection = conn, event = %ack.event, timecode = ?ack.fragment_timecode, "ack");
@@ -1399,19 +1483,14 @@ impl Sink<Bytes> for PutMediaSink {
         shared.absorb(&mut r, self.input_offset, true)
     }
 
-    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<()>> {
-        let check = |st: &State| match &st.failure {
-            Some(e) => Some(Err(e.clone())),
-            None if st.unsent == 0 => Some(Ok(())),
-            None => None,
-        };
-        if let Some(r) = check(&self.shared.lock()) {
-            return Poll::Ready(r);
-        }
-        self.shared.sink_waker.register(cx.waker());
-        match check(&self.shared.lock()) {
-            Some(r) => Poll::Ready(r),
-            None => Poll::Pending,
+    /// Completes at once unless the session failed: everything given to `start_send` is in the
+    /// session's care (the ledger, bounded by `poll_ready`), and the driver sends it whether or
+    /// not a connection is up right now. Waiting here for a connection would make every
+    /// `SinkExt::send` block through a reconnect, which a live source cannot afford.
+    fn poll_flush(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<Result<()>> {
+        match &self.shared.lock().failure {
+            Some(e) => Poll::Ready(Err(e.clone())),
+            None => Poll::Ready(Ok(())),
         }
     }
 
@@ -1517,7 +1596,21 @@ impl Stream for AckStream {
     type Item = Result<SessionEvent>;
 
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
-        self.events.poll_recv(cx)
+        match self.events.poll_recv(cx) {
+            // The error that ended the session is never lost to a full channel: it comes last.
+            Poll::Ready(None) => {
+                let mut st = self.shared.lock();
+                match &st.failure {
+                    Some(e) if !st.failure_reported => {
+                        let e = e.clone();
+                        st.failure_reported = true;
+                        Poll::Ready(Some(Err(e)))
+                    }
+                    _ => Poll::Ready(None),
+                }
+            }
+            other => other,
+        }
     }
 }
 
