@@ -639,6 +639,14 @@ fn flush_closes_the_open_fragment_and_input_resumes_at_the_next_keyframe() {
         panic!("no fragment after flush: {flushed:?}");
     };
     assert_eq!(last.last_frame_timecode(), cut_time);
+    assert!(
+        flushed.iter().any(|o| matches!(
+            o,
+            Output::Warning(Warning::ClosedByPause { fragment_timecode, .. })
+                if *fragment_timecode == last.timecode()
+        )),
+        "a cut by pause is reported: {flushed:?}"
+    );
     assert!(!r.flush().expect("flush again"), "nothing open any more");
     outputs.extend(flushed);
     assert!(before >= 1);

@@ -16,7 +16,7 @@ use kvs_putmedia::{
     CompletionAck, ConnectCause, Error, FragmentAck, PutMediaClient, PutMediaClientBuilder,
     RetryPolicy, SessionEvent, TimeoutPhase, Timeouts,
 };
-use putmedia_common::{SynthMkv, ack, chunks, scripted_server};
+use putmedia_common::{SynthMkv, ack, chunks, scripted_server, scripted_server_seq};
 
 const SECRET: &str = "wJalrXUtnFEMI/K7MDENG/bPxRfiCYSECRETKEY";
 const TOKEN: &str = "FwoGZXIvYXdzEJr//////////SESSIONTOKENVALUE";
@@ -606,4 +606,175 @@ async fn putmedia_data_endpoint_is_cached_and_refetched_after_a_connection_failu
         data_addr.to_string()
     );
     assert_eq!(calls.load(Ordering::SeqCst), 2);
+}
+
+/// Large fragments (about 75 KB each, 6 of them) for tests of the replay-buffer cap.
+fn big_mkv() -> Bytes {
+    SynthMkv {
+        frames: 150,
+        frame_ms: 40,
+        gop: 25,
+        frame_bytes: 3000,
+        cluster_frames: 10,
+    }
+    .build()
+}
+
+/// Streams `mkv` and closes, bounded by `limit`, returning the close result and the events.
+async fn run_mkv(
+    b: PutMediaClientBuilder,
+    mkv: Bytes,
+    limit: Duration,
+) -> (
+    kvs_putmedia::Result<kvs_putmedia::SessionSummary>,
+    Vec<kvs_putmedia::Result<SessionEvent>>,
+) {
+    tokio::time::timeout(limit, async move {
+        let client = b.build().unwrap();
+        let (mut sink, acks) = client.start().await.unwrap();
+        let collector = tokio::spawn(acks.collect::<Vec<_>>());
+        for c in chunks(&mkv, 4096) {
+            sink.send(c).await.unwrap();
+        }
+        let summary = sink.close().await;
+        (summary, collector.await.unwrap())
+    })
+    .await
+    .expect("the session must not hang")
+}
+
+/// A sink waiting at the cap is woken when a connection that ends cleanly settles its RECEIVED
+/// fragments as delivered (their PERSISTED acks went with the connection).
+#[tokio::test]
+async fn a_sink_waiting_at_the_cap_wakes_when_a_connection_end_settles_fragments() {
+    let (addr, _seen) = scripted_server_seq(vec![Box::new(|clusters| {
+        // RECEIVED only, then the response ends.
+        vec![
+            clusters
+                .iter()
+                .map(|c| ack("RECEIVED", c.0))
+                .collect::<String>()
+                .into_bytes(),
+        ]
+    })])
+    .await;
+    let b = client(addr).with_buffer_bound(kvs_putmedia::MIN_BUFFER_BOUND);
+    let (summary, _) = run_mkv(b, big_mkv(), Duration::from_secs(20)).await;
+    let summary = summary.unwrap();
+    assert_eq!(
+        summary.fragments_delivered, summary.fragments,
+        "{summary:?}"
+    );
+    assert!(summary.connections >= 2, "{summary:?}");
+}
+
+/// Reference §2 table: 5001 ARCHIVAL_ERROR ("failed to persist") is retried. Naming a fragment
+/// already RECEIVED, it means that fragment is not safe: it is resent.
+#[tokio::test]
+async fn a_retryable_error_naming_a_received_fragment_resends_it() {
+    let (addr, seen) = scripted_server_seq(vec![Box::new(|clusters| {
+        vec![
+            ack("RECEIVED", clusters[0].0).into_bytes(),
+            putmedia_common::error_ack(5001, "ARCHIVAL_ERROR", Some(clusters[0].0)).into_bytes(),
+        ]
+    })])
+    .await;
+    let (summary, events) = run(client(addr)).await;
+    let summary = summary.unwrap();
+    let seen = seen.lock().unwrap();
+    let second: Vec<u64> = putmedia_common::clusters(&seen.later[0])
+        .iter()
+        .map(|c| c.0)
+        .collect();
+    assert_eq!(second.first(), Some(&0), "fragment 0 resent: {second:?}");
+    assert_eq!(summary.fragments_delivered, summary.fragments);
+    assert!(
+        reconnect_errors(&events)
+            .iter()
+            .any(|e| matches!(e, Error::Ack { id, .. } if id.id() == 5001))
+    );
+}
+
+/// A fragment RECEIVED on one request and resent on the next (after a staleness reset) is
+/// judged by the acks of its latest send: when that request fails before acknowledging it, it is
+/// sent again.
+#[tokio::test(start_paused = true)]
+async fn acks_of_an_earlier_request_do_not_count_for_a_resend() {
+    let (addr, seen) = scripted_server_seq(vec![
+        // All RECEIVED, none PERSISTED, then silence: a staleness reset resends everything.
+        Box::new(|clusters| {
+            vec![
+                clusters
+                    .iter()
+                    .map(|c| ack("RECEIVED", c.0))
+                    .collect::<String>()
+                    .into_bytes(),
+                vec![],
+            ]
+        }),
+        // The second request acknowledges two, then fails on the third.
+        Box::new(|clusters| {
+            vec![
+                (ack("RECEIVED", clusters[0].0)
+                    + &ack("PERSISTED", clusters[0].0)
+                    + &ack("RECEIVED", clusters[1].0)
+                    + &ack("PERSISTED", clusters[1].0))
+                    .into_bytes(),
+                putmedia_common::error_ack(5000, "INTERNAL_ERROR", Some(clusters[2].0))
+                    .into_bytes(),
+            ]
+        }),
+    ])
+    .await;
+    let t = Timeouts::default().with_staleness(Duration::from_secs(5));
+    let (summary, _) = run(client(addr).with_timeouts(t)).await;
+    let summary = summary.unwrap();
+    let seen = seen.lock().unwrap();
+    let third: Vec<u64> = putmedia_common::clusters(&seen.later[1])
+        .iter()
+        .map(|c| c.0)
+        .collect();
+    assert_eq!(third, [2000, 3000, 4000, 5000]);
+    assert_eq!(summary.fragments_delivered, 6);
+    assert_eq!(summary.fragments_received, 6, "each fragment counted once");
+}
+
+/// A skip-class ERROR that names no fragment has nothing to skip: it is retried with backoff,
+/// under the retry budget, and nothing is reported skipped.
+#[tokio::test(start_paused = true)]
+async fn a_skip_error_without_a_timecode_is_retried_not_skipped() {
+    let (addr, _seen) = scripted_server_seq(vec![Box::new(|_| {
+        vec![putmedia_common::error_ack(4006, "INVALID_MKV_DATA", None).into_bytes()]
+    })])
+    .await;
+    let (summary, events) = run(client(addr)).await;
+    let summary = summary.unwrap();
+    assert_eq!(summary.fragments_skipped, 0);
+    assert_eq!(summary.retries, 1, "{summary:?}");
+    assert_eq!(summary.fragments_delivered, summary.fragments);
+    assert!(matches!(
+        reconnect_errors(&events).as_slice(),
+        [Error::Ack { id, .. }] if id.id() == 4006
+    ));
+}
+
+/// Reference §2: InvalidEndpointException means "call GetDataEndpoint again": retryable.
+#[test]
+fn invalid_endpoint_is_retryable() {
+    let e = Error::Http {
+        stream: "s".into(),
+        status: 400,
+        error_type: "InvalidEndpointException".into(),
+        message: String::new(),
+        request_id: String::new(),
+    };
+    assert!(e.is_retryable());
+    let other = Error::Http {
+        stream: "s".into(),
+        status: 400,
+        error_type: "InvalidArgumentException".into(),
+        message: String::new(),
+        request_id: String::new(),
+    };
+    assert!(!other.is_retryable());
 }

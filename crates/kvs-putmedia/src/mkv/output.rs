@@ -229,6 +229,15 @@ pub enum Warning {
         /// Why.
         reason: DropReason,
     },
+    /// The fragment was closed because the source paused
+    /// ([`Refragmenter::flush`](crate::mkv::Refragmenter::flush)), possibly shorter than the
+    /// target and than the 1 s minimum the limits page names.
+    ClosedByPause {
+        /// Timecode (output units) of the fragment.
+        fragment_timecode: u64,
+        /// Its duration.
+        duration: Duration,
+    },
     /// A frame's timecode was raised so that it is not below its Cluster's timecode and strictly
     /// above the previous fragment's last frame (reference §4.6: one-tick compensation).
     TimecodeAdjusted {

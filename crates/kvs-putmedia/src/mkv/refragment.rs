@@ -1256,6 +1256,13 @@ impl Cutter {
         if let Some(o) = self.open.take() {
             self.emit(o, None, tracks, out);
             self.after_flush = true;
+            if let Some(Output::Fragment(f)) = out.back() {
+                let w = Warning::ClosedByPause {
+                    fragment_timecode: f.timecode(),
+                    duration: f.duration(),
+                };
+                out.push_back(Output::Warning(w));
+            }
         }
     }
 

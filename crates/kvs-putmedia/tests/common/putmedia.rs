@@ -230,17 +230,23 @@ pub type Script = Box<dyn FnOnce(&[(u64, usize)]) -> Vec<Vec<u8>> + Send>;
 /// first connection; later ones (the client reconnecting) get RECEIVED and PERSISTED for every
 /// fragment.
 pub async fn scripted_server(script: Script) -> (SocketAddr, Arc<Mutex<Seen>>) {
+    scripted_server_seq(vec![script]).await
+}
+
+/// [`scripted_server`] with one script per connection, in order; connections past the last
+/// script get RECEIVED and PERSISTED for every fragment.
+pub async fn scripted_server_seq(scripts: Vec<Script>) -> (SocketAddr, Arc<Mutex<Seen>>) {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let seen = Arc::new(Mutex::new(Seen::default()));
     let seen2 = seen.clone();
     tokio::spawn(async move {
-        let mut script = Some(script);
+        let mut scripts = scripts.into_iter();
         for n in 0usize.. {
             let Ok((tcp, _)) = listener.accept().await else {
                 return;
             };
-            let this: Script = script.take().unwrap_or_else(|| {
+            let this: Script = scripts.next().unwrap_or_else(|| {
                 Box::new(|clusters: &[(u64, usize)]| {
                     clusters
                         .iter()
@@ -339,6 +345,16 @@ async fn serve_one(tcp: tokio::net::TcpStream, n: usize, script: Script, seen: A
     let _ = http1::Builder::new()
         .serve_connection(TokioIo::new(tcp), service)
         .await;
+}
+
+/// One ERROR ack line; `tc` `None` leaves `FragmentTimecode` out.
+pub fn error_ack(id: u32, code: &str, tc: Option<u64>) -> String {
+    match tc {
+        Some(tc) => format!(
+            "{{\"EventType\":\"ERROR\",\"FragmentTimecode\":{tc},\"ErrorCode\":\"{code}\",\"ErrorId\":{id}}}\n"
+        ),
+        None => format!("{{\"EventType\":\"ERROR\",\"ErrorCode\":\"{code}\",\"ErrorId\":{id}}}\n"),
+    }
 }
 
 /// One ack line.
