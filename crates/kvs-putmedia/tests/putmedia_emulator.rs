@@ -30,19 +30,26 @@ async fn emulator() -> Emulator {
 }
 
 fn client(emu: &Emulator, stream: &str) -> PutMediaClientBuilder {
-    let c = emu.credentials();
-    PutMediaClient::builder()
-        .with_stream_name(stream)
-        .with_region(emu.region())
-        .with_credentials(Credentials::new(
-            c.access_key_id,
-            c.secret_access_key,
-            None,
-            None,
-            "emulator",
-        ))
-        .with_endpoint_url(emu.url())
-        .with_allow_http(true)
+    putmedia_common::emulator_client(emu, stream)
+}
+
+/// Six 1 s fragments of synthetic media, and a client cutting them at 1 s.
+fn six_fragments(emu: &Emulator, stream: &str) -> (Bytes, PutMediaClientBuilder) {
+    let mkv = SynthMkv {
+        frames: 150,
+        frame_ms: 40,
+        gop: 25,
+        frame_bytes: 200,
+        cluster_frames: 25,
+    }
+    .build();
+    let b = client(emu, stream).with_refragment_config(
+        RefragmentConfig::builder()
+            .target_fragment_duration(Duration::from_secs(1))
+            .build()
+            .unwrap(),
+    );
+    (mkv, b)
 }
 
 /// Streams `mkv` in `chunk`-byte pieces; returns the close result and the events.
@@ -310,20 +317,7 @@ async fn putmedia_4006_fragment_is_skipped_reported_and_the_rest_persists() {
         fragment_index: 2,
         error_id: 4006,
     });
-    let mkv = SynthMkv {
-        frames: 150,
-        frame_ms: 40,
-        gop: 25,
-        frame_bytes: 200,
-        cluster_frames: 25,
-    }
-    .build();
-    let b = client(&emu, "err").with_refragment_config(
-        RefragmentConfig::builder()
-            .target_fragment_duration(Duration::from_secs(1))
-            .build()
-            .unwrap(),
-    );
+    let (mkv, b) = six_fragments(&emu, "err");
     let (summary, events) = stream_all(b, &mkv, 1000).await;
     let summary = summary.unwrap();
     assert_eq!(summary.fragments_skipped, 1, "{summary:?}");
@@ -363,20 +357,7 @@ async fn putmedia_4008_ends_the_session_with_a_typed_error() {
         fragment_index: 1,
         error_id: 4008,
     });
-    let mkv = SynthMkv {
-        frames: 150,
-        frame_ms: 40,
-        gop: 25,
-        frame_bytes: 200,
-        cluster_frames: 25,
-    }
-    .build();
-    let b = client(&emu, "gone").with_refragment_config(
-        RefragmentConfig::builder()
-            .target_fragment_duration(Duration::from_secs(1))
-            .build()
-            .unwrap(),
-    );
+    let (mkv, b) = six_fragments(&emu, "gone");
     let (summary, events) = stream_all(b, &mkv, 1000).await;
     let err = summary.unwrap_err();
     match &err {

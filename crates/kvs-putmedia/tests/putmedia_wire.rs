@@ -85,6 +85,22 @@ async fn wait_body_complete(seen: &std::sync::Arc<std::sync::Mutex<putmedia_comm
     panic!("the request body never ended with its terminating chunk");
 }
 
+/// The session reconnected exactly once, after a `phase` timeout of `waited`.
+fn assert_one_timeout(
+    events: &[kvs_putmedia::Result<SessionEvent>],
+    phase: TimeoutPhase,
+    waited: Duration,
+) {
+    let errors = reconnect_errors(events);
+    assert!(
+        matches!(
+            errors.as_slice(),
+            [Error::Timeout { phase: p, waited: w, .. }] if *p == phase && *w == waited
+        ),
+        "{errors:?}"
+    );
+}
+
 /// The `Reconnecting` events' errors.
 fn reconnect_errors(events: &[kvs_putmedia::Result<SessionEvent>]) -> Vec<Error> {
     events
@@ -293,14 +309,7 @@ async fn putmedia_no_ack_hits_the_first_ack_limit_and_the_session_reconnects() {
     let t = Timeouts::default().with_first_ack(Duration::from_secs(3));
     let (summary, events) = run(client(addr).with_timeouts(t)).await;
     let summary = summary.unwrap();
-    let errors = reconnect_errors(&events);
-    assert!(
-        matches!(
-            errors.as_slice(),
-            [Error::Timeout { phase: TimeoutPhase::FirstAck, waited, .. }] if *waited == Duration::from_secs(3)
-        ),
-        "{errors:?}"
-    );
+    assert_one_timeout(&events, TimeoutPhase::FirstAck, Duration::from_secs(3));
     let seen = seen.lock().unwrap();
     assert_eq!(
         putmedia_common::clusters(&seen.later[0]).len() as u64,
@@ -406,14 +415,7 @@ async fn putmedia_silent_service_is_reset_on_staleness_and_unpersisted_fragments
     let t = Timeouts::default().with_staleness(Duration::from_secs(7));
     let (summary, events) = run(client(addr).with_timeouts(t)).await;
     let summary = summary.unwrap();
-    let errors = reconnect_errors(&events);
-    assert!(
-        matches!(
-            errors.as_slice(),
-            [Error::Timeout { phase: TimeoutPhase::Staleness, waited, .. }] if *waited == Duration::from_secs(7)
-        ),
-        "{errors:?}"
-    );
+    assert_one_timeout(&events, TimeoutPhase::Staleness, Duration::from_secs(7));
     let seen = seen.lock().unwrap();
     let first = putmedia_common::clusters(&seen.body);
     let second = putmedia_common::clusters(&seen.later[0]);

@@ -35,42 +35,7 @@ const FAULTY_CONNECTIONS: u32 = 54;
 
 /// A tiny real clip: 64x64 H.264 baseline at 10 fps with a keyframe every second, and AAC.
 fn clip(seconds: u32) -> Bytes {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let path = dir.path().join("clip.mkv");
-    let status = std::process::Command::new("ffmpeg")
-        .args(["-nostdin", "-loglevel", "error", "-f", "lavfi", "-i"])
-        .arg(format!("testsrc=size=64x64:rate=10:duration={seconds}"))
-        .args(["-f", "lavfi", "-i"])
-        .arg(format!(
-            "sine=frequency=440:sample_rate=16000:duration={seconds}"
-        ))
-        .args([
-            "-c:v",
-            "libx264",
-            "-preset",
-            "ultrafast",
-            "-profile:v",
-            "baseline",
-            "-bf",
-            "0",
-            "-g",
-            "10",
-            "-keyint_min",
-            "10",
-            "-sc_threshold",
-            "0",
-            "-pix_fmt",
-            "yuv420p",
-            "-c:a",
-            "aac",
-            "-b:a",
-            "16k",
-        ])
-        .arg(&path)
-        .status()
-        .expect("run ffmpeg");
-    assert!(status.success(), "ffmpeg failed: {status}");
-    Bytes::from(std::fs::read(&path).expect("read clip"))
+    putmedia_common::ffmpeg_clip_with(seconds, "64x64", 10, true)
 }
 
 fn refragment_config() -> RefragmentConfig {
@@ -111,20 +76,7 @@ fn expected_with_warnings(mkv: &Bytes, mode: TimecodeMode) -> (Bytes, Vec<u64>, 
 }
 
 fn client(emu: &Emulator, stream: &str) -> PutMediaClientBuilder {
-    let c = emu.credentials();
-    PutMediaClient::builder()
-        .with_stream_name(stream)
-        .with_region(emu.region())
-        .with_credentials(Credentials::new(
-            c.access_key_id,
-            c.secret_access_key,
-            None,
-            None,
-            "emulator",
-        ))
-        .with_endpoint_url(emu.url())
-        .with_allow_http(true)
-        .with_refragment_config(refragment_config())
+    putmedia_common::emulator_client(emu, stream).with_refragment_config(refragment_config())
 }
 
 /// Counts frames ffprobe decodes in an MKV file: the playability check.

@@ -123,34 +123,67 @@ pub fn chunks(data: &Bytes, n: usize) -> Vec<Bytes> {
 /// Encodes a short lavfi test clip (320x240, H.264 baseline without B-frames, a keyframe every
 /// second) to MKV with ffmpeg and returns its bytes.
 pub fn ffmpeg_clip(seconds: u32) -> Bytes {
+    ffmpeg_clip_with(seconds, "320x240", 25, false)
+}
+
+/// A lavfi test clip of `size` at `fps` frames a second, H.264 baseline without B-frames, a
+/// keyframe every second, and with `audio` a 16 kHz AAC sine; MKV bytes.
+pub fn ffmpeg_clip_with(seconds: u32, size: &str, fps: u32, audio: bool) -> Bytes {
     let dir = tempfile::tempdir().expect("tempdir");
     let path = dir.path().join("clip.mkv");
-    let status = std::process::Command::new("ffmpeg")
-        .args(["-nostdin", "-loglevel", "error", "-f", "lavfi", "-i"])
-        .arg(format!("testsrc=size=320x240:rate=25:duration={seconds}"))
-        .args([
-            "-c:v",
-            "libx264",
-            "-preset",
-            "ultrafast",
-            "-profile:v",
-            "baseline",
-            "-bf",
-            "0",
-            "-g",
-            "25",
-            "-keyint_min",
-            "25",
-            "-sc_threshold",
-            "0",
-            "-pix_fmt",
-            "yuv420p",
-        ])
-        .arg(&path)
-        .status()
-        .expect("run ffmpeg");
+    let gop = fps.to_string();
+    let mut cmd = std::process::Command::new("ffmpeg");
+    cmd.args(["-nostdin", "-loglevel", "error", "-f", "lavfi", "-i"])
+        .arg(format!("testsrc=size={size}:rate={fps}:duration={seconds}"));
+    if audio {
+        cmd.args(["-f", "lavfi", "-i"]).arg(format!(
+            "sine=frequency=440:sample_rate=16000:duration={seconds}"
+        ));
+    }
+    cmd.args([
+        "-c:v",
+        "libx264",
+        "-preset",
+        "ultrafast",
+        "-profile:v",
+        "baseline",
+        "-bf",
+        "0",
+        "-g",
+        &gop,
+        "-keyint_min",
+        &gop,
+        "-sc_threshold",
+        "0",
+        "-pix_fmt",
+        "yuv420p",
+    ]);
+    if audio {
+        cmd.args(["-c:a", "aac", "-b:a", "16k"]);
+    }
+    let status = cmd.arg(&path).status().expect("run ffmpeg");
     assert!(status.success(), "ffmpeg failed: {status}");
     Bytes::from(std::fs::read(&path).expect("read clip"))
+}
+
+/// A client builder for `stream` on the emulator: its region, keys and URL, plain HTTP allowed.
+pub fn emulator_client(
+    emu: &kvs_emulator::Emulator,
+    stream: &str,
+) -> kvs_putmedia::PutMediaClientBuilder {
+    let c = emu.credentials();
+    kvs_putmedia::PutMediaClient::builder()
+        .with_stream_name(stream)
+        .with_region(emu.region())
+        .with_credentials(aws_credential_types::Credentials::new(
+            c.access_key_id,
+            c.secret_access_key,
+            None,
+            None,
+            "emulator",
+        ))
+        .with_endpoint_url(emu.url())
+        .with_allow_http(true)
 }
 
 // ---------------------------------------------------------------------------------------------
