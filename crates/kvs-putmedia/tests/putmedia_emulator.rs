@@ -429,3 +429,57 @@ async fn putmedia_memory_stays_under_bound_over_100x_the_bound() {
         summary.fragments_persisted
     );
 }
+
+/// The error that ends a session reaches the `AckStream` even when nobody read the stream and
+/// its channel is full (`EVENT_CAPACITY`): it comes last, after the events that fit.
+#[tokio::test]
+async fn the_ending_error_survives_a_full_event_channel() {
+    let emu = emulator().await;
+    emu.create_stream("full", 24).await.unwrap();
+    // 400 one-second fragments: BUFFERING, RECEIVED, PERSISTED each, far over 1024 events.
+    emu.faults().push(FaultRule::ErrorAck {
+        scope: Scope::stream("full"),
+        fragment_index: 380,
+        error_id: 4008,
+    });
+    let mkv = SynthMkv {
+        frames: 10_000,
+        frame_ms: 40,
+        gop: 25,
+        frame_bytes: 20,
+        cluster_frames: 25,
+    }
+    .build();
+    // 400 s of media sent at once: backfilled, or the service refuses future timestamps (4007).
+    let mode = TimecodeMode::backfill(Duration::from_secs(400), SystemTime::now());
+    let b = client(&emu, "full")
+        .with_timecode_mode(mode)
+        .with_refragment_config(
+            RefragmentConfig::builder()
+                .target_fragment_duration(Duration::from_secs(1))
+                .build()
+                .unwrap(),
+        );
+    let session = b.build().unwrap();
+    let (mut sink, acks) = session.start().await.unwrap();
+    let mut result = Ok(());
+    for c in chunks(&mkv, 64 * 1024) {
+        if let Err(e) = sink.send(c).await {
+            result = Err(e);
+            break;
+        }
+    }
+    let closed = match result {
+        Ok(()) => sink.close().await.map(|_| ()),
+        Err(e) => Err(e),
+    };
+    assert!(matches!(closed, Err(Error::Ack { .. })), "{closed:?}");
+    // Only now is the stream read.
+    let events: Vec<_> = acks.collect().await;
+    assert_eq!(events.len(), kvs_putmedia::EVENT_CAPACITY + 1);
+    assert!(
+        matches!(events.last(), Some(Err(Error::Ack { id, .. })) if id.id() == 4008),
+        "{:?}",
+        events.last()
+    );
+}
