@@ -402,19 +402,21 @@ pub(crate) fn ffmpeg_args(
         }
     }
     // Reference §5: CRC-32 off. Clusters are kept SHORT on purpose: the muxer holds a whole
-    // cluster until it is cut, so clusters cut only at keyframes delay every fragment by one GOP
-    // at real-time pace and hold up to a GOP of media inside ffmpeg. Measured with
-    // `s3-to-kvs demo --seconds 8` (2 s GOP), time to the first acknowledged fragment, median of
-    // 3: 4.99 s with clusters cut only at keyframes, 3.30 s with these limits. Nothing is lost: the output is always
-    // re-clustered at keyframes by `kvs_putmedia::mkv::Refragmenter` ("do not forward ffmpeg's
-    // bytes unchanged"), which is what decides the fragments KVS sees.
+    // cluster until it is cut, so the keyframe that completes a fragment reaches the pipe up to
+    // one cluster late (clusters cut only at keyframes: one whole GOP late). Measured with
+    // `cargo bench -p kvs-benches --bench first_ack` (2 s GOP, copy, real-time pace), first byte
+    // to first RECEIVED, p50: 2251 ms with a 250 ms limit, 2045 ms with 20 ms (one fragment plus
+    // 24 ms; issue 8's target is one fragment plus 50 ms). The cost is a Cluster header per frame
+    // or two. Nothing is lost: the output is always re-clustered at keyframes by
+    // `kvs_putmedia::mkv::Refragmenter` ("do not forward ffmpeg's bytes unchanged"), which is
+    // what decides the fragments KVS sees.
     push(&[
         "-f",
         "matroska",
         "-write_crc32",
         "0",
         "-cluster_time_limit",
-        "250",
+        "20",
         "-cluster_size_limit",
         "1048576",
         "-flush_packets",
