@@ -16,7 +16,7 @@ use kvs_putmedia::{
     CompletionAck, ConnectCause, Error, FragmentAck, PutMediaClient, PutMediaClientBuilder,
     RetryPolicy, SessionEvent, TimeoutPhase, Timeouts,
 };
-use putmedia_common::{SynthMkv, ack, chunks, scripted_server, scripted_server_seq};
+use putmedia_common::{SynthMkv, ack, ack_all, chunks, scripted_server, scripted_server_seq};
 
 const SECRET: &str = "wJalrXUtnFEMI/K7MDENG/bPxRfiCYSECRETKEY";
 const TOKEN: &str = "FwoGZXIvYXdzEJr//////////SESSIONTOKENVALUE";
@@ -183,13 +183,7 @@ async fn putmedia_interleaved_acks_two_per_chunk_and_split_are_matched_by_timeco
 
 #[tokio::test]
 async fn putmedia_request_headers_follow_the_reference() {
-    let (addr, seen) = scripted_server(Box::new(|clusters| {
-        clusters
-            .iter()
-            .map(|c| (ack("RECEIVED", c.0) + &ack("PERSISTED", c.0)).into_bytes())
-            .collect()
-    }))
-    .await;
+    let (addr, seen) = scripted_server(ack_all()).await;
     let (summary, _) = run(client(addr)).await;
     summary.unwrap();
     let seen = seen.lock().unwrap();
@@ -500,13 +494,7 @@ async fn putmedia_error_status_is_typed_with_aws_error_type_and_request_id() {
 
 #[tokio::test]
 async fn putmedia_ack_stream_ends_after_sinkext_close_without_dropping_the_sink() {
-    let (addr, _seen) = scripted_server(Box::new(|clusters| {
-        clusters
-            .iter()
-            .map(|c| (ack("RECEIVED", c.0) + &ack("PERSISTED", c.0)).into_bytes())
-            .collect()
-    }))
-    .await;
+    let (addr, _seen) = scripted_server(ack_all()).await;
     let client = client(addr).build().unwrap();
     let (mut sink, acks) = client.start().await.unwrap();
     for c in chunks(&mkv(), 8192) {
@@ -533,13 +521,7 @@ async fn putmedia_data_endpoint_is_cached_and_refetched_after_a_connection_failu
     use std::sync::atomic::{AtomicUsize, Ordering};
 
     // The PutMedia side: a scripted server acking every fragment.
-    let (data_addr, _seen) = scripted_server(Box::new(|clusters| {
-        clusters
-            .iter()
-            .map(|c| (ack("RECEIVED", c.0) + &ack("PERSISTED", c.0)).into_bytes())
-            .collect()
-    }))
-    .await;
+    let (data_addr, _seen) = scripted_server(ack_all()).await;
     // A port nothing listens on: bind, note it, close.
     let dead = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await

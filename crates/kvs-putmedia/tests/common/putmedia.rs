@@ -279,14 +279,7 @@ pub async fn scripted_server_seq(scripts: Vec<Script>) -> (SocketAddr, Arc<Mutex
             let Ok((tcp, _)) = listener.accept().await else {
                 return;
             };
-            let this: Script = scripts.next().unwrap_or_else(|| {
-                Box::new(|clusters: &[(u64, usize)]| {
-                    clusters
-                        .iter()
-                        .map(|c| (ack("RECEIVED", c.0) + &ack("PERSISTED", c.0)).into_bytes())
-                        .collect()
-                })
-            });
+            let this: Script = scripts.next().unwrap_or_else(ack_all);
             tokio::spawn(serve_one(tcp, n, this, seen2.clone()));
         }
     });
@@ -378,6 +371,16 @@ async fn serve_one(tcp: tokio::net::TcpStream, n: usize, script: Script, seen: A
     let _ = http1::Builder::new()
         .serve_connection(TokioIo::new(tcp), service)
         .await;
+}
+
+/// The well-behaved service: RECEIVED and PERSISTED for every fragment, each pair one chunk.
+pub fn ack_all() -> Script {
+    Box::new(|clusters: &[(u64, usize)]| {
+        clusters
+            .iter()
+            .map(|c| (ack("RECEIVED", c.0) + &ack("PERSISTED", c.0)).into_bytes())
+            .collect()
+    })
 }
 
 /// One ERROR ack line; `tc` `None` leaves `FragmentTimecode` out.
