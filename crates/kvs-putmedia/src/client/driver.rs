@@ -64,18 +64,33 @@ pub(crate) struct Driver {
     opened: u32,
     readers: JoinSet<()>,
     /// Consecutive failures without progress.
-    failures: u32,
-    progress_mark: u64,
+    failures: NoProgress,
     auth_retried: bool,
     reconnect_at: Option<Instant>,
     cause: ConnectCause,
     /// Resolve the data endpoint again before the next connection.
     refresh_endpoint: bool,
-    /// The last connection ended in a reconnect that is not a failure.
-    free_reconnect: bool,
-    /// Such reconnects in a row without progress, and the progress they started from.
-    free_streak: u32,
-    free_mark: u64,
+    /// Reconnects that are not failures, in a row without progress.
+    free_reconnects: NoProgress,
+}
+
+/// Counts events in a row during which no fragment made progress (was RECEIVED or skipped).
+#[derive(Debug, Default)]
+struct NoProgress {
+    count: u32,
+    mark: u64,
+}
+
+impl NoProgress {
+    /// Counts one more event at session progress `progress`; returns the run's length.
+    fn bump(&mut self, progress: u64) -> u32 {
+        if progress != self.mark {
+            self.mark = progress;
+            self.count = 0;
+        }
+        self.count += 1;
+        self.count
+    }
 }
 
 /// Reconnects that are not failures (4003, skip, idle close) allowed in a row without progress
@@ -101,15 +116,12 @@ impl Driver {
             cur: None,
             opened: 0,
             readers: JoinSet::new(),
-            failures: 0,
-            progress_mark: 0,
+            failures: NoProgress::default(),
             auth_retried: false,
             reconnect_at: None,
             cause: ConnectCause::Start,
             refresh_endpoint: false,
-            free_reconnect: false,
-            free_streak: 0,
-            free_mark: 0,
+            free_reconnects: NoProgress::default(),
         }
     }
 
@@ -145,16 +157,12 @@ impl Driver {
             self.auth_retried = true;
         }
         let progress = self.shared.lock().progress;
-        if progress != self.progress_mark {
-            self.progress_mark = progress;
-            self.failures = 0;
-        }
-        self.failures += 1;
-        if self.failures > self.retry.max_attempts {
+        let attempt = self.failures.bump(progress);
+        if attempt > self.retry.max_attempts {
             return None;
         }
         self.shared.lock().summary.retries += 1;
-        Some(self.retry.delay(self.failures, self.jitter.unit()))
+        Some(self.retry.delay(attempt, self.jitter.unit()))
     }
 
     pub(crate) async fn run(mut self) {
@@ -204,6 +212,8 @@ impl Driver {
             return Step::Exit;
         }
         let mut failure = None;
+        // The current connection ended in a reconnect that is not a failure.
+        let mut free = false;
         let ended_any = !st.ended.is_empty();
         for (id, end) in std::mem::take(&mut st.ended) {
             let reachable = matches!(end, ConnEnd::Closed { .. });
@@ -228,7 +238,7 @@ impl Driver {
                     // The service closed a connection with nothing owed (idle close):
                     // reconnect when there is media again.
                     self.cause = ConnectCause::Resume;
-                    self.free_reconnect = true;
+                    free = true;
                 }
                 ConnEnd::Closed { error: None } => {
                     failure = Some(Failure::Retry(Error::Transport {
@@ -246,12 +256,12 @@ impl Driver {
                         st.summary.rotations += 1;
                         self.cause = ConnectCause::Rotation;
                         self.refresh_endpoint = true;
-                        self.free_reconnect = true;
+                        free = true;
                     }
                     // The refused fragment is out of the ledger; the rest goes on at once.
                     ErrorAction::Skip => {
                         self.cause = ConnectCause::Retry;
-                        self.free_reconnect = true;
+                        free = true;
                     }
                     ErrorAction::Stop => return Step::Exit,
                     ErrorAction::Retry => {
@@ -279,26 +289,17 @@ impl Driver {
             // Settled fragments freed room: a sink waiting at the cap must see it.
             shared.wake_sink();
         }
-        if failure.is_none() && self.free_reconnect {
-            // Reconnects that are not failures (4003, a skipped fragment, an idle close) still
-            // get the backoff once they repeat without progress: a service answering 4003 at
-            // once must not make us reconnect in a loop.
-            self.free_reconnect = false;
-            if st.progress == self.free_mark {
-                self.free_streak += 1;
-            } else {
-                self.free_mark = st.progress;
-                self.free_streak = 1;
-            }
-            if self.free_streak > FREE_RECONNECTS {
-                failure = Some(Failure::Retry(Error::Transport {
-                    stream: shared.stream.clone(),
-                    during: "streaming media",
-                    source: Arc::new(std::io::Error::other(format!(
-                        "{FREE_RECONNECTS} reconnects in a row without an acknowledged fragment"
-                    ))),
-                }));
-            }
+        // Reconnects that are not failures (4003, a skipped fragment, an idle close) still get
+        // the backoff once they repeat without progress: a service answering 4003 at once must
+        // not make us reconnect in a loop.
+        if failure.is_none() && free && self.free_reconnects.bump(st.progress) > FREE_RECONNECTS {
+            failure = Some(Failure::Retry(Error::Transport {
+                stream: shared.stream.clone(),
+                during: "streaming media",
+                source: Arc::new(std::io::Error::other(format!(
+                    "{FREE_RECONNECTS} reconnects in a row without an acknowledged fragment"
+                ))),
+            }));
         }
         if let Some(f) = failure {
             drop(st);
@@ -426,11 +427,11 @@ impl Driver {
         let mut st = shared.lock();
         match delay {
             Some(delay) => {
-                tracing::warn!(stream = %shared.stream, attempt = self.failures, ?delay, error = %err, "PutMedia connection failed; reconnecting");
+                tracing::warn!(stream = %shared.stream, attempt = self.failures.count, ?delay, error = %err, "PutMedia connection failed; reconnecting");
                 self.reconnect_at = Some(Instant::now() + delay);
                 self.cause = ConnectCause::Retry;
                 let ev = SessionEvent::Reconnecting {
-                    attempt: self.failures,
+                    attempt: self.failures.count,
                     delay,
                     error: err,
                 };
