@@ -403,11 +403,9 @@ pub(crate) fn ffmpeg_args(
     }
     // Reference §5: CRC-32 off. Clusters are kept SHORT on purpose: the muxer holds a whole
     // cluster until it is cut, so the keyframe that completes a fragment reaches the pipe up to
-    // one cluster late (clusters cut only at keyframes: one whole GOP late). Measured with
-    // `cargo bench -p kvs-benches --bench first_ack` (2 s GOP, copy, real-time pace), first byte
-    // to first RECEIVED, p50: 2251 ms with a 250 ms limit, 2045 ms with 20 ms (one fragment plus
-    // 24 ms; issue 8's target is one fragment plus 50 ms). The cost is a Cluster header per frame
-    // or two. Nothing is lost: the output is always re-clustered at keyframes by
+    // one cluster late (clusters cut only at keyframes: one whole GOP late). 20 ms keeps the
+    // first acknowledgement within 50 ms of one fragment; docs/performance.md ("First
+    // acknowledgement") has the measurements. The cost is a Cluster header per frame or two. Nothing is lost: the output is always re-clustered at keyframes by
     // `kvs_putmedia::mkv::Refragmenter` ("do not forward ffmpeg's bytes unchanged"), which is
     // what decides the fragments KVS sees.
     push(&[
@@ -648,7 +646,6 @@ impl FfmpegSource {
             progress_rx,
             plan,
             pid,
-            is_pipe: stdin_task.is_some(),
             stdin_task,
         })
     }
@@ -762,9 +759,6 @@ pub struct Summary {
     pub decision: Decision,
 }
 
-/// Reads smaller than this start a new block instead of filling the rest of the current one.
-const MIN_READ: usize = 4096;
-
 /// A running ffmpeg: a [`Stream`] of MKV byte chunks, plus progress, cancel and wait.
 ///
 /// Memory is bounded: at most `chunk_size` bytes are read per poll and nothing is read until the
@@ -794,7 +788,6 @@ pub struct FfmpegJob {
     progress_rx: watch::Receiver<Progress>,
     plan: Plan,
     pid: Option<u32>,
-    is_pipe: bool,
     stdin_task: Option<JoinHandle<()>>,
 }
 
@@ -893,7 +886,7 @@ impl FfmpegJob {
         let status = info.and_then(|i| i.status);
         // The MP4 demuxer on a pipe skips to the index, then cannot go back: "partial file". It
         // exits 0 with a header-only output when copying, non-zero when transcoding.
-        if self.is_pipe
+        if self.stdin_task.is_some()
             && (status.is_none_or(|s| !s.success()) || !self.saw_cluster)
             && stderr.lines().iter().any(|l| l.contains("partial file"))
         {
@@ -983,17 +976,8 @@ impl Stream for FfmpegJob {
                 State::Done => return Poll::Ready(None),
                 State::Reading => {
                     let stdout = this.stdout.as_mut().expect("stdout present while reading");
-                    this.buf.clear();
-                    // Read into what is left of the current block: chunks handed out are slices
-                    // of it, so a fresh block per read would pin a whole `chunk_size`
-                    // allocation behind every small pipe read for as long as the consumer keeps
-                    // the chunk (a PutMedia session keeps fragments until acknowledged).
-                    if this.buf.capacity() < MIN_READ {
-                        this.buf = BytesMut::with_capacity(this.chunk_size);
-                    }
-                    let room = this.buf.capacity();
-                    let mut lim = (&mut this.buf).limit(room);
-                    match tokio_util::io::poll_read_buf(Pin::new(stdout), cx, &mut lim) {
+                    crate::read_block(&mut this.buf, this.chunk_size);
+                    match tokio_util::io::poll_read_buf(Pin::new(stdout), cx, &mut this.buf) {
                         Poll::Ready(Ok(0)) => {
                             this.stdout = None;
                             let mut rx = this.exit_rx.clone();

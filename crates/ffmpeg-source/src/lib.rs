@@ -50,3 +50,43 @@ pub use profile::{
     X264Preset, X264Tune, copy_blockers,
 };
 pub use progress::{MAX_LINE_LEN, Progress};
+
+/// Reads smaller than this start a new block instead of filling the rest of the current one.
+const MIN_READ: usize = 4096;
+
+/// Prepares `buf` (empty, after `split()` handed the last read out) for the next read of a
+/// pipe: the read goes into what is left of the current block, and a new `block`-byte one is
+/// allocated only when under 4 KiB are left. Chunks handed out are slices of the block, so a
+/// fresh block per read would pin a whole `block` allocation behind every small pipe read for
+/// as long as the consumer keeps the chunk (a PutMedia session keeps fragments until they are
+/// acknowledged): up to 16x the media in memory at real-time pace.
+pub fn read_block(buf: &mut bytes::BytesMut, block: usize) {
+    if buf.capacity() - buf.len() < MIN_READ {
+        *buf = bytes::BytesMut::with_capacity(block.max(MIN_READ));
+    }
+}
+
+#[cfg(test)]
+mod read_block_tests {
+    use bytes::BufMut;
+
+    #[test]
+    fn small_reads_share_one_block_and_a_nearly_full_block_is_replaced() {
+        let mut buf = bytes::BytesMut::new();
+        let mut chunks = Vec::new();
+        for _ in 0..10 {
+            super::read_block(&mut buf, 64 * 1024);
+            buf.put_slice(&[7; 1000]);
+            chunks.push(buf.split().freeze());
+        }
+        // Ten 1000-byte reads are consecutive slices of one allocation.
+        for w in chunks.windows(2) {
+            assert_eq!(w[0].as_ptr().wrapping_add(1000), w[1].as_ptr());
+        }
+        // Under 4 KiB left: the next read gets a new block.
+        buf.put_slice(&vec![0; buf.capacity() - 3000]);
+        let _full = buf.split();
+        super::read_block(&mut buf, 64 * 1024);
+        assert!(buf.capacity() >= 64 * 1024);
+    }
+}

@@ -544,7 +544,9 @@ mod tests {
             let flags = if key { "K__" } else { "___" };
             let a = parse_packets(&format!("pts_time={t}|dts_time={t}|flags={flags}"));
             let b = parse_packets(&format!("flags={flags}|dts_time={t}|pts_time={t}"));
-            proptest::prop_assert_eq!(a, b);
+            proptest::prop_assert_eq!(&a, &b);
+            proptest::prop_assert_eq!(a.packets, 1);
+            proptest::prop_assert_eq!(a.keyframes, usize::from(key));
         }
     }
 

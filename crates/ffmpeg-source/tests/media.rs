@@ -248,6 +248,7 @@ async fn typical_upload_with_sample_parity_defaults() {
         "-pix_fmt yuv420p",
         "-bf 0",
         "-write_crc32 0",
+        "-cluster_time_limit 20",
         "-sc_threshold 0",
         "force_original_aspect_ratio=decrease",
         "pad=640:480",

@@ -857,11 +857,9 @@ async fn the_drain_after_an_error_ack_is_bounded_in_time_and_bytes() {
     emu.create_stream("s", 1).await.unwrap();
     let mut pm = PutMedia::open(&emu, PutMediaOptions::new(&emu, "s")).await;
     pm.send(b"this is not matroska at all").await.unwrap();
-    let t0 = Instant::now();
     let cut =
         tokio::time::timeout(Duration::from_secs(10), keep_streaming(&mut pm, 256 << 20)).await;
     assert_eq!(cut, Ok(false), "writes fail once the emulator closes");
-    assert!(t0.elapsed() < Duration::from_secs(10));
 }
 
 /// The injected drops stay abrupt: no drain, no terminating chunk, even while the producer

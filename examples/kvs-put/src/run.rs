@@ -661,12 +661,7 @@ async fn pump(
                 match ffmpeg.as_mut() {
                     Some(job) => job.next().await.map(|r| r.map_err(ffmpeg_failure)),
                     None => {
-                        // Fill the rest of the current block before a new one: chunks are
-                        // slices of it, kept until acknowledged, so a fresh block per small
-                        // read would pin STDIN_CHUNK bytes behind each.
-                        if buf.capacity() < 4096 {
-                            buf = BytesMut::with_capacity(STDIN_CHUNK);
-                        }
+                        ffmpeg_source::read_block(&mut buf, STDIN_CHUNK);
                         match stdin.read_buf(&mut buf).await {
                             Ok(0) => None,
                             Ok(_) => Some(Ok(buf.split().freeze())),

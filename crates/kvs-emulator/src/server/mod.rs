@@ -703,9 +703,6 @@ mod tests {
             Emulator::builder().idle_timeout(Duration::ZERO),
             Emulator::builder().ingest_rate_limit(0),
             Emulator::builder().max_connection_duration(Duration::ZERO),
-            Emulator::builder()
-                .media_retention(MediaRetention::MetadataOnly)
-                .data_dir(std::env::temp_dir()),
         ] {
             assert!(matches!(b.start().await, Err(Error::InvalidConfig { .. })));
         }
