@@ -67,9 +67,29 @@ async fn stream_all(
     kvs_putmedia::Result<kvs_putmedia::SessionSummary>,
     Vec<kvs_putmedia::Result<SessionEvent>>,
 ) {
+    let (result, events, summary) = stream_all_summarized(b, mkv, chunk).await;
+    (result.map(|()| summary), events)
+}
+
+/// [`stream_all`], plus the session's final summary even when it failed.
+async fn stream_all_summarized(
+    b: PutMediaClientBuilder,
+    mkv: &Bytes,
+    chunk: usize,
+) -> (
+    kvs_putmedia::Result<()>,
+    Vec<kvs_putmedia::Result<SessionEvent>>,
+    kvs_putmedia::SessionSummary,
+) {
     let client = b.build().unwrap();
-    let (mut sink, acks) = client.start().await.unwrap();
-    let collector = tokio::spawn(acks.collect::<Vec<_>>());
+    let (mut sink, mut acks) = client.start().await.unwrap();
+    let collector = tokio::spawn(async move {
+        let mut events = Vec::new();
+        while let Some(e) = acks.next().await {
+            events.push(e);
+        }
+        (events, acks.summary())
+    });
     let mut result = Ok(());
     for c in chunks(mkv, chunk) {
         if let Err(e) = sink.send(c).await {
@@ -77,11 +97,12 @@ async fn stream_all(
             break;
         }
     }
-    let summary = match result {
-        Ok(()) => sink.close().await,
+    let result = match result {
+        Ok(()) => sink.close().await.map(drop),
         Err(e) => Err(e),
     };
-    (summary, collector.await.unwrap())
+    let (events, summary) = collector.await.unwrap();
+    (result, events, summary)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -346,8 +367,15 @@ async fn putmedia_4008_ends_the_session_with_a_typed_error() {
         error_id: 4008,
     });
     let (mkv, b) = six_fragments(&emu, "gone");
-    let (summary, events) = stream_all(b, &mkv, 1000).await;
-    let err = summary.unwrap_err();
+    let (result, events, summary) = stream_all_summarized(b, &mkv, 1000).await;
+    let err = result.unwrap_err();
+    // The summary names the refused fragment too, not only the error.
+    assert_eq!(summary.fragments_failed.len(), 1, "{summary:?}");
+    assert_eq!(summary.fragments_failed[0].timecode, Some(1000));
+    assert_eq!(
+        summary.fragments_failed[0].error.id,
+        AckErrorId::from_id(4008)
+    );
     match &err {
         Error::Ack {
             id,

@@ -71,17 +71,10 @@ pub async fn emulator_sdk_config(emu: &Emulator) -> SdkConfig {
         .await
 }
 
-/// Creates `name` on the emulator (24 h retention, so fragments are PERSISTED) unless it exists.
-pub async fn ensure_stream(emu: &Emulator, name: &str) -> anyhow::Result<()> {
-    let config = emulator_sdk_config(emu).await;
-    let kv = aws_sdk_kinesisvideo::Client::new(&config);
-    if kv.describe_stream().stream_name(name).send().await.is_ok() {
-        return Ok(());
-    }
-    kv.create_stream()
-        .stream_name(name)
-        .data_retention_in_hours(24)
-        .send()
+/// Creates `name` on a freshly started emulator, with 24 h retention so fragments are
+/// PERSISTED.
+pub async fn create_stream(emu: &Emulator, name: &str) -> anyhow::Result<()> {
+    emu.create_stream(name, 24)
         .await
         .with_context(|| format!("creating stream {name}"))?;
     Ok(())
@@ -157,7 +150,7 @@ struct Checked {
 }
 
 /// ffprobe's verdict on the first video frame of a standalone fragment.
-async fn first_video_frame_is_key(media: &[u8]) -> anyhow::Result<bool> {
+async fn first_video_frame_is_key(media: Bytes) -> anyhow::Result<bool> {
     let mut child = tokio::process::Command::new("ffprobe")
         .args(["-v", "error", "-select_streams", "v:0"])
         .args([
@@ -175,10 +168,9 @@ async fn first_video_frame_is_key(media: &[u8]) -> anyhow::Result<bool> {
         .spawn()
         .context("running ffprobe")?;
     let mut stdin = child.stdin.take().expect("piped stdin");
-    let data = media.to_vec();
     let writer = tokio::spawn(async move {
         // ffprobe stops reading after the first frame; a broken pipe then is expected.
-        let _ = stdin.write_all(&data).await;
+        let _ = stdin.write_all(&media).await;
     });
     let out = child.wait_with_output().await?;
     let _ = writer.await;
@@ -245,7 +237,7 @@ async fn read_back(config: &SdkConfig, stream: &str) -> anyhow::Result<Vec<Check
             .await?
             .into_bytes();
         checked.push(Checked {
-            keyframe_first: first_video_frame_is_key(&media).await?,
+            keyframe_first: first_video_frame_is_key(media).await?,
             number,
             producer_ms: f
                 .producer_timestamp
@@ -268,7 +260,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
         emu.region()
     );
     let config = emulator_sdk_config(&emu).await;
-    ensure_stream(&emu, DEMO_STREAM).await?;
+    create_stream(&emu, DEMO_STREAM).await?;
 
     let clip = make_clip(args.seconds).await?;
     let s3 = aws_sdk_s3::Client::new(&config);

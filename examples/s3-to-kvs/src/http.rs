@@ -300,10 +300,10 @@ pub async fn serve<R: JobRunner>(
     app.registry.begin_shutdown();
     app.stop.cancel();
     let deadline = tokio::time::Instant::now() + drain;
-    while app.registry.any_active() && tokio::time::Instant::now() < deadline {
+    while app.registry.active() > 0 && tokio::time::Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    if app.registry.any_active() {
+    if app.registry.active() > 0 {
         tracing::warn!("drain deadline passed with jobs still running; they are dropped");
     }
     let _ = tokio::time::timeout(Duration::from_secs(1), graceful.shutdown()).await;

@@ -337,11 +337,6 @@ impl Registry {
         let inner = self.inner.lock().expect("registry lock");
         inner.running + inner.queued.len()
     }
-
-    /// Whether any job is queued or running, by state (for tests and shutdown).
-    pub fn any_active(&self) -> bool {
-        self.list().iter().any(|v| v.state.is_active())
-    }
 }
 
 #[cfg(test)]

@@ -164,7 +164,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         ),
     };
     if let (Some(emu), pipeline::Target::Name(name)) = (&emulator, &target) {
-        demo::ensure_stream(emu, name).await?;
+        demo::create_stream(emu, name).await?;
     }
     // An http:// endpoint the user set (AWS_ENDPOINT_URL or --emulator) is the explicit opt-in
     // to plain HTTP; otherwise TLS is required and verified.

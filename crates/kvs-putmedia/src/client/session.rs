@@ -178,8 +178,9 @@ pub struct SessionSummary {
     pub fragments_received: u64,
     /// Fragments acknowledged PERSISTED.
     pub fragments_persisted: u64,
-    /// Fragments refused for good by the service (skipped), the first 1024 of them; the count
-    /// is [`fragments_skipped`](Self::fragments_skipped).
+    /// Fragments refused for good by the service, the first 1024 of them: the skipped ones
+    /// (counted in [`fragments_skipped`](Self::fragments_skipped)) and the one whose error ended
+    /// the session (4008, KMS), if any.
     pub fragments_failed: Vec<FailedFragment>,
     /// Fragments refused with a non-retryable error id and skipped.
     pub fragments_skipped: u64,
@@ -1004,6 +1005,15 @@ impl Shared {
         match action {
             // Reference §2 table: 4008, KMS errors and 4507 mean the stream cannot take data.
             ErrorAction::Stop => {
+                // The refused fragment is reported like a skipped one, so every caller's
+                // summary names it, not only the error.
+                if st.summary.fragments_failed.len() < FAILED_KEPT {
+                    st.summary.fragments_failed.push(FailedFragment {
+                        timecode: tc,
+                        fragment_number: fragment_number.clone(),
+                        error: error.clone(),
+                    });
+                }
                 let err = Error::Ack {
                     stream: self.stream.clone(),
                     id: error.id,
