@@ -1,8 +1,9 @@
 //! Throughput of the MKV re-fragmenter over typical media.
 //!
 //! The media: 30 s of 640x480 30 fps H.264 at about 6 Mbit/s plus AAC, muxed by ffmpeg to a
-//! pipe exactly as the product runs it (clusters of 1 s or 32 KiB, not keyframe aligned,
-//! CRC-32 elements), generated once with lavfi into the bench's temp dir (about 23 MB). Read
+//! pipe with the muxer's pipe defaults, as the Node sample runs it (clusters of 1 s or 32 KiB,
+//! not keyframe aligned, CRC-32 elements; ffmpeg-source itself asks for 20 ms clusters and no
+//! CRC-32), generated once with lavfi into the bench's temp dir (about 23 MB). Read
 //! patterns: 64 KiB chunks (a pipe read) and 4 KiB chunks (small reads, more boundary work).
 //! Every fragment is drained and its byte count summed, so the zero-copy output is exercised.
 //!
