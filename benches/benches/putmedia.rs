@@ -163,12 +163,15 @@ async fn run_sink(emu: &Emulator, data: &Bytes, origin_ms: u64) {
             .unwrap();
     }
     let summary = sink.close().await.unwrap();
-    assert_eq!(summary.fragments_persisted, summary.fragments_sent);
+    // A run that delivered less would look cheaper: every fragment must be delivered, once.
+    assert!(summary.fragments > 0);
+    assert_eq!(summary.fragments_delivered, summary.fragments);
+    assert_eq!(summary.fragments_sent, summary.fragments, "no resend");
 }
 
 /// The floor: the same bytes in the same 64 KiB chunks as one signed chunked POST through a
 /// bare hyper 1 connection; reads the ack stream to its end without decoding it.
-async fn run_plain(emu: &Emulator, data: &Bytes) {
+async fn run_plain(emu: &Emulator, data: &Bytes, clusters: usize) {
     let c = emu.credentials();
     let creds = Credentials::new(c.access_key_id, c.secret_access_key, None, None, "bench");
     let addr = emu.addr();
@@ -227,11 +230,17 @@ async fn run_plain(emu: &Emulator, data: &Bytes) {
     let resp = send.send_request(req).await.unwrap();
     assert_eq!(resp.status(), 200);
     let mut body = resp.into_body();
-    let mut acks = 0usize;
+    let mut acks = Vec::new();
     while let Some(frame) = body.frame().await {
-        acks += frame.unwrap().into_data().map_or(0, |d| d.len());
+        if let Ok(d) = frame.unwrap().into_data() {
+            acks.extend_from_slice(&d);
+        }
     }
-    assert!(acks > 0);
+    // The baseline must have delivered the same media: every Cluster PERSISTED, no ERROR (an
+    // ERROR ends the response early, which would make the floor look cheaper).
+    let acks = String::from_utf8_lossy(&acks);
+    assert!(!acks.contains("\"ERROR\""), "{acks}");
+    assert_eq!(acks.matches("\"PERSISTED\"").count(), clusters);
 }
 
 fn bench(c: &mut Criterion) {
@@ -252,6 +261,10 @@ fn bench(c: &mut Criterion) {
         .as_millis() as u64
         - 3_600_000;
     let data = mkv(32 * MIB, 10_000, origin_ms);
+    let clusters = data
+        .windows(4)
+        .filter(|w| *w == [0x1F, 0x43, 0xB6, 0x75])
+        .count();
     let mut g = c.benchmark_group("putmedia");
     g.sample_size(10);
     g.measurement_time(Duration::from_secs(20));
@@ -266,7 +279,7 @@ fn bench(c: &mut Criterion) {
                     if sink {
                         env.rt.block_on(run_sink(&emu, &data, origin_ms));
                     } else {
-                        env.rt.block_on(run_plain(&emu, &data));
+                        env.rt.block_on(run_plain(&emu, &data, clusters));
                     }
                     wall += t0.elapsed();
                     let cpu = (thread_cpu() - c0).as_secs_f64();
