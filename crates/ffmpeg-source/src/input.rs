@@ -70,15 +70,18 @@ impl Input {
     /// test servers. ffmpeg is told to verify the server certificate (`-tls_verify 1`), which it
     /// does not do by default.
     pub fn url(url: impl Into<String>) -> Result<Self> {
-        Self::parse_url(url.into(), false)
+        Self::url_with(url, false)
     }
 
     /// Like [`Input::url`] but also accepts plain `http://`, for the emulator and tests.
     pub fn url_allow_http(url: impl Into<String>) -> Result<Self> {
-        Self::parse_url(url.into(), true)
+        Self::url_with(url, true)
     }
 
-    fn parse_url(url: String, allow_http: bool) -> Result<Self> {
+    /// [`Input::url`], or [`Input::url_allow_http`] when `allow_http`: for callers whose
+    /// configuration decides (an emulator endpoint, a user's opt-in).
+    pub fn url_with(url: impl Into<String>, allow_http: bool) -> Result<Self> {
+        let url = url.into();
         let lower = url.to_ascii_lowercase();
         let ok = lower.starts_with("https://") || (allow_http && lower.starts_with("http://"));
         let redacted = redact_url(&url);
@@ -278,6 +281,8 @@ mod tests {
             Err(Error::InvalidConfig { .. })
         ));
         assert!(Input::url_allow_http("http://127.0.0.1/x").is_ok());
+        assert!(Input::url_with("http://127.0.0.1/x", true).is_ok());
+        assert!(Input::url_with("http://127.0.0.1/x", false).is_err());
     }
 
     #[test]

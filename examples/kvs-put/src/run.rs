@@ -285,13 +285,7 @@ async fn presign(
         .presigned(cfg)
         .await
         .map_err(|e| sdk_failure(&format!("presigning {name}"), &e))?;
-    let url = req.uri().to_string();
-    if allow_http {
-        Input::url_allow_http(url)
-    } else {
-        Input::url(url)
-    }
-    .map_err(ffmpeg_failure)
+    Input::url_with(req.uri().to_string(), allow_http).map_err(ffmpeg_failure)
 }
 
 /// Body of [`run`].

@@ -163,12 +163,7 @@ impl JobRunner for Pipeline {
     async fn run(&self, job: Arc<Job>, stop: CancellationToken) -> Result<(), JobError> {
         let object = job.view().object;
         let url = self.presign(&object).await?;
-        let input = if self.allow_http {
-            Input::url_allow_http(url)
-        } else {
-            Input::url(url)
-        }
-        .map_err(ffmpeg_error)?;
+        let input = Input::url_with(url, self.allow_http).map_err(ffmpeg_error)?;
         let pacing = match self.pace {
             Pace::Realtime => Pacing::Realtime,
             Pace::Fast => Pacing::Fast,
@@ -190,7 +185,15 @@ impl JobRunner for Pipeline {
         // start one media duration in the past and none lies in the future (reference §4.10, 4007).
         let mode = match (self.pace, duration) {
             (Pace::Fast, Some(d)) => TimecodeMode::backfill(d, SystemTime::now()),
-            _ => TimecodeMode::Relative,
+            (Pace::Fast, None) => {
+                // As kvs-put does: say it, since the service may refuse the later fragments.
+                tracing::warn!(
+                    "the object's duration is unknown: timestamps start now, and media sent \
+                     faster than real time may be refused as in the future (4007)"
+                );
+                TimecodeMode::Relative
+            }
+            (Pace::Realtime, _) => TimecodeMode::Relative,
         };
         let (mut sink, mut acks) = self.client(mode)?.start().await.map_err(kvs_error)?;
 
