@@ -67,12 +67,17 @@ debian_mirror() {
   echo "${uri:-http://deb.debian.org/debian}"
 }
 
+# Bump when the recipe of the local base images changes: cached tarballs and images made by an
+# older recipe are then made again (the label is inherited by the rust image).
+BASE_RECIPE=2
+recipe_of() { podman image inspect --format '{{index .Labels "org.kvs-stream.base-recipe"}}' "$1" 2>/dev/null || true; }
+
 make_debian_image() {
-  if podman image exists "$DEBIAN_IMAGE"; then
+  if [[ $(recipe_of "$DEBIAN_IMAGE") == "$BASE_RECIPE" ]]; then
     say "$DEBIAN_IMAGE present"
     return 0
   fi
-  local tarball=$CACHE_DIR/debian-bookworm-minbase.tar
+  local tarball=$CACHE_DIR/debian-bookworm-minbase-r$BASE_RECIPE.tar
   if [[ ! -s $tarball ]]; then
     local mirror root
     mirror=$(debian_mirror)
@@ -86,6 +91,13 @@ make_debian_image() {
     "${SUDO[@]}" rm -f "$root/etc/apt/sources.list"
     printf 'path-exclude /usr/share/doc/*\npath-include /usr/share/doc/*/copyright\npath-exclude /usr/share/man/*\npath-exclude /usr/share/info/*\npath-exclude /usr/share/locale/*\n' |
       "${SUDO[@]}" tee "$root/etc/dpkg/dpkg.cfg.d/docker-slim" >/dev/null
+    # apt deletes downloaded .deb files after installing and fetches no translations
+    # (/etc/apt/apt.conf.d/docker-clean and docker-no-languages in the official image).
+    printf '%s\n' \
+      'DPkg::Post-Invoke { "rm -f /var/cache/apt/archives/*.deb /var/cache/apt/archives/partial/*.deb /var/cache/apt/*.bin || true"; };' \
+      'APT::Update::Post-Invoke { "rm -f /var/cache/apt/archives/*.deb /var/cache/apt/archives/partial/*.deb /var/cache/apt/*.bin || true"; };' \
+      'Dir::Cache::pkgcache ""; Dir::Cache::srcpkgcache "";' | "${SUDO[@]}" tee "$root/etc/apt/apt.conf.d/docker-clean" >/dev/null
+    echo 'Acquire::Languages "none";' | "${SUDO[@]}" tee "$root/etc/apt/apt.conf.d/docker-no-languages" >/dev/null
     "${SUDO[@]}" chroot "$root" apt-get clean
     "${SUDO[@]}" rm -rf "$root"/var/lib/apt/lists/* "$root"/usr/share/doc/* "$root"/usr/share/man/* "$root"/usr/share/locale/*
     "${SUDO[@]}" mkdir -p "$CACHE_DIR"
@@ -95,12 +107,13 @@ make_debian_image() {
   else
     say "reusing $tarball"
   fi
-  podman import --change 'CMD ["bash"]' "$tarball" "$DEBIAN_IMAGE" >/dev/null
+  podman import --change 'CMD ["bash"]' --change "LABEL org.kvs-stream.base-recipe=$BASE_RECIPE" \
+    "$tarball" "$DEBIAN_IMAGE" >/dev/null
   say "imported $DEBIAN_IMAGE"
 }
 
 make_rust_image() {
-  if podman image exists "$RUST_IMAGE"; then
+  if [[ $(recipe_of "$RUST_IMAGE") == "$BASE_RECIPE" ]]; then
     say "$RUST_IMAGE present"
     return 0
   fi
@@ -144,22 +157,23 @@ ensure_containers_conf
 make_debian_image
 make_rust_image
 
-# This machine reaches crates.io through a TLS-inspecting proxy whose CA only the host trusts
-# (/usr/local/share/ca-certificates). The host's bundle is bind-mounted for the RUN steps only:
-# bind mounts are not committed, so no image carries it.
-build_mounts=()
-host_bundle=/etc/ssl/certs/ca-certificates.crt
-if [[ -s $host_bundle ]] && compgen -G '/usr/local/share/ca-certificates/*.crt' >/dev/null; then
-  build_mounts=(--volume "$host_bundle:$host_bundle:ro")
-fi
-
 say "podman build -f $DOCKERFILE -t $IMAGE"
 start=$(date +%s)
+# This machine reaches crates.io through a TLS-inspecting proxy whose CA only the host trusts
+# (/usr/local/share/ca-certificates). The build stage is built first with the host's CA bundle
+# bind-mounted for its RUN steps (bind mounts are never committed); the full build then finds
+# that stage in the layer cache, so the run-time stage (whose ca-certificates install rewrites
+# the bundle) runs without the mount and no image carries the host's trust.
+host_bundle=/etc/ssl/certs/ca-certificates.crt
+if [[ -s $host_bundle ]] && compgen -G '/usr/local/share/ca-certificates/*.crt' >/dev/null; then
+  podman build --network host --pull=never --format docker --target build \
+    --volume "$host_bundle:$host_bundle:ro" -f "$DOCKERFILE" . >&2
+fi
 # --format docker keeps HEALTHCHECK (the OCI image format has no field for it).
-podman build --network host --pull=never --format docker "${build_mounts[@]}" \
-  -f "$DOCKERFILE" -t "$IMAGE" . >&2
+podman build --network host --pull=never --format docker -f "$DOCKERFILE" -t "$IMAGE" . >&2
 elapsed=$(($(date +%s) - start))
 size=$(podman image inspect --format '{{.Size}}' "$IMAGE")
 say "built $IMAGE in ${elapsed} s; size $((size / 1000000)) MB ($size bytes)"
 # The image runs: the binary starts as the non-root user and answers --version.
-podman run --rm --network host "$IMAGE" --version >&2
+# (--health-interval disable: no systemd timer for the HEALTHCHECK on this machine.)
+podman run --rm --network host --health-interval disable "$IMAGE" --version >&2
