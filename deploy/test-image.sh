@@ -58,15 +58,19 @@ endpoint=$(awk '/^listening on / {print $3; exit}' "$work/emulator.out")
 [[ -n $endpoint ]] || die "the emulator printed no 'listening on' line"
 # The emulator prints the environment to use; keep its exports (endpoint, keys, region).
 eval "$(grep '^export ' "$work/emulator.out")"
+# boto3 reads the region from AWS_DEFAULT_REGION.
+export AWS_DEFAULT_REGION=$AWS_REGION
 say "emulator at $endpoint"
 
-# A 10 s clip with a keyframe every second: KVS fragments start at keyframes, so the stream must
+# A 10 s clip (250 frames at 25 fps) with a keyframe every second: KVS fragments start at keyframes, so the stream must
 # end up with exactly as many fragments as the clip has keyframes.
 clip=$work/clip.mp4
-ffmpeg -hide_banner -loglevel error -f lavfi -i testsrc2=size=320x240:rate=25 -t 10 \
+ffmpeg -hide_banner -loglevel error -f lavfi -i testsrc2=size=320x240:rate=25 -frames:v 250 \
   -c:v libx264 -preset ultrafast -g 25 -keyint_min 25 -sc_threshold 0 -pix_fmt yuv420p "$clip"
+# (ffprobe prints side data of the first frame on a line of its own: count timestamps only.)
 keyframes=$(ffprobe -v error -select_streams v:0 -skip_frame nokey -show_entries frame=pts_time \
-  -of csv=p=0 "$clip" | wc -l)
+  -of csv=p=0 "$clip" | grep -cE '^[0-9]')
+[[ $keyframes -eq 10 ]] || die "the test clip has $keyframes keyframes, expected 10"
 say "clip: $keyframes keyframes"
 
 export E2E_BUCKET=e2e-uploads E2E_KEY=cam1/clip.mp4 E2E_STREAM=e2e-cam1 E2E_CLIP=$clip
