@@ -6,6 +6,7 @@
 #   (created by the worker) -> every fragment of the clip persisted exactly once (ListFragments),
 #   both queues empty, the container healthy (its HEALTHCHECK) -> `podman stop` (SIGTERM) -> the
 #   worker drains and exits 0.
+# Before that, a smoke test of the image alone: serve mode healthy, non-root, exit 0 on SIGTERM.
 # The AWS side is driven with boto3 (the real SDK), as a user would.
 #
 # Usage: deploy/test-image.sh   (as root; builds the image with deploy/image.sh when missing)
@@ -23,6 +24,41 @@ if ! podman image exists "$IMAGE"; then
   say "no $IMAGE: building it"
   IMAGE=$IMAGE deploy/image.sh
 fi
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
+container=kvs-e2e-$$
+smoke=kvs-smoke-$$
+work=
+emulator_pid=
+cleanup() {
+  podman rm -f "$container" "$smoke" >/dev/null 2>&1 || true
+  if [[ -n $emulator_pid ]]; then
+    kill "$emulator_pid" 2>/dev/null || true
+    wait "$emulator_pid" 2>/dev/null || true
+  fi
+  [[ -z $work ]] || rm -rf "$work"
+}
+trap cleanup EXIT
+
+# Smoke test of the image itself, independent of the queue: the HTTP service with its embedded
+# emulator runs as uid 10001, the image's HEALTHCHECK command passes, SIGTERM ends it with 0.
+port=$(free_port)
+say "smoke: serve mode (embedded emulator) on :$port"
+podman run -d --name "$smoke" --network host --health-interval disable -e PORT="$port" \
+  "$IMAGE" --emulator >/dev/null 2>&1
+healthy=
+for _ in $(seq 50); do
+  if podman healthcheck run "$smoke" >/dev/null 2>&1; then healthy=1; break; fi
+  sleep 0.2
+done
+[[ -n $healthy ]] || { podman logs "$smoke" >&2 || true; die "the image's HEALTHCHECK never passed"; }
+user=$(podman exec "$smoke" id -u)
+[[ $user == 10001 ]] || die "the service runs as uid $user, expected 10001"
+podman stop --time 30 "$smoke" >/dev/null 2>&1
+status=$(podman inspect --format '{{.State.ExitCode}}' "$smoke")
+[[ $status == 0 ]] || die "serve mode exited with $status after SIGTERM"
+podman rm -f "$smoke" >/dev/null 2>&1
+say "smoke: healthy, uid 10001, exit 0 after SIGTERM"
+
 # The worker subcommand is the queue worker (issue "Durable, scalable intake"): without it there
 # is nothing to test, and saying so beats a confusing timeout.
 if ! podman run --rm --network host "$IMAGE" worker --help >/dev/null 2>&1; then
@@ -31,17 +67,6 @@ fi
 python3 -c 'import boto3' 2>/dev/null || python3 -m pip install --quiet 'boto3>=1.34'
 
 work=$(mktemp -d)
-container=kvs-e2e-$$
-emulator_pid=
-cleanup() {
-  podman rm -f "$container" >/dev/null 2>&1 || true
-  if [[ -n $emulator_pid ]]; then
-    kill "$emulator_pid" 2>/dev/null || true
-    wait "$emulator_pid" 2>/dev/null || true
-  fi
-  rm -rf "$work"
-}
-trap cleanup EXIT
 
 say "building kvs-emulator"
 cargo build --locked --quiet -p kvs-emulator
@@ -100,7 +125,7 @@ PY
 source "$work/queues.env"
 export INTAKE_QUEUE_URL QUEUE_URL WORK_DLQ_URL INTAKE_DLQ_URL
 
-health_port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+health_port=$(free_port)
 say "starting $IMAGE worker (health on :$health_port)"
 podman run -d --name "$container" --network host --health-interval disable \
   -e QUEUE_URL -e INTAKE_QUEUE_URL -e STREAM_TEMPLATE='e2e-{key_dir}' -e CREATE_STREAMS=true \
