@@ -191,27 +191,22 @@ export class KvsStreamStack extends cdk.Stack {
       lifecycleRules: [{ noncurrentVersionExpiration: cdk.Duration.days(7) }],
       removalPolicy: cdk.RemovalPolicy.RETAIN,
     });
-    const intakePolicy = new sqs.QueuePolicy(this, 'IntakeQueuePolicy', { queues: [this.intakeQueue] });
-    intakePolicy.document.addStatements(
-      new iam.PolicyStatement({
-        sid: 'S3Notifications',
-        principals: [new iam.ServicePrincipal('s3.amazonaws.com')],
-        actions: ['sqs:SendMessage'],
-        resources: [this.intakeQueue.queueArn],
-        conditions: {
-          ArnEquals: { 'aws:SourceArn': bucketArn },
-          StringEquals: { 'aws:SourceAccount': this.account },
-        },
-      }),
-      new iam.PolicyStatement({
-        sid: 'DenyInsecureTransport',
-        effect: iam.Effect.DENY,
-        principals: [new iam.AnyPrincipal()],
-        actions: ['sqs:*'],
-        resources: [this.intakeQueue.queueArn],
-        conditions: { Bool: { 'aws:SecureTransport': 'false' } },
-      }),
-    );
+    // Added to the queue's one policy (enforceSSL made it): a second QueuePolicy on the same
+    // queue would overwrite the first.
+    this.intakeQueue.addToResourcePolicy(new iam.PolicyStatement({
+      sid: 'S3Notifications',
+      principals: [new iam.ServicePrincipal('s3.amazonaws.com')],
+      actions: ['sqs:SendMessage'],
+      resources: [this.intakeQueue.queueArn],
+      conditions: {
+        ArnEquals: { 'aws:SourceArn': bucketArn },
+        StringEquals: { 'aws:SourceAccount': this.account },
+      },
+    }));
+    const intakePolicy = this.intakeQueue.node.tryFindChild('Policy');
+    if (!intakePolicy) {
+      throw new Error('the intake queue has no resource policy');
+    }
     const cfnBucket = this.bucket.node.defaultChild as s3.CfnBucket;
     cfnBucket.notificationConfiguration = {
       queueConfigurations: [{ event: 's3:ObjectCreated:*', queue: this.intakeQueue.queueArn }],

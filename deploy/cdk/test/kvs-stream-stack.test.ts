@@ -119,6 +119,31 @@ describe('KvsStreamStack', () => {
     }
   });
 
+  test('the bucket is created after the queue policy that lets S3 notify the queue', () => {
+    // S3 validates the destination when the notification configuration is set.
+    const buckets = template.findResources('AWS::S3::Bucket', { Properties: { NotificationConfiguration: Match.anyValue() } });
+    const [bucket] = Object.values(buckets);
+    const [policyId] = Object.entries(template.findResources('AWS::SQS::QueuePolicy'))
+      .filter(([, p]) => JSON.stringify(p.Properties.Queues).includes('IntakeQueue'))
+      .map(([id]) => id);
+    expect(bucket.DependsOn).toEqual(expect.arrayContaining([policyId]));
+    // The policy names the bucket by the same computed name, not by a reference (no cycle).
+    expect(JSON.stringify(bucket.Properties.BucketName)).toContain('kvs-stream-uploads');
+  });
+
+  test('each queue has exactly one resource policy, and it denies insecure transport', () => {
+    // Two AWS::SQS::QueuePolicy resources on one queue overwrite each other.
+    const policies = Object.values(template.findResources('AWS::SQS::QueuePolicy'));
+    const queues = policies.flatMap((p) => p.Properties.Queues.map((q: unknown) => JSON.stringify(q)));
+    expect(new Set(queues).size).toBe(queues.length);
+    expect(queues).toHaveLength(4);
+    for (const p of policies) {
+      expect(p.Properties.PolicyDocument.Statement).toEqual(expect.arrayContaining([
+        expect.objectContaining({ Effect: 'Deny', Condition: { Bool: { 'aws:SecureTransport': 'false' } } }),
+      ]));
+    }
+  });
+
   test('only S3, from this bucket and account, may send to the intake queue', () => {
     const allows = statementsOf(template, 'AWS::SQS::QueuePolicy').filter((s) => s.Effect === 'Allow');
     expect(allows).toHaveLength(1);
