@@ -26,6 +26,7 @@
 pub mod api;
 pub mod media;
 pub mod sigv4;
+pub mod xml;
 
 #[cfg(feature = "server")]
 mod error;
@@ -44,3 +45,5 @@ pub use server::{
     DEFAULT_SECRET_ACCESS_KEY, Emulator, EmulatorBuilder, EmulatorCredentials, MediaRetention,
     SentAck, StoredFragment,
 };
+#[cfg(feature = "server")]
+pub use server::{QueuedMessage, encode_event_key};

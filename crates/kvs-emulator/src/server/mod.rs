@@ -5,7 +5,11 @@ pub mod faults;
 mod kvs;
 mod putmedia;
 pub use putmedia::error_code as putmedia_error_code;
+mod notify;
+pub use notify::encode_event_key;
 mod s3;
+mod sqs;
+pub use sqs::QueuedMessage;
 pub(crate) mod state;
 mod sts;
 
@@ -412,7 +416,7 @@ impl Emulator {
             &self.addr,
             &self.region,
             &self.credentials,
-            method,
+            method.clone(),
             bucket,
             key,
             body,
@@ -421,6 +425,19 @@ impl Emulator {
         let resp = s3::call(&self.s3, req).await;
         let status = resp.status();
         if status.is_success() {
+            if method == http::Method::PUT && !key.is_empty() {
+                let akid = &self.credentials.access_key_id;
+                notify::object_created(
+                    &self.shared,
+                    &self.s3,
+                    akid,
+                    bucket,
+                    key,
+                    "ObjectCreated:Put",
+                    "127.0.0.1",
+                )
+                .await;
+            }
             return Ok(());
         }
         let body = resp
@@ -661,11 +678,12 @@ impl Router {
             Some("s3") => s3::handle(&self, req).await,
             Some("sts") => sts::handle(&self, req).await,
             Some("kinesisvideo") => kvs::handle(&self, req).await,
+            Some("sqs") => sqs::handle(&self, req).await,
             Some(other) => error_response(&ApiError::new(
                 400,
                 "UnknownServiceException",
                 format!(
-                    "this emulator serves kinesisvideo, s3 and sts, not {:?}",
+                    "this emulator serves kinesisvideo, s3, sqs and sts, not {:?}",
                     other.chars().take(32).collect::<String>()
                 ),
             )),

@@ -105,7 +105,19 @@ pub(crate) async fn handle(router: &Router, req: Request<Incoming>) -> Response<
     if let Err(e) = router.shared.credential_for(&akid, token.as_deref()) {
         return s3_auth_error(&e);
     }
-    call(&router.s3, req.map(s3s::Body::from)).await
+    if super::notify::is_configuration_request(&req) {
+        return super::notify::handle_configuration(router, req).await;
+    }
+    let created = super::notify::created_kind(req.method(), req.uri(), req.headers());
+    let resp = call(&router.s3, req.map(s3s::Body::from)).await;
+    if let Some((bucket, key, event)) = created
+        && resp.status().is_success()
+    {
+        let shared = &router.shared;
+        super::notify::object_created(shared, &router.s3, &akid, &bucket, &key, event, "127.0.0.1")
+            .await;
+    }
+    resp
 }
 
 pub(crate) async fn call(s3: &S3Service, req: Request<s3s::Body>) -> Response<RespBody> {

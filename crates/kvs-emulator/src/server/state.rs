@@ -239,6 +239,8 @@ pub(crate) struct Shared {
     pub(crate) fragment_notify: tokio::sync::Notify,
     /// Where streams and fragments are persisted (`None`: in memory only).
     pub(crate) kvs_dir: Option<PathBuf>,
+    /// SQS queues and S3 bucket notifications (persisted under `<data dir>/sqs`).
+    pub(crate) sqs: super::sqs::Sqs,
 }
 
 impl Shared {
@@ -252,6 +254,7 @@ impl Shared {
             next_id: std::sync::atomic::AtomicU64::new(1),
             fragment_counter: Mutex::new(0),
             fragment_notify: tokio::sync::Notify::new(),
+            sqs: super::sqs::Sqs::new(kvs_dir.clone()),
             kvs_dir,
         }
     }
@@ -348,6 +351,7 @@ impl Shared {
 
     /// Loads streams and persisted fragments written by an earlier run.
     pub(crate) fn load(&self) -> Result<(), Error> {
+        self.sqs.load()?;
         let Some(root) = &self.kvs_dir else {
             return Ok(());
         };
