@@ -112,12 +112,7 @@ impl PutMediaClient {
         let mut driver = Driver::new(shared.clone(), self.clone(), producer_start, b.jitter_seed);
         driver.connect_first().await?;
         let task = tokio::spawn(driver.run());
-        Ok(session::halves(
-            shared,
-            events,
-            task,
-            b.timeouts.final_drain,
-        ))
+        Ok(session::halves(shared, events, task))
     }
 
     pub(crate) fn config(&self) -> &PutMediaClientBuilder {

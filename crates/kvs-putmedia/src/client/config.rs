@@ -8,7 +8,7 @@ use aws_types::SdkConfig;
 
 use super::credentials::{Clock, SharedClock, SystemClock};
 use super::error::{Error, Result};
-use super::policy::{OverflowPolicy, RetryPolicy, Rotation};
+use super::policy::{OverflowPolicy, Pacing, RetryPolicy, Rotation};
 use super::sign::PayloadHash;
 use crate::mkv::{RefragmentConfig, TimecodeMode};
 
@@ -163,6 +163,7 @@ pub struct PutMediaClientBuilder {
     pub(crate) overflow: OverflowPolicy,
     pub(crate) pause_flush: Option<Duration>,
     pub(crate) jitter_seed: Option<u64>,
+    pub(crate) pacing: Pacing,
 }
 
 impl Default for PutMediaClientBuilder {
@@ -202,6 +203,7 @@ impl PutMediaClientBuilder {
             overflow: OverflowPolicy::default(),
             pause_flush: Some(DEFAULT_PAUSE_FLUSH),
             jitter_seed: None,
+            pacing: Pacing::default(),
         }
     }
 
@@ -361,6 +363,15 @@ impl PutMediaClientBuilder {
     /// seeded from the clock).
     pub fn with_jitter_seed(mut self, seed: u64) -> Self {
         self.jitter_seed = Some(seed);
+        self
+    }
+
+    /// When complete fragments are sent relative to the wall clock (default
+    /// [`Pacing::Realtime`]: never before their producer timestamps, so the service does not
+    /// refuse them as in the future; [`Pacing::Backfill`] with
+    /// [`TimecodeMode::backfill`] for recorded media as fast as the network allows).
+    pub fn with_pacing(mut self, pacing: Pacing) -> Self {
+        self.pacing = pacing;
         self
     }
 
