@@ -175,7 +175,7 @@ fn kvs_failure(e: &kvs_putmedia::Error) -> Failure {
         E::Auth { .. } | E::Credentials { .. } => Outcome::Auth,
         E::StreamNotFound { .. } => Outcome::StreamNotFound,
         E::InvalidMedia { .. } => Outcome::BadInput,
-        E::Ack { .. } => Outcome::Partial,
+        E::Ack { .. } | E::Incomplete { .. } => Outcome::Partial,
         _ => Outcome::Error,
     };
     let mut message = e.to_string();
@@ -671,6 +671,8 @@ async fn pump(
     let snapshot = sink.summary();
     match sink.close().await {
         Ok(summary) => (summary, ended),
+        // Fragments refused, skipped or dropped: the caller reports the loss (exit 5).
+        Err(kvs_putmedia::Error::Incomplete { summary, .. }) => (*summary, ended),
         Err(e) => {
             let ended = match ended {
                 Ended::Done => Ended::Failed(kvs_failure(&e)),
