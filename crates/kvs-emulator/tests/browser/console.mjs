@@ -12,13 +12,14 @@ if (!url) {
   process.exit(2);
 }
 const profile = mkdtempSync(join(tmpdir(), 'kvs-console-chromium-'));
-const browser = await chromium.launch({
+// A fresh profile directory per run (playwright passes it as --user-data-dir).
+const browser = await chromium.launchPersistentContext(profile, {
   executablePath: process.env.CHROMIUM || '/usr/bin/chromium',
   headless: true,
   args: [
     '--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
     '--disable-background-networking', '--disable-component-update', '--disable-sync',
-    '--autoplay-policy=no-user-gesture-required', `--user-data-dir=${profile}`,
+    '--autoplay-policy=no-user-gesture-required',
   ],
 });
 const out = { pageErrors: [], failedRequests: [] };
