@@ -18,6 +18,11 @@ cargo clippy --workspace --all-targets --locked -- -D warnings
 step "cargo test"
 cargo test --workspace --locked
 
+# The emulator's web console in headless Chromium (opt-in test: it needs chromium and npm deps).
+step "console in headless chromium"
+(cd crates/kvs-emulator/tests/browser && npm ci --no-audit --no-fund --loglevel=error)
+cargo test -p kvs-emulator --locked --test console_browser -- --ignored
+
 # Fuzzing: each target runs for FUZZ_SECONDS (bounded, so CI time is predictable). cargo-fuzz needs
 # nightly flags; RUSTC_BOOTSTRAP=1 enables them on the stable toolchain (AddressSanitizer included).
 step "cargo fuzz (${FUZZ_SECONDS:=20} s per target)"
