@@ -150,7 +150,8 @@ impl EmulatorBuilder {
         self.bind = addr;
         self
     }
-    /// Keep streams, fragments and S3 objects in this directory so they survive a restart.
+    /// Keep streams, fragments, S3 objects and SQS queues (with their messages) in this directory
+    /// so they survive a restart.
     /// Default: in memory, with S3 objects in a temporary directory removed on drop.
     pub fn data_dir(mut self, dir: impl Into<PathBuf>) -> Self {
         self.data_dir = Some(dir.into());
