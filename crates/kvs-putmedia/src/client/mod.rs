@@ -52,6 +52,7 @@ mod config;
 mod credentials;
 mod driver;
 mod error;
+mod parse;
 mod policy;
 mod session;
 mod sign;
@@ -65,6 +66,7 @@ pub use config::{
 };
 pub use credentials::{Clock, SharedClock, SystemClock};
 pub use error::{BoxError, Error, Result, TimeoutPhase};
+pub use parse::ParsePolicyError;
 pub use policy::{OverflowPolicy, Pacing, RetryPolicy, Rotation};
 pub use session::{
     AckStream, BodyBuf, ChannelBody, ConnectCause, DroppedFragment, EVENT_CAPACITY, FragmentAck,
