@@ -395,6 +395,17 @@ export class KvsStreamStack extends cdk.Stack {
 
     // Alarms.
     const topic = new sns.Topic(this, 'Alarms', { masterKey: key, enforceSSL: true });
+    // The topic's own policy replaces SNS's default one, so CloudWatch needs naming.
+    topic.addToResourcePolicy(new iam.PolicyStatement({
+      sid: 'CloudWatchAlarms',
+      principals: [new iam.ServicePrincipal('cloudwatch.amazonaws.com')],
+      actions: ['sns:Publish'],
+      resources: [topic.topicArn],
+      conditions: {
+        ArnLike: { 'aws:SourceArn': `arn:${this.partition}:cloudwatch:${this.region}:${this.account}:alarm:*` },
+        StringEquals: { 'aws:SourceAccount': this.account },
+      },
+    }));
     if (props.alarmEmail) {
       new sns.Subscription(this, 'AlarmEmail', { topic, protocol: sns.SubscriptionProtocol.EMAIL, endpoint: props.alarmEmail });
     }

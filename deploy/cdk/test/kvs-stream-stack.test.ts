@@ -23,7 +23,7 @@ type Statement = { Effect: string; Action: string | string[]; Resource: unknown;
 
 function statementsOf(template: Template, type: string): Statement[] {
   return Object.values(template.findResources(type)).flatMap(
-    (r) => (r.Properties.PolicyDocument?.Statement ?? []) as Statement[],
+    (r) => ((r.Properties.PolicyDocument ?? r.Properties.KeyPolicy)?.Statement ?? []) as Statement[],
   );
 }
 
@@ -252,6 +252,11 @@ describe('KvsStreamStack', () => {
       expect(alarm?.Properties.Dimensions).toBeUndefined();
     }
     template.hasResourceProperties('AWS::SNS::Topic', { KmsMasterKeyId: Match.anyValue() });
+    // CloudWatch may publish to the topic (its policy replaces SNS's default) and use its key.
+    const publish = statementsOf(template, 'AWS::SNS::TopicPolicy').filter((s) => s.Effect === 'Allow');
+    expect(publish).toEqual([expect.objectContaining({ Principal: { Service: 'cloudwatch.amazonaws.com' }, Action: 'sns:Publish' })]);
+    const keyStatements = statementsOf(template, 'AWS::KMS::Key');
+    expect(keyStatements.some((s) => JSON.stringify(s.Principal).includes('cloudwatch.amazonaws.com'))).toBe(true);
   });
 
   test('no Lambda function and no NAT gateway are deployed', () => {
