@@ -271,6 +271,13 @@ export class KvsStreamStack extends cdk.Stack {
       resources: [this.bucket.arnForObjects('*')],
     }));
     this.taskRole.addToPolicy(new iam.PolicyStatement({
+      // Without it S3 answers 403 instead of 404 for a missing key, and the worker could not
+      // tell "deleted before it was streamed" (dead-letter at once) from a permission problem.
+      sid: 'MissingKeysAre404',
+      actions: ['s3:ListBucket'],
+      resources: [this.bucket.bucketArn],
+    }));
+    this.taskRole.addToPolicy(new iam.PolicyStatement({
       sid: 'DecryptUploads',
       actions: ['kms:Decrypt'],
       resources: [key.keyArn],

@@ -71,6 +71,10 @@ describe('KvsStreamStack', () => {
     const all = statements.flatMap(actions);
     expect(all).toEqual(expect.arrayContaining(['s3:GetObject', 'sqs:ReceiveMessage', 'sqs:DeleteMessage', 'sqs:ChangeMessageVisibility', 'sqs:SendMessage']));
     expect(all).not.toContain('sts:AssumeRole');
+    // s3:ListBucket on the bucket itself only (a missing key is then 404, not 403).
+    const list = statements.filter((s) => actions(s).includes('s3:ListBucket'));
+    expect(list).toHaveLength(1);
+    expect(JSON.stringify(list[0].Resource)).not.toContain('/*');
     expect(all).not.toContain('s3:PutObject');
   });
 
