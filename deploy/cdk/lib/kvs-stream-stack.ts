@@ -294,6 +294,13 @@ export class KvsStreamStack extends cdk.Stack {
       actions: ['sqs:SendMessage'],
       resources: [this.workQueue.queueArn],
     }));
+    this.taskRole.addToPolicy(new iam.PolicyStatement({
+      // A message retrying cannot help (not media, no such key) goes to the queue's DLQ at once:
+      // the worker finds it through the RedrivePolicy (GetQueueUrl) and sends it there.
+      sid: 'DeadLetterAtOnce',
+      actions: ['sqs:SendMessage', 'sqs:GetQueueUrl'],
+      resources: [this.intakeDlq.queueArn, this.workDlq.queueArn],
+    }));
     if (props.putMediaRoleArn) {
       this.taskRole.addToPolicy(new iam.PolicyStatement({
         sid: 'AssumePutMediaRole',

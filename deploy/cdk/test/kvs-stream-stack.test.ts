@@ -71,6 +71,13 @@ describe('KvsStreamStack', () => {
     const all = statements.flatMap(actions);
     expect(all).toEqual(expect.arrayContaining(['s3:GetObject', 'sqs:ReceiveMessage', 'sqs:DeleteMessage', 'sqs:ChangeMessageVisibility', 'sqs:SendMessage']));
     expect(all).not.toContain('sts:AssumeRole');
+    // Sending is allowed to the work queue and the two DLQs (dead-letter at once), not the intake.
+    const sendTargets = statements.filter((s) => actions(s).includes('sqs:SendMessage')).map((s) => JSON.stringify(s.Resource));
+    const sent = sendTargets.join(' ');
+    expect(sent).toMatch(/WorkQueue/);
+    expect(sent).toMatch(/IntakeDlq/);
+    expect(sent).toMatch(/WorkDlq/);
+    expect(sent).not.toMatch(/IntakeQueue/);
     // s3:ListBucket on the bucket itself only (a missing key is then 404, not 403).
     const list = statements.filter((s) => actions(s).includes('s3:ListBucket'));
     expect(list).toHaveLength(1);
