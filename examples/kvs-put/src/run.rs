@@ -125,18 +125,11 @@ async fn emulator_sdk_config(emu: &Emulator) -> SdkConfig {
         .await
 }
 
-/// True when the user pointed an AWS endpoint at plain HTTP: that is the explicit opt-in.
-fn http_endpoint_configured(cli: &Cli, config: &SdkConfig) -> bool {
-    let is_http = |u: &str| u.to_ascii_lowercase().starts_with("http://");
-    cli.endpoint_url.as_deref().is_some_and(is_http)
-        || config.endpoint_url().is_some_and(is_http)
-        || [
-            "AWS_ENDPOINT_URL",
-            "AWS_ENDPOINT_URL_KINESIS_VIDEO",
-            "AWS_ENDPOINT_URL_S3",
-        ]
-        .iter()
-        .any(|v| std::env::var(v).is_ok_and(|u| is_http(&u)))
+/// True when the user pointed S3 at plain HTTP (the library decides for Kinesis Video, see
+/// `PutMediaClientBuilder::from_env_with`): that is the explicit opt-in for presigned URLs.
+fn s3_endpoint_is_http() -> bool {
+    std::env::var("AWS_ENDPOINT_URL_S3")
+        .is_ok_and(|u| u.to_ascii_lowercase().starts_with("http://"))
 }
 
 /// Maps an AWS SDK error to an exit outcome and a message naming `what`.
@@ -364,7 +357,9 @@ async fn execute(cli: &Cli, report: &mut Report) -> Result<Outcome> {
         ));
     }
     report.region = config.region().map(|r| r.to_string());
-    let allow_http = emulator.is_some() || http_endpoint_configured(cli, &config);
+    let allow_http = emulator.is_some()
+        || PutMediaClientBuilder::from_env_with(config.clone()).allows_http()
+        || s3_endpoint_is_http();
 
     let kv = aws_sdk_kinesisvideo::Client::new(&config);
     let create = (cli.create_stream || emulator.is_some()).then_some(cli.retention_hours);
@@ -434,8 +429,7 @@ async fn execute(cli: &Cli, report: &mut Report) -> Result<Outcome> {
         }
     };
 
-    let mut builder = PutMediaClientBuilder::new()
-        .with_sdk_config(config.clone())
+    let mut builder = PutMediaClientBuilder::from_env_with(config.clone())
         .with_timecode_mode(mode)
         .with_allow_http(allow_http)
         .with_completion_ack(completion)

@@ -173,12 +173,10 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     if let (Some(emu), pipeline::Target::Name(name)) = (&emulator, &target) {
         demo::create_stream(emu, name).await?;
     }
-    // An http:// endpoint the user set (AWS_ENDPOINT_URL or --emulator) is the explicit opt-in
-    // to plain HTTP; otherwise TLS is required and verified.
+    // An http:// endpoint the user set (the AWS environment or profile, or --emulator) is the
+    // explicit opt-in to plain HTTP; otherwise TLS is required and verified.
     let allow_http = emulator.is_some()
-        || config
-            .endpoint_url()
-            .is_some_and(|u| u.starts_with("http://"));
+        || kvs_putmedia::PutMediaClientBuilder::from_env_with(config.clone()).allows_http();
     let runner = pipeline::Pipeline::new(
         &config,
         target,

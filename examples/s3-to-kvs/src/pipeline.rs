@@ -64,8 +64,7 @@ impl Pipeline {
     }
 
     fn client(&self, mode: TimecodeMode) -> Result<PutMediaClient, JobError> {
-        let mut b = PutMediaClientBuilder::new()
-            .with_sdk_config(self.config.clone())
+        let mut b = PutMediaClientBuilder::from_env_with(self.config.clone())
             .with_timecode_mode(mode)
             .with_allow_http(self.allow_http);
         b = match &self.target {
