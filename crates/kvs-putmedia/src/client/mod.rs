@@ -53,6 +53,7 @@ mod credentials;
 mod driver;
 mod error;
 mod policy;
+mod recovery;
 mod session;
 mod sign;
 mod summary;
