@@ -13,20 +13,12 @@ use http::HeaderValue;
 
 use super::config::{CompletionAck, PutMediaClientBuilder, StreamId};
 use super::credentials::{AssumeRoleProvider, CachingProvider, SharedClock};
-use super::driver::Driver;
+use super::driver::{Connector, Driver, OpenConnection};
 use super::error::{BoxError, Error, Result, TimeoutPhase};
-use super::session::{self, AckStream, BodyChunk, BufferLimits, ConnShared, PutMediaSink, Shared};
+use super::session::{self, AckStream, BufferLimits, ConnShared, PutMediaSink, Shared};
 use super::sign::{producer_timestamp, sign_request};
 use super::transport::{self, HttpClient};
 use crate::mkv::{RefragmentConfig, Refragmenter, TimecodeMode};
-
-/// One open PutMedia request.
-pub(crate) struct OpenConnection {
-    pub(crate) tx: tokio::sync::mpsc::UnboundedSender<BodyChunk>,
-    pub(crate) response: hyper::body::Incoming,
-    pub(crate) conn: Arc<ConnShared>,
-    pub(crate) credentials_expiry: Option<SystemTime>,
-}
 
 /// A client for one stream's PutMedia. Cheap to clone; sessions started from it share the
 /// credentials cache and the cached data endpoint.
@@ -335,6 +327,29 @@ impl PutMediaClient {
 
     pub(crate) async fn forget_endpoint(&self) {
         *self.inner.endpoint.lock().await = None;
+    }
+}
+
+impl Connector for PutMediaClient {
+    fn config(&self) -> &PutMediaClientBuilder {
+        PutMediaClient::config(self)
+    }
+    fn now(&self) -> SystemTime {
+        PutMediaClient::now(self)
+    }
+    async fn open_connection(
+        &self,
+        shared: &Arc<Shared>,
+        id: u32,
+        producer_start: SystemTime,
+    ) -> Result<OpenConnection> {
+        PutMediaClient::open_connection(self, shared, id, producer_start).await
+    }
+    async fn forget_endpoint(&self) {
+        PutMediaClient::forget_endpoint(self).await;
+    }
+    async fn invalidate_credentials(&self) {
+        PutMediaClient::invalidate_credentials(self).await;
     }
 }
 

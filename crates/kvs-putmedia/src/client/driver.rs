@@ -9,14 +9,41 @@ use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 use tokio::time::Instant;
 
-use super::api::{OpenConnection, PutMediaClient};
+use super::config::PutMediaClientBuilder;
 use super::error::{Error, Result};
 use super::policy::{Jitter, Pacing, RetryPolicy, Rotation};
-use super::recovery::{Action, Ended, OpenError, decide};
-use super::session::{
-    BodyChunk, ConnEnd, ConnShared, ConnectCause, SessionEvent, Shared, read_acks,
-};
+use super::recovery::{Action, ConnectCause, Ended, OpenError, decide};
+use super::session::{BodyChunk, ConnEnd, ConnShared, SessionEvent, Shared, read_acks};
 use crate::mkv::TimecodeMode;
+
+/// What the driver needs from the client: opening requests, the clock, and the client's caches.
+/// `PutMediaClient` (api.rs) implements it, so this module does not depend on the client's
+/// (which starts drivers): no module cycle.
+pub(crate) trait Connector: Send + Sync + 'static {
+    /// The client's configuration.
+    fn config(&self) -> &PutMediaClientBuilder;
+    /// The client's wall clock.
+    fn now(&self) -> SystemTime;
+    /// Opens request `id` of the session: credentials, endpoint, signed head, response status.
+    fn open_connection(
+        &self,
+        shared: &Arc<Shared>,
+        id: u32,
+        producer_start: SystemTime,
+    ) -> impl Future<Output = Result<OpenConnection>> + Send;
+    /// Forgets the cached data endpoint (GetDataEndpoint again next time).
+    fn forget_endpoint(&self) -> impl Future<Output = ()> + Send;
+    /// Forgets the cached credentials (provided again next time).
+    fn invalidate_credentials(&self) -> impl Future<Output = ()> + Send;
+}
+
+/// One open PutMedia request.
+pub(crate) struct OpenConnection {
+    pub(crate) tx: mpsc::UnboundedSender<BodyChunk>,
+    pub(crate) response: hyper::body::Incoming,
+    pub(crate) conn: Arc<ConnShared>,
+    pub(crate) credentials_expiry: Option<SystemTime>,
+}
 
 /// The request fragments are sent on now.
 #[derive(Debug)]
@@ -52,9 +79,9 @@ enum Failure {
     Fatal(Error),
 }
 
-pub(crate) struct Driver {
+pub(crate) struct Driver<C> {
     shared: Arc<Shared>,
-    client: PutMediaClient,
+    client: C,
     retry: RetryPolicy,
     rotation: Rotation,
     pause_flush: Option<Duration>,
@@ -109,10 +136,10 @@ pub(crate) const MAX_UNRECEIVED: usize = 8;
 /// before they are treated as one.
 const FREE_RECONNECTS: u32 = 3;
 
-impl Driver {
+impl<C: Connector> Driver<C> {
     pub(crate) fn new(
         shared: Arc<Shared>,
-        client: PutMediaClient,
+        client: C,
         producer_start: SystemTime,
         seed: Option<u64>,
     ) -> Self {

@@ -67,9 +67,10 @@ pub use config::{
 pub use credentials::{Clock, SharedClock, SystemClock};
 pub use error::{BoxError, Error, Result, TimeoutPhase};
 pub use policy::{OverflowPolicy, Pacing, RetryPolicy, Rotation};
+pub use recovery::ConnectCause;
 pub use session::{
-    AckStream, BodyBuf, ChannelBody, ConnectCause, DroppedFragment, EVENT_CAPACITY, FragmentAck,
-    PutMediaSink, SessionEvent,
+    AckStream, BodyBuf, ChannelBody, DroppedFragment, EVENT_CAPACITY, FragmentAck, PutMediaSink,
+    SessionEvent,
 };
 pub use sign::{PayloadHash, SIGNING_SERVICE};
 pub use summary::{FailedFragment, LatencyStats, SessionSummary};

@@ -8,8 +8,22 @@
 //! data; §2 for the error ids.
 
 use super::error::Error;
-use super::session::ConnectCause;
 use crate::ack::ErrorAction;
+
+/// Why a session opened a connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum ConnectCause {
+    /// The first connection.
+    Start,
+    /// After a failure: dropped connection, timeout, retryable error.
+    Retry,
+    /// Rotation before the maximum connection duration or the credentials' expiry, or a
+    /// `MAX_CONNECTION_DURATION_REACHED` (4003) from the service.
+    Rotation,
+    /// Media resumed after the service closed an idle connection.
+    Resume,
+}
 
 /// What ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]

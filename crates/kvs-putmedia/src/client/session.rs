@@ -26,7 +26,7 @@ use tokio::time::Instant;
 use super::config::{CompletionAck, Timeouts};
 use super::error::{BoxError, Error, Result, TimeoutPhase};
 use super::policy::OverflowPolicy;
-use super::recovery::Replay;
+use super::recovery::{ConnectCause, Replay};
 use super::summary::{FAILED_KEPT, FailedFragment, Latencies, SessionSummary};
 use crate::ack::{
     Ack, AckDecoder, AckError, AckErrorId, AckEventType, ErrorAction, FragmentNumber,
@@ -83,21 +83,6 @@ pub enum SessionEvent {
         /// Fragments already sent once that go out again on it (replay).
         replay: u64,
     },
-}
-
-/// Why a session opened a connection.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-#[non_exhaustive]
-pub enum ConnectCause {
-    /// The first connection.
-    Start,
-    /// After a failure: dropped connection, timeout, retryable error.
-    Retry,
-    /// Rotation before the maximum connection duration or the credentials' expiry, or a
-    /// `MAX_CONNECTION_DURATION_REACHED` (4003) from the service.
-    Rotation,
-    /// Media resumed after the service closed an idle connection.
-    Resume,
 }
 
 /// A non-ERROR acknowledgement of one fragment. Rejections arrive as
