@@ -17,20 +17,12 @@ use super::config::{
     CompletionAck, PutMediaClientBuilder, SessionConfig, SessionOptions, StreamId, sdk_endpoints,
 };
 use super::credentials::{CachingProvider, ClockTimeSource, LazyAssumeRole, SharedClock, may_heal};
-use super::driver::Driver;
+use super::driver::{Connector, Driver, OpenConnection};
 use super::error::{BoxError, Error, Result, TimeoutPhase};
-use super::session::{self, AckStream, BodyChunk, BufferLimits, ConnShared, PutMediaSink, Shared};
+use super::session::{self, AckStream, BufferLimits, ConnShared, PutMediaSink, Shared};
 use super::sign::{producer_timestamp, sign_request};
 use super::transport::{self, HttpClient};
 use crate::mkv::{RefragmentConfig, Refragmenter, TimecodeMode};
-
-/// One open PutMedia request.
-pub(crate) struct OpenConnection {
-    pub(crate) tx: tokio::sync::mpsc::UnboundedSender<BodyChunk>,
-    pub(crate) response: hyper::body::Incoming,
-    pub(crate) conn: Arc<ConnShared>,
-    pub(crate) credentials_expiry: Option<SystemTime>,
-}
 
 /// Most streams whose data endpoint and completion ack a client remembers; past it the least
 /// recently used is forgotten (and resolved again when a session needs it).
@@ -440,6 +432,32 @@ impl SessionClient {
             conn,
             credentials_expiry: creds.expiry(),
         })
+    }
+}
+
+impl Connector for SessionClient {
+    fn config(&self) -> &PutMediaClientBuilder {
+        SessionClient::config(self)
+    }
+    fn session(&self) -> &SessionConfig {
+        SessionClient::session(self)
+    }
+    fn now(&self) -> SystemTime {
+        SessionClient::now(self)
+    }
+    async fn open_connection(
+        &self,
+        shared: &Arc<Shared>,
+        id: u32,
+        producer_start: SystemTime,
+    ) -> Result<OpenConnection> {
+        SessionClient::open_connection(self, shared, id, producer_start).await
+    }
+    async fn forget_endpoint(&self) {
+        SessionClient::forget_endpoint(self).await;
+    }
+    async fn invalidate_credentials(&self) {
+        SessionClient::invalidate_credentials(self).await;
     }
 }
 

@@ -9,14 +9,43 @@ use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 use tokio::time::Instant;
 
-use super::api::{OpenConnection, SessionClient};
+use super::config::{PutMediaClientBuilder, SessionConfig};
 use super::error::{Error, Result};
 use super::policy::{Jitter, Pacing, RetryPolicy, Rotation};
-use super::session::{
-    BodyChunk, ConnEnd, ConnShared, ConnectCause, SessionEvent, Shared, read_acks,
-};
-use crate::ack::ErrorAction;
+use super::recovery::{Action, ConnectCause, Ended, OpenError, decide};
+use super::session::{BodyChunk, ConnEnd, ConnShared, SessionEvent, Shared, read_acks};
 use crate::mkv::TimecodeMode;
+
+/// What the driver needs from the client: opening requests, the clock, and the client's caches.
+/// `PutMediaClient` (api.rs) implements it, so this module does not depend on the client's
+/// (which starts drivers): no module cycle.
+pub(crate) trait Connector: Send + Sync + 'static {
+    /// The client's configuration.
+    fn config(&self) -> &PutMediaClientBuilder;
+    /// This session's resolved choices (timecode mode, pacing).
+    fn session(&self) -> &SessionConfig;
+    /// The client's wall clock.
+    fn now(&self) -> SystemTime;
+    /// Opens request `id` of the session: credentials, endpoint, signed head, response status.
+    fn open_connection(
+        &self,
+        shared: &Arc<Shared>,
+        id: u32,
+        producer_start: SystemTime,
+    ) -> impl Future<Output = Result<OpenConnection>> + Send;
+    /// Forgets the cached data endpoint (GetDataEndpoint again next time).
+    fn forget_endpoint(&self) -> impl Future<Output = ()> + Send;
+    /// Forgets the cached credentials (provided again next time).
+    fn invalidate_credentials(&self) -> impl Future<Output = ()> + Send;
+}
+
+/// One open PutMedia request.
+pub(crate) struct OpenConnection {
+    pub(crate) tx: mpsc::UnboundedSender<BodyChunk>,
+    pub(crate) response: hyper::body::Incoming,
+    pub(crate) conn: Arc<ConnShared>,
+    pub(crate) credentials_expiry: Option<SystemTime>,
+}
 
 /// The request fragments are sent on now.
 #[derive(Debug)]
@@ -52,9 +81,9 @@ enum Failure {
     Fatal(Error),
 }
 
-pub(crate) struct Driver {
+pub(crate) struct Driver<C> {
     shared: Arc<Shared>,
-    client: SessionClient,
+    client: C,
     retry: RetryPolicy,
     rotation: Rotation,
     pause_flush: Option<Duration>,
@@ -109,10 +138,10 @@ pub(crate) const MAX_UNRECEIVED: usize = 8;
 /// before they are treated as one.
 const FREE_RECONNECTS: u32 = 3;
 
-impl Driver {
+impl<C: Connector> Driver<C> {
     pub(crate) fn new(
         shared: Arc<Shared>,
-        client: SessionClient,
+        client: C,
         producer_start: SystemTime,
         seed: Option<u64>,
     ) -> Self {
@@ -235,8 +264,16 @@ impl Driver {
         let mut free = false;
         let ended_any = !st.ended.is_empty();
         for (id, end) in std::mem::take(&mut st.ended) {
-            let reachable = end.reachable();
-            let requeued = st.requeue(id, reachable, shared.completion);
+            let kind = match &end {
+                ConnEnd::Closed { error: None } => Ended::Closed {
+                    owing: st.owes_unreceived(id),
+                },
+                ConnEnd::Closed { error: Some(e) } => Ended::ErrorAck(e.action),
+                ConnEnd::Stalled(_) => Ended::Stalled,
+                ConnEnd::Failed(_) => Ended::Failed,
+            };
+            let rec = decide(kind);
+            let requeued = st.requeue(id, rec.replay, shared.completion);
             let is_current = self.cur.as_ref().is_some_and(|c| c.id == id);
             if !is_current {
                 // A rotated connection ended owing acks. The current request holds back every
@@ -252,56 +289,40 @@ impl Driver {
                 continue;
             }
             let ended = self.cur.take();
-            match end {
-                ConnEnd::Closed { error: None } if requeued.is_none() => {
-                    // The service closed a connection with nothing owed (idle close):
-                    // reconnect when there is media again.
-                    self.cause = ConnectCause::Resume;
-                    free = true;
-                }
-                ConnEnd::Closed { error: None } => {
-                    failure = Some(Failure::Retry(Error::Transport {
-                        stream: shared.stream.clone(),
-                        during: "streaming media",
-                        source: Arc::new(std::io::Error::other(
-                            "the service ended the response before acknowledging every fragment",
-                        )),
-                    }));
-                }
-                ConnEnd::Closed { error: Some(e) } => match e.action {
-                    // Reference §2 table, 4003: reconnect and carry on (what was not RECEIVED
-                    // is resent); reference §3: a new GetDataEndpoint with the new connection.
-                    ErrorAction::Reconnect => {
-                        st.summary.rotations += 1;
-                        self.cause = ConnectCause::Rotation;
-                        self.refresh_endpoint = true;
-                        free = true;
-                    }
-                    // The refused fragment is out of the ledger; the rest goes on at once.
-                    ErrorAction::Skip => {
-                        self.cause = ConnectCause::Retry;
-                        free = true;
-                    }
-                    ErrorAction::Stop => return Step::Exit,
-                    ErrorAction::Retry => {
-                        failure = Some(Failure::Retry(Error::Ack {
-                            stream: shared.stream.clone(),
-                            id: e.error.id,
-                            code: e.error.code,
-                            fragment_timecode: e.timecode,
-                            fragment_number: None,
-                        }));
-                    }
+            if rec.abort
+                && let Some(c) = &ended
+            {
+                c.conn.abort();
+            }
+            self.refresh_endpoint |= rec.new_endpoint;
+            if rec.rotation {
+                st.summary.rotations += 1;
+            }
+            self.cause = rec.cause;
+            let err = match end {
+                ConnEnd::Closed { error: None } => Error::Transport {
+                    stream: shared.stream.clone(),
+                    during: "streaming media",
+                    source: Arc::new(std::io::Error::other(
+                        "the service ended the response before acknowledging every fragment",
+                    )),
                 },
-                ConnEnd::Failed(e) | ConnEnd::Stalled(e) => {
-                    // Not a clean end of stream: the service must not take it as one.
-                    if let Some(c) = &ended {
-                        c.conn.abort();
-                    }
-                    // Reference §1.1: GetDataEndpoint again after any connection failure.
-                    self.refresh_endpoint = true;
-                    failure = Some(Failure::Retry(e));
+                ConnEnd::Closed { error: Some(e) } => Error::Ack {
+                    stream: shared.stream.clone(),
+                    id: e.error.id,
+                    code: e.error.code,
+                    fragment_timecode: e.timecode,
+                    fragment_number: None,
+                },
+                ConnEnd::Stalled(e) | ConnEnd::Failed(e) => e,
+            };
+            match rec.action {
+                Action::Retry | Action::RetryOnceWithNewCredentials => {
+                    failure = Some(Failure::Retry(err));
                 }
+                Action::ReconnectNow | Action::ReconnectOnMedia => free = true,
+                // The session's failure is already set (the ERROR ack's handler).
+                Action::Stop => return Step::Exit,
             }
         }
         if ended_any {
@@ -493,13 +514,18 @@ impl Driver {
         {
             Ok(open) => open,
             Err(e) => {
-                let f = classify(e);
-                if matches!(f, Failure::AuthOrNotFound(_)) {
-                    // Whichever call failed (GetDataEndpoint or PutMedia), the retry signs
-                    // with freshly provided credentials.
-                    self.client.invalidate_credentials().await;
-                }
-                return Err(f);
+                let rec = decide(Ended::OpenFailed(OpenError::of(&e)));
+                self.refresh_endpoint |= rec.new_endpoint;
+                return Err(match rec.action {
+                    Action::RetryOnceWithNewCredentials => {
+                        // Whichever call failed (GetDataEndpoint or PutMedia), the retry signs
+                        // with freshly provided credentials.
+                        self.client.invalidate_credentials().await;
+                        Failure::AuthOrNotFound(e)
+                    }
+                    Action::Stop => Failure::Fatal(e),
+                    _ => Failure::Retry(e),
+                });
             }
         };
         let OpenConnection {
@@ -581,20 +607,6 @@ impl Driver {
         }
         self.readers.abort_all();
         self.shared.end_events();
-    }
-}
-
-fn f_kind_is_auth(e: &Error) -> bool {
-    matches!(e, Error::Auth { .. } | Error::StreamNotFound { .. })
-}
-
-fn classify(e: Error) -> Failure {
-    if f_kind_is_auth(&e) {
-        Failure::AuthOrNotFound(e)
-    } else if e.is_retryable() {
-        Failure::Retry(e)
-    } else {
-        Failure::Fatal(e)
     }
 }
 

@@ -54,6 +54,7 @@ mod driver;
 mod error;
 mod parse;
 mod policy;
+mod recovery;
 mod session;
 mod sign;
 mod summary;
@@ -68,9 +69,10 @@ pub use credentials::{Clock, SharedClock, SystemClock};
 pub use error::{BoxError, Error, Result, TimeoutPhase};
 pub use parse::ParsePolicyError;
 pub use policy::{OverflowPolicy, Pacing, RetryPolicy, Rotation};
+pub use recovery::ConnectCause;
 pub use session::{
-    AckStream, BodyBuf, ChannelBody, ConnectCause, DroppedFragment, EVENT_CAPACITY, FragmentAck,
-    PutMediaSink, SessionEvent,
+    AckStream, BodyBuf, ChannelBody, DroppedFragment, EVENT_CAPACITY, FragmentAck, PutMediaSink,
+    SessionEvent,
 };
 pub use sign::{PayloadHash, SIGNING_SERVICE};
 pub use transport::ProxySettings;

@@ -26,6 +26,7 @@ use tokio::time::Instant;
 use super::config::{CompletionAck, Timeouts};
 use super::error::{BoxError, Error, Result, TimeoutPhase};
 use super::policy::OverflowPolicy;
+use super::recovery::{ConnectCause, Replay};
 use super::summary::{FAILED_KEPT, FailedFragment, Latencies, SessionSummary};
 use crate::ack::{
     Ack, AckDecoder, AckError, AckErrorId, AckEventType, ErrorAction, FragmentNumber,
@@ -82,21 +83,6 @@ pub enum SessionEvent {
         /// Fragments already sent once that go out again on it (replay).
         replay: u64,
     },
-}
-
-/// Why a session opened a connection.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-#[non_exhaustive]
-pub enum ConnectCause {
-    /// The first connection.
-    Start,
-    /// After a failure: dropped connection, timeout, retryable error.
-    Retry,
-    /// Rotation before the maximum connection duration or the credentials' expiry, or a
-    /// `MAX_CONNECTION_DURATION_REACHED` (4003) from the service.
-    Rotation,
-    /// Media resumed after the service closed an idle connection.
-    Resume,
 }
 
 /// A non-ERROR acknowledgement of one fragment. Rejections arrive as
@@ -221,14 +207,6 @@ pub(crate) enum ConnEnd {
     Failed(Error),
 }
 
-impl ConnEnd {
-    /// Whether the service was reachable when the connection ended: what it acknowledged
-    /// RECEIVED counts as delivered (docs/protocol.md §6).
-    pub(crate) fn reachable(&self) -> bool {
-        matches!(self, Self::Closed { .. } | Self::Stalled(_))
-    }
-}
-
 #[derive(Debug)]
 pub(crate) struct State {
     /// The MKV header every connection starts with (reference §2: "resend the MKV header before
@@ -330,13 +308,13 @@ impl State {
     pub(crate) fn requeue(
         &mut self,
         conn: u32,
-        reachable: bool,
+        replay: Replay,
         completion: CompletionAck,
     ) -> Option<u64> {
-        let limit = if reachable || completion == CompletionAck::Received {
-            Status::Received
-        } else {
-            Status::Persisted
+        let limit = match replay {
+            Replay::Nothing => return None,
+            Replay::NotPersisted if completion != CompletionAck::Received => Status::Persisted,
+            Replay::NotReceived | Replay::NotPersisted => Status::Received,
         };
         let mut first = None;
         let mut settled = Vec::new();
@@ -363,6 +341,14 @@ impl State {
             self.prune();
         }
         first
+    }
+
+    /// Whether connection `conn` carried fragments it did not acknowledge RECEIVED and that are
+    /// still owed.
+    pub(crate) fn owes_unreceived(&self, conn: u32) -> bool {
+        self.ledger
+            .values()
+            .any(|e| e.data.is_some() && e.unreceived_on(conn))
     }
 
     /// Marks an entry as taken by connection `conn`; returns its body chunk.
