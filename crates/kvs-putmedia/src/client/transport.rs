@@ -26,6 +26,9 @@ use super::session::ChannelBody;
 pub(crate) type Connector = hyper_rustls::HttpsConnector<ProxyConnector>;
 pub(crate) type HttpClient = Client<Connector, ChannelBody>;
 
+/// Bytes reserved for each read of a PutMedia response.
+const ACK_READ_BUFFER: usize = 1024;
+
 /// Largest error body read from an error answer; the rest is ignored.
 const MAX_ERROR_BODY: usize = 64 * 1024;
 
@@ -289,6 +292,10 @@ pub(crate) fn http_client(
         // One PutMedia request per connection: KVS allows one connection per stream and a
         // pooled connection could be half-closed by the service after the last ack.
         .pool_max_idle_per_host(0)
+        // What a PutMedia connection reads is the response head and ack lines of ~150 bytes;
+        // hyper's adaptive default reserves 8 KiB per connection, a quarter of what an open
+        // session may hold (issue 13: 32 KiB).
+        .http1_read_buf_exact_size(ACK_READ_BUFFER)
         .build(connector))
 }
 
