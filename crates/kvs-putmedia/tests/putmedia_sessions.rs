@@ -442,3 +442,97 @@ async fn credential_errors_that_cannot_heal_fail_at_once() {
     assert!(t0.elapsed() < Duration::from_secs(3), "{:?}", t0.elapsed());
     assert!(emu.connections("creds").is_empty());
 }
+
+/// A TLS server on 127.0.0.1 with a certificate for `localhost` issued by a fresh CA; it
+/// answers every request with 403 AccessDeniedException. Returns its port and the CA (PEM).
+async fn tls_server() -> (u16, String) {
+    use rcgen::{BasicConstraints, CertificateParams, IsCa, KeyPair};
+    let ca_key = KeyPair::generate().unwrap();
+    let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    let ca = ca_params.self_signed(&ca_key).unwrap();
+    let leaf_key = KeyPair::generate().unwrap();
+    let leaf = CertificateParams::new(vec!["localhost".to_owned()])
+        .unwrap()
+        .signed_by(&leaf_key, &ca, &ca_key)
+        .unwrap();
+    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(
+            vec![leaf.der().clone()],
+            rustls::pki_types::PrivateKeyDer::Pkcs8(leaf_key.serialize_der().into()),
+        )
+        .unwrap();
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    tokio::spawn(async move {
+        while let Ok((tcp, _)) = listener.accept().await {
+            let acceptor = acceptor.clone();
+            tokio::spawn(async move {
+                let Ok(mut tls) = acceptor.accept(tcp).await else {
+                    return;
+                };
+                let mut head = Vec::new();
+                let mut buf = [0u8; 1024];
+                while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match tls.read(&mut buf).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => head.extend_from_slice(&buf[..n]),
+                    }
+                }
+                let body = br#"{"message":"denied by the TLS test server"}"#;
+                let resp = format!(
+                    "HTTP/1.1 403 Forbidden\r\nx-amzn-ErrorType: AccessDeniedException\r\n\
+                     content-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
+                    body.len()
+                );
+                let _ = tls.write_all(resp.as_bytes()).await;
+                let _ = tls.write_all(body).await;
+                let _ = tls.shutdown().await;
+            });
+        }
+    });
+    (port, ca.pem())
+}
+
+#[tokio::test]
+async fn putmedia_trusts_a_ca_bundle_and_nothing_unknown() {
+    let (port, ca_pem) = tls_server().await;
+    let endpoint = format!("https://localhost:{port}");
+    let client = |b: PutMediaClientBuilder| {
+        b.with_region("us-east-1")
+            .with_credentials(aws_credential_types::Credentials::for_tests())
+            .with_data_endpoint(&endpoint)
+            .with_completion_ack(CompletionAck::Persisted)
+            .with_stream_name("tls")
+            .build()
+            .unwrap()
+    };
+    // Platform roots only: the test CA is unknown, the handshake fails, and at once: no
+    // retry can change the trust store.
+    let t0 = std::time::Instant::now();
+    let err = client(PutMediaClient::builder()).start().await.unwrap_err();
+    assert!(
+        matches!(err, Error::Config { .. }) && err.to_string().contains("AWS_CA_BUNDLE"),
+        "expected a refused certificate, got {err:?}"
+    );
+    assert!(t0.elapsed() < Duration::from_secs(3), "{:?}", t0.elapsed());
+    // With the bundle the handshake succeeds and the server's answer comes through.
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("ca.pem");
+    std::fs::write(&path, &ca_pem).unwrap();
+    let err = client(PutMediaClient::builder().with_ca_bundle(&path))
+        .start()
+        .await
+        .unwrap_err();
+    assert!(matches!(err, Error::Auth { status: 403, .. }), "{err:?}");
+    let err = client(PutMediaClient::builder().with_ca_bundle_pem(ca_pem))
+        .start()
+        .await
+        .unwrap_err();
+    assert!(matches!(err, Error::Auth { status: 403, .. }), "{err:?}");
+}

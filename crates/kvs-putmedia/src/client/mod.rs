@@ -1,8 +1,11 @@
 //! The PutMedia client (feature `client`): SigV4-signed HTTP/1.1 requests streaming MKV into a
 //! Kinesis Video stream, with the acknowledgements matched back to fragments.
 //!
-//! [`PutMediaClient`] holds the configuration, the credentials cache and the data endpoint;
-//! [`PutMediaClient::start`] opens one PutMedia request and returns a [`PutMediaSink`] (a
+//! [`PutMediaClient`] is built once per process (per account and region) and holds what its
+//! sessions share: the HTTP connector and TLS configuration, the SDK client, the credentials
+//! cache and the per-stream endpoint cache. [`PutMediaClient::start_session`] (with
+//! [`SessionOptions`]: the stream and per-session choices) or [`PutMediaClient::start`] (the
+//! stream set on the builder) opens a session and returns a [`PutMediaSink`] (a
 //! `futures::Sink<Bytes>` of MKV bytes in any chunking, re-fragmented for KVS) and an
 //! [`AckStream`] (a `futures::Stream` of [`SessionEvent`]s: acks matched to fragments by
 //! timecode, with fragment number, size and latency).

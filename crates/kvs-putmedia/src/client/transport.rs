@@ -26,6 +26,9 @@ use super::session::ChannelBody;
 pub(crate) type Connector = hyper_rustls::HttpsConnector<ProxyConnector>;
 pub(crate) type HttpClient = Client<Connector, ChannelBody>;
 
+/// Bytes reserved for each read of a PutMedia response.
+const ACK_READ_BUFFER: usize = 1024;
+
 /// Largest error body read from an error answer; the rest is ignored.
 const MAX_ERROR_BODY: usize = 64 * 1024;
 
@@ -289,6 +292,10 @@ pub(crate) fn http_client(
         // One PutMedia request per connection: KVS allows one connection per stream and a
         // pooled connection could be half-closed by the service after the last ack.
         .pool_max_idle_per_host(0)
+        // What a PutMedia connection reads is the response head and ack lines of ~150 bytes;
+        // hyper's adaptive default reserves 8 KiB per connection, a quarter of what an open
+        // session may hold (issue 13: 32 KiB).
+        .http1_read_buf_exact_size(ACK_READ_BUFFER)
         .build(connector))
 }
 
@@ -356,6 +363,13 @@ pub(crate) fn request_error(
         }
         found
     };
+    if let Some(tls) = untrusted_certificate(&e) {
+        // Retrying cannot help: the trust store decides, and it is configuration.
+        return Error::config(format!(
+            "the TLS certificate of the data endpoint for stream {stream} was refused ({tls}): \
+             trust its CA with with_ca_bundle or AWS_CA_BUNDLE"
+        ));
+    }
     if e.is_connect() && timed_out {
         return Error::Timeout {
             stream: stream.to_owned(),
@@ -372,6 +386,28 @@ pub(crate) fn request_error(
         },
         source: BoxError::from(Box::new(e) as Box<dyn std::error::Error + Send + Sync>),
     }
+}
+
+/// A certificate error of the TLS handshake somewhere in `e`'s sources (rustls wraps its errors
+/// in an `io::Error`, whose `source()` skips the wrapped error itself).
+fn untrusted_certificate(e: &(dyn std::error::Error + 'static)) -> Option<String> {
+    let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(err) = cur {
+        if let Some(
+            r @ (rustls::Error::InvalidCertificate(_) | rustls::Error::NoCertificatesPresented),
+        ) = err.downcast_ref::<rustls::Error>()
+        {
+            return Some(r.to_string());
+        }
+        cur = match err
+            .downcast_ref::<std::io::Error>()
+            .and_then(|io| io.get_ref())
+        {
+            Some(inner) => Some(inner as &(dyn std::error::Error + 'static)),
+            None => err.source(),
+        };
+    }
+    None
 }
 
 /// Reads an error answer (bounded in size and time) and maps it to the semantic variant: the AWS
