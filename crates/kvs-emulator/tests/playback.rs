@@ -2,6 +2,7 @@
 //! ON_DEMAND and a LIVE playlist that grows while PutMedia streams), DASH, GetClip, GetImages,
 //! and their documented errors. What comes out is checked by ffprobe, not by this crate.
 
+mod media_support;
 mod support;
 
 use std::path::Path;
@@ -618,4 +619,71 @@ async fn documented_errors() {
         emu.url()
     );
     assert_eq!(http_get(&forged).await.0, 401);
+}
+
+async fn put_bytes(emu: &Emulator, stream: &str, bytes: &[u8]) {
+    let mut pm = PutMedia::open(emu, PutMediaOptions::new(emu, stream)).await;
+    assert_eq!(pm.status, 200);
+    pm.send(bytes).await.unwrap();
+    pm.end().await.unwrap();
+    pm.all_acks().await.1.unwrap();
+}
+
+#[tokio::test]
+async fn codec_requirements_and_undecodable_media() {
+    use media_support as m;
+    let emu = emulator().await;
+    emu.create_stream("nocp", 24).await.unwrap();
+    emu.create_stream("vp8", 24).await.unwrap();
+    // H.264 declared, but no CodecPrivate (and frames that are not H.264).
+    put_bytes(&emu, "nocp", &m::valid_stream(0, 3)).await;
+    let mut vp8 = m::cat(&[
+        m::ebml_header(),
+        m::el_unknown(m::SEGMENT),
+        m::info(),
+        m::el(m::TRACKS, &m::track_entry(1, "V_VP8")),
+    ]);
+    for i in 0..3 {
+        let blocks: Vec<_> = (0..25)
+            .map(|f| m::simple_block(1, f * 40, f == 0))
+            .collect();
+        vp8.extend(m::cluster_unknown(i * 1000, &blocks));
+    }
+    put_bytes(&emu, "vp8", &vp8).await;
+    let am = archived(&emu).await;
+    for (stream, want) in [
+        ("nocp", "MissingCodecPrivateDataException"),
+        ("vp8", "UnsupportedStreamMediaTypeException"),
+    ] {
+        let e = am
+            .get_hls_streaming_session_url()
+            .stream_name(stream)
+            .playback_mode(HlsPlaybackMode::Live)
+            .send()
+            .await
+            .unwrap_err();
+        assert_eq!(
+            e.as_service_error().and_then(|e| e.code()),
+            Some(want),
+            "{stream}"
+        );
+    }
+    // GetImages over frames ffmpeg cannot decode says MEDIA_ERROR, never an empty image.
+    let t0 = emu.fragments("nocp")[0].producer_timestamp_ms as i64;
+    let out = am
+        .get_images()
+        .stream_name("nocp")
+        .image_selector_type(ImageSelectorType::ProducerTimestamp)
+        .start_timestamp(DateTime::from_millis(t0))
+        .end_timestamp(DateTime::from_millis(t0 + 1000))
+        .sampling_interval(1000)
+        .format(Format::Png)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(out.images().len(), 2);
+    for img in out.images() {
+        assert_eq!(img.error().map(|e| e.as_str()), Some("MEDIA_ERROR"));
+        assert!(img.image_content().is_none());
+    }
 }
