@@ -687,3 +687,61 @@ async fn codec_requirements_and_undecodable_media() {
         assert!(img.image_content().is_none());
     }
 }
+
+#[tokio::test]
+async fn live_replay_starts_at_the_timestamp_and_ends_at_the_end() {
+    let emu = emulator().await;
+    emu.create_stream("cam", 24).await.unwrap();
+    put_clip(&emu, "cam").await;
+    let stored = emu.fragments("cam");
+    let am = archived(&emu).await;
+    let replay = |end: Option<u64>| {
+        let range = aws_sdk_kinesisvideoarchivedmedia::types::HlsTimestampRange::builder()
+            .start_timestamp(DateTime::from_millis(
+                stored[1].producer_timestamp_ms as i64,
+            ))
+            .set_end_timestamp(end.map(|e| DateTime::from_millis(e as i64)))
+            .build();
+        am.get_hls_streaming_session_url()
+            .stream_name("cam")
+            .playback_mode(HlsPlaybackMode::LiveReplay)
+            .hls_fragment_selector(
+                HlsFragmentSelector::builder()
+                    .fragment_selector_type(HlsFragmentSelectorType::ProducerTimestamp)
+                    .timestamp_range(range)
+                    .build(),
+            )
+            .max_media_playlist_fragment_results(3)
+            .send()
+    };
+    for (end, ended, count) in [
+        (None, false, 3),
+        (Some(stored[2].producer_timestamp_ms), true, 2),
+    ] {
+        let url = replay(end)
+            .await
+            .unwrap()
+            .hls_streaming_session_url
+            .unwrap();
+        let (_, _, master) = http_get(&url).await;
+        let media_url = uris(&String::from_utf8(master).unwrap(), &url).remove(0);
+        let media = String::from_utf8(http_get(&media_url).await.2).unwrap();
+        assert!(media.contains("#EXT-X-MEDIA-SEQUENCE:1\n"), "{media}");
+        assert_eq!(media.contains("#EXT-X-ENDLIST"), ended, "{media}");
+        let segs = uris(&media, &media_url);
+        assert_eq!(segs.len(), count, "{media}");
+        assert!(segs[0].ends_with(&stored[1].fragment_number));
+    }
+    // LIVE_REPLAY without a StartTimestamp is refused.
+    let e = am
+        .get_hls_streaming_session_url()
+        .stream_name("cam")
+        .playback_mode(HlsPlaybackMode::LiveReplay)
+        .send()
+        .await
+        .unwrap_err();
+    assert_eq!(
+        e.as_service_error().and_then(|e| e.code()),
+        Some("InvalidArgumentException")
+    );
+}
