@@ -2,6 +2,7 @@
 //! ON_DEMAND and a LIVE playlist that grows while PutMedia streams), DASH, GetClip, GetImages,
 //! and their documented errors. What comes out is checked by ffprobe, not by this crate.
 
+mod media_support;
 mod support;
 
 use std::path::Path;
@@ -618,4 +619,129 @@ async fn documented_errors() {
         emu.url()
     );
     assert_eq!(http_get(&forged).await.0, 401);
+}
+
+async fn put_bytes(emu: &Emulator, stream: &str, bytes: &[u8]) {
+    let mut pm = PutMedia::open(emu, PutMediaOptions::new(emu, stream)).await;
+    assert_eq!(pm.status, 200);
+    pm.send(bytes).await.unwrap();
+    pm.end().await.unwrap();
+    pm.all_acks().await.1.unwrap();
+}
+
+#[tokio::test]
+async fn codec_requirements_and_undecodable_media() {
+    use media_support as m;
+    let emu = emulator().await;
+    emu.create_stream("nocp", 24).await.unwrap();
+    emu.create_stream("vp8", 24).await.unwrap();
+    // H.264 declared, but no CodecPrivate (and frames that are not H.264).
+    put_bytes(&emu, "nocp", &m::valid_stream(0, 3)).await;
+    let mut vp8 = m::cat(&[
+        m::ebml_header(),
+        m::el_unknown(m::SEGMENT),
+        m::info(),
+        m::el(m::TRACKS, &m::track_entry(1, "V_VP8")),
+    ]);
+    for i in 0..3 {
+        let blocks: Vec<_> = (0..25)
+            .map(|f| m::simple_block(1, f * 40, f == 0))
+            .collect();
+        vp8.extend(m::cluster_unknown(i * 1000, &blocks));
+    }
+    put_bytes(&emu, "vp8", &vp8).await;
+    let am = archived(&emu).await;
+    for (stream, want) in [
+        ("nocp", "MissingCodecPrivateDataException"),
+        ("vp8", "UnsupportedStreamMediaTypeException"),
+    ] {
+        let e = am
+            .get_hls_streaming_session_url()
+            .stream_name(stream)
+            .playback_mode(HlsPlaybackMode::Live)
+            .send()
+            .await
+            .unwrap_err();
+        assert_eq!(
+            e.as_service_error().and_then(|e| e.code()),
+            Some(want),
+            "{stream}"
+        );
+    }
+    // GetImages over frames ffmpeg cannot decode says MEDIA_ERROR, never an empty image.
+    let t0 = emu.fragments("nocp")[0].producer_timestamp_ms as i64;
+    let out = am
+        .get_images()
+        .stream_name("nocp")
+        .image_selector_type(ImageSelectorType::ProducerTimestamp)
+        .start_timestamp(DateTime::from_millis(t0))
+        .end_timestamp(DateTime::from_millis(t0 + 1000))
+        .sampling_interval(1000)
+        .format(Format::Png)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(out.images().len(), 2);
+    for img in out.images() {
+        assert_eq!(img.error().map(|e| e.as_str()), Some("MEDIA_ERROR"));
+        assert!(img.image_content().is_none());
+    }
+}
+
+#[tokio::test]
+async fn live_replay_starts_at_the_timestamp_and_ends_at_the_end() {
+    let emu = emulator().await;
+    emu.create_stream("cam", 24).await.unwrap();
+    put_clip(&emu, "cam").await;
+    let stored = emu.fragments("cam");
+    let am = archived(&emu).await;
+    let replay = |end: Option<u64>| {
+        let range = aws_sdk_kinesisvideoarchivedmedia::types::HlsTimestampRange::builder()
+            .start_timestamp(DateTime::from_millis(
+                stored[1].producer_timestamp_ms as i64,
+            ))
+            .set_end_timestamp(end.map(|e| DateTime::from_millis(e as i64)))
+            .build();
+        am.get_hls_streaming_session_url()
+            .stream_name("cam")
+            .playback_mode(HlsPlaybackMode::LiveReplay)
+            .hls_fragment_selector(
+                HlsFragmentSelector::builder()
+                    .fragment_selector_type(HlsFragmentSelectorType::ProducerTimestamp)
+                    .timestamp_range(range)
+                    .build(),
+            )
+            .max_media_playlist_fragment_results(3)
+            .send()
+    };
+    for (end, ended, count) in [
+        (None, false, 3),
+        (Some(stored[2].producer_timestamp_ms), true, 2),
+    ] {
+        let url = replay(end)
+            .await
+            .unwrap()
+            .hls_streaming_session_url
+            .unwrap();
+        let (_, _, master) = http_get(&url).await;
+        let media_url = uris(&String::from_utf8(master).unwrap(), &url).remove(0);
+        let media = String::from_utf8(http_get(&media_url).await.2).unwrap();
+        assert!(media.contains("#EXT-X-MEDIA-SEQUENCE:1\n"), "{media}");
+        assert_eq!(media.contains("#EXT-X-ENDLIST"), ended, "{media}");
+        let segs = uris(&media, &media_url);
+        assert_eq!(segs.len(), count, "{media}");
+        assert!(segs[0].ends_with(&stored[1].fragment_number));
+    }
+    // LIVE_REPLAY without a StartTimestamp is refused.
+    let e = am
+        .get_hls_streaming_session_url()
+        .stream_name("cam")
+        .playback_mode(HlsPlaybackMode::LiveReplay)
+        .send()
+        .await
+        .unwrap_err();
+    assert_eq!(
+        e.as_service_error().and_then(|e| e.code()),
+        Some("InvalidArgumentException")
+    );
 }
