@@ -14,12 +14,10 @@ use futures::{SinkExt, StreamExt};
 use kvs_emulator::Emulator;
 use kvs_putmedia::ack::AckEventType;
 use kvs_putmedia::mkv::TimecodeMode;
-use kvs_putmedia::{
-    CompletionAck, OverflowPolicy, PutMediaClientBuilder, PutMediaSink, RetryPolicy, SessionEvent,
-};
+use kvs_putmedia::{CompletionAck, PutMediaClientBuilder, PutMediaSink, RetryPolicy, SessionEvent};
 use tokio::io::AsyncReadExt;
 
-use crate::cli::{Cli, OnFull, Pace, Timecode, Transcode};
+use crate::cli::{Cli, Timecode, Transcode};
 use crate::report::{FailedFragment, Live, Outcome, Progress, Report};
 
 /// Stream name used with `--emulator` when none is given.
@@ -175,7 +173,7 @@ fn kvs_failure(e: &kvs_putmedia::Error) -> Failure {
         E::Auth { .. } | E::Credentials { .. } => Outcome::Auth,
         E::StreamNotFound { .. } => Outcome::StreamNotFound,
         E::InvalidMedia { .. } => Outcome::BadInput,
-        E::Ack { .. } => Outcome::Partial,
+        E::Ack { .. } | E::Incomplete { .. } => Outcome::Partial,
         _ => Outcome::Error,
     };
     let mut message = e.to_string();
@@ -371,10 +369,7 @@ async fn execute(cli: &Cli, report: &mut Report) -> Result<Outcome> {
         CompletionAck::Persisted
     };
 
-    let pacing = match cli.pace {
-        Pace::Realtime => Pacing::Realtime,
-        Pace::Fast => Pacing::Fast,
-    };
+    let pacing = cli.pace;
     let profile = match cli.transcode {
         Transcode::Auto => Profile::Auto(settings),
         Transcode::Always => Profile::SampleParity(settings),
@@ -417,8 +412,8 @@ async fn execute(cli: &Cli, report: &mut Report) -> Result<Outcome> {
     // faster than real time would run into the future (4007). Fast pacing therefore backfills
     // with ABSOLUTE timecodes starting one media duration (plus a second) in the past.
     let timecode = cli.timecode.unwrap_or(match (&source, cli.pace) {
-        (Source::Stdin, _) | (_, Pace::Realtime) => Timecode::Relative,
-        (_, Pace::Fast) => Timecode::Absolute,
+        (Source::Stdin, _) | (_, Pacing::Realtime) => Timecode::Relative,
+        _ => Timecode::Absolute,
     });
     let mode = match (cli.backfill, timecode, cli.pace, duration) {
         (Some(secs), ..) => TimecodeMode::Absolute {
@@ -435,10 +430,7 @@ async fn execute(cli: &Cli, report: &mut Report) -> Result<Outcome> {
         .with_completion_ack(completion)
         .with_buffer_bound(usize::try_from(cli.buffer_mib << 20).unwrap_or(usize::MAX))
         .with_buffer_duration(Duration::from_secs(cli.buffer_seconds))
-        .with_overflow_policy(match cli.on_full {
-            OnFull::Wait => OverflowPolicy::Backpressure,
-            OnFull::DropOldest => OverflowPolicy::DropOldest,
-        })
+        .with_overflow_policy(cli.on_full)
         .with_retry_policy(RetryPolicy::default().with_max_attempts(cli.max_retries));
     builder = match &target {
         Target::Name(n) => builder.with_stream_name(n),
@@ -486,9 +478,16 @@ async fn execute(cli: &Cli, report: &mut Report) -> Result<Outcome> {
         (first_number, last_error, acks.summary())
     });
     let progress = Progress::start(live.clone(), ffmpeg.as_ref().map(|j| j.progress()));
+    let ffmpeg_progress = ffmpeg.as_ref().map(|j| j.progress());
 
     let pumped = pump(sink, ffmpeg, &live).await;
     progress.stop();
+    // ffmpeg refused to copy and the job restarted as a transcode: report what ran.
+    if let Some(cause) = ffmpeg_progress.and_then(|p| p.borrow().copy_refused.clone()) {
+        report.decision = Some(format!(
+            "transcode: ffmpeg refused to copy the streams ({cause}), so the job restarted as a transcode"
+        ));
+    }
     let (first_number, ack_error, ack_summary) =
         match tokio::time::timeout(Duration::from_secs(10), ack_task).await {
             Ok(Ok((n, e, s))) => (n, e, Some(s)),
@@ -584,14 +583,14 @@ async fn execute(cli: &Cli, report: &mut Report) -> Result<Outcome> {
 /// The timecode mode without `--backfill`.
 fn timecode_mode(
     timecode: Timecode,
-    pace: Pace,
+    pace: Pacing,
     duration: Option<Duration>,
     has_ffmpeg: bool,
 ) -> TimecodeMode {
     match (timecode, pace, duration) {
         (Timecode::Relative, _, _) => TimecodeMode::Relative,
-        (Timecode::Absolute, Pace::Fast, Some(d)) => TimecodeMode::backfill(d, SystemTime::now()),
-        (Timecode::Absolute, Pace::Fast, None) if has_ffmpeg => {
+        (Timecode::Absolute, Pacing::Fast, Some(d)) => TimecodeMode::backfill(d, SystemTime::now()),
+        (Timecode::Absolute, Pacing::Fast, None) if has_ffmpeg => {
             tracing::warn!(
                 "the input's duration is unknown: timestamps start now, and media sent faster \
                  than real time may be refused as in the future (4007); consider --backfill or --pace realtime"
@@ -671,6 +670,8 @@ async fn pump(
     let snapshot = sink.summary();
     match sink.close().await {
         Ok(summary) => (summary, ended),
+        // Fragments refused, skipped or dropped: the caller reports the loss (exit 5).
+        Err(kvs_putmedia::Error::Incomplete { summary, .. }) => (*summary, ended),
         Err(e) => {
             let ended = match ended {
                 Ended::Done => Ended::Failed(kvs_failure(&e)),
@@ -715,7 +716,7 @@ mod tests {
         let before = epoch_ms();
         let TimecodeMode::Absolute { origin_epoch_ms } = timecode_mode(
             Timecode::Absolute,
-            Pace::Fast,
+            Pacing::Fast,
             Some(Duration::from_secs(60)),
             true,
         ) else {
@@ -724,7 +725,7 @@ mod tests {
         // Reference §4.10: the last frame (origin + 60 s) lies a second before now, not after.
         assert!(origin_epoch_ms + 61_000 >= before && origin_epoch_ms + 61_000 <= epoch_ms());
         assert_eq!(
-            timecode_mode(Timecode::Relative, Pace::Fast, None, true),
+            timecode_mode(Timecode::Relative, Pacing::Fast, None, true),
             TimecodeMode::Relative
         );
     }

@@ -266,7 +266,12 @@ impl JobRunner for Pipeline {
             let _ = ack_task.await;
             return Err(e);
         }
-        let summary = sink.close().await.map_err(kvs_error);
+        // An incomplete session carries its summary: the checks below fail the job on it.
+        let summary = match sink.close().await {
+            Err(kvs_putmedia::Error::Incomplete { summary, .. }) => Ok(*summary),
+            other => other,
+        }
+        .map_err(kvs_error);
         let last_ack_error = ack_task.await.ok().flatten();
         let summary = summary?;
         job.update(|v| {
