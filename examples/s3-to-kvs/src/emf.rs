@@ -133,11 +133,6 @@ impl<W: Write> Emf<W> {
         })
     }
 
-    /// The namespace metrics are written under.
-    pub fn namespace(&self) -> &str {
-        &self.namespace
-    }
-
     /// Writes one line with `values` for `stream`, timestamped now.
     pub fn emit(&self, stream: &str, values: &[(Metric, f64)]) -> io::Result<()> {
         self.emit_at(SystemTime::now(), stream, values)
@@ -161,6 +156,7 @@ impl<W: Write> Emf<W> {
     }
 
     /// The writer back (tests read what was written).
+    #[cfg(test)]
     pub fn into_inner(self) -> W {
         self.out.into_inner().unwrap_or_else(|e| e.into_inner())
     }
@@ -486,7 +482,7 @@ mod tests {
         assert!(Emf::new("x".repeat(256), Vec::new()).is_err());
         assert!(Emf::new("x".repeat(255), Vec::new()).is_ok());
         assert_eq!(
-            Emf::new(DEFAULT_NAMESPACE, Vec::new()).unwrap().namespace(),
+            Emf::new(DEFAULT_NAMESPACE, Vec::new()).unwrap().namespace,
             "KvsStream"
         );
     }
