@@ -36,3 +36,14 @@ for target in $(cd fuzz && RUSTC_BOOTSTRAP=1 cargo fuzz list); do
   fi
   grep -E '^Done [0-9]+ runs' "$log" >&2 || tail -n 3 "$log" >&2
 done
+
+# Deployment: the CDK app offline (npm ci, jest, synth, cfn-lint, checkov), then the container
+# image built with rootful podman and run end to end in worker mode against the emulator.
+step "deploy/test-cdk.sh (jest, cdk synth, cfn-lint, checkov)"
+deploy/test-cdk.sh
+
+step "deploy/image.sh (container image, podman)"
+deploy/image.sh
+
+step "deploy/test-image.sh (the image in worker mode against the emulator)"
+deploy/test-image.sh

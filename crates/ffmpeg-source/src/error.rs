@@ -175,7 +175,7 @@ pub enum Error {
 
     /// ffmpeg exited 0 but what came out cannot be media: fewer bytes than the minimum, or no
     /// Matroska Cluster (`1F 43 B6 75`) at all. ffmpeg exits 0 on a moov-at-end MP4 read from a
-    /// pipe after writing a few hundred bytes (reference §5), so exit 0 alone proves nothing.
+    /// pipe after writing a few hundred bytes (docs/protocol.md §5), so exit 0 alone proves nothing.
     #[error(
         "{input}: ffmpeg exited successfully but produced no usable media \
          ({bytes} bytes, a cluster seen: {saw_cluster}; need at least {min_bytes} bytes and one cluster){stderr}"

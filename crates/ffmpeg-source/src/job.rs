@@ -1,5 +1,6 @@
 //! The builder, the ffmpeg command line, and the running job.
 
+use std::collections::VecDeque;
 use std::ffi::OsString;
 use std::future::Future;
 use std::path::{Path, PathBuf};
@@ -32,6 +33,12 @@ const CLUSTER_ID: u32 = 0x1F43_B675;
 
 /// How much of a reader input is inspected for an MP4 index before handing it to ffmpeg.
 const PEEK_LIMIT: usize = 1 << 20;
+
+/// While a copying job can still fall back to transcoding, its output is held back until the
+/// first Cluster, so that the consumer never sees the header of a run that is then replaced.
+/// ffmpeg's header is a few hundred bytes (plus CodecPrivate); past this much without a Cluster
+/// the bytes are released and the fallback is given up.
+const HOLD_LIMIT: usize = 4 << 20;
 
 const MOOV_AT_END_ADVICE: &str = "this MP4 has its index (moov) after the media (mdat), so ffmpeg \
     can only read it by seeking, which a pipe cannot do. Pass a file path or an http(s) URL (a \
@@ -164,6 +171,15 @@ pub struct Plan {
     decision: Decision,
     args: Vec<OsString>,
     display: String,
+    /// The transcode a copying [`Profile::Auto`] job restarts as when ffmpeg refuses to copy.
+    fallback: Option<Fallback>,
+}
+
+/// The transcoding command line of a copy plan; see [`Decision::copy_refused`].
+#[derive(Clone)]
+struct Fallback {
+    args: Vec<OsString>,
+    display: String,
 }
 
 impl Plan {
@@ -186,6 +202,13 @@ impl Plan {
     /// The arguments as one shell-like line, URL query strings redacted.
     pub fn display_args(&self) -> &str {
         &self.display
+    }
+
+    /// The transcoding command line (redacted) this job restarts with if ffmpeg refuses the
+    /// copied streams before writing media; `None` unless the plan copies under
+    /// [`Profile::Auto`].
+    pub fn fallback_display_args(&self) -> Option<&str> {
+        self.fallback.as_ref().map(|f| f.display.as_str())
     }
 }
 
@@ -304,7 +327,7 @@ pub(crate) fn ffmpeg_args(
     push(&["-i"]);
     a.push(input_arg(input));
     let mut push = |items: &[&str]| a.extend(items.iter().map(OsString::from));
-    // KVS allows at most 3 tracks (reference §3) and plays track 1 H.264 + track 2 AAC (§4.4):
+    // KVS allows at most 3 tracks (docs/protocol.md §3) and plays track 1 H.264 + track 2 AAC (§4.4):
     // map exactly one video and one audio stream.
     let (has_video, has_audio) = match probe {
         Some(_) => {
@@ -324,7 +347,7 @@ pub(crate) fn ffmpeg_args(
             (true, true)
         }
     };
-    // Input tags would become a Tags element (reference §5); KVS needs none of them.
+    // Input tags would become a Tags element (docs/protocol.md §5); KVS needs none of them.
     push(&["-map_metadata", "-1", "-map_chapters", "-1"]);
     match (decision.mode, settings) {
         (Mode::Copy, _) | (Mode::Transcode, None) => push(&["-c", "copy"]),
@@ -401,7 +424,7 @@ pub(crate) fn ffmpeg_args(
             }
         }
     }
-    // Reference §5: CRC-32 off. Clusters are kept SHORT on purpose: the muxer holds a whole
+    // docs/protocol.md §5: CRC-32 off. Clusters are kept SHORT on purpose: the muxer holds a whole
     // cluster until it is cut, so the keyframe that completes a fragment reaches the pipe up to
     // one cluster late (clusters cut only at keyframes: one whole GOP late). 20 ms keeps the
     // first acknowledgement within 50 ms of one fragment; docs/performance.md ("First
@@ -438,6 +461,32 @@ fn display_args(args: &[OsString], redactor: &Redactor) -> String {
         .collect::<Vec<_>>()
         .join(" ");
     redactor.apply(&format!("ffmpeg {line}"))
+}
+
+/// A copy that ffmpeg refuses at run time (a codec parameter the muxer cannot write to a pipe)
+/// restarts as this transcode: [`Profile::Auto`] copy plans of inputs that can be read again
+/// (probed ones, not readers).
+fn fallback_for(
+    input: &Input,
+    pacing: Pacing,
+    profile: &Profile,
+    decision: &Decision,
+    probe: Option<&Probe>,
+) -> Option<Fallback> {
+    match (profile, decision.mode, probe) {
+        (Profile::Auto(s), Mode::Copy, Some(p)) => {
+            let transcode = Decision {
+                mode: Mode::Transcode,
+                ..decision.clone()
+            };
+            let args = ffmpeg_args(input, pacing, Some(s), &transcode, Some(p));
+            Some(Fallback {
+                display: display_args(&args, &Redactor::new(input)),
+                args,
+            })
+        }
+        _ => None,
+    }
 }
 
 impl FfmpegSource {
@@ -496,18 +545,27 @@ impl FfmpegSource {
             &decision,
             probe.as_ref(),
         );
-        let shown = display_args(&args, &Redactor::new(&self.cfg.input));
+        let redactor = Redactor::new(&self.cfg.input);
+        let shown = display_args(&args, &redactor);
+        let fallback = fallback_for(
+            &self.cfg.input,
+            self.cfg.pacing,
+            &self.cfg.profile,
+            &decision,
+            probe.as_ref(),
+        );
         tracing::info!(input = %name, %decision, command = %shown, "ffmpeg plan");
         Ok(Plan {
             probe,
             decision,
             args,
             display: shown,
+            fallback,
         })
     }
 
     /// Reads the start of a reader input: an MP4 whose `mdat` precedes its `moov` cannot be read
-    /// from a pipe (reference §5: "a few hundred bytes and exit code 0"), so refuse it here.
+    /// from a pipe (docs/protocol.md §5: "a few hundred bytes and exit code 0"), so refuse it here.
     async fn peek_reader(&mut self) -> Result<()> {
         if self.prefix.is_some() {
             return Ok(());
@@ -559,11 +617,81 @@ impl FfmpegSource {
         let name: Arc<str> = cfg.input.name().into();
         let redactor = Redactor::new(&cfg.input);
         let reader = match cfg.input {
-            Input::Reader { reader, .. } => Some(reader),
+            Input::Reader { reader, .. } => Some((reader, prefix)),
             _ => None,
         };
-        let mut cmd = Command::new(&cfg.ffmpeg);
-        cmd.args(&plan.args)
+        let shared = Arc::new(Shared {
+            input: name.clone(),
+            ring: Mutex::new(StderrRing::new(cfg.stderr_lines)),
+            token: CancellationToken::new(),
+            user_cancelled: AtomicBool::new(false),
+        });
+        let (progress_tx, progress_rx) = watch::channel(Progress {
+            duration: plan.probe.as_ref().and_then(|p| p.duration),
+            ..Progress::default()
+        });
+        let launcher = Launcher {
+            ffmpeg: cfg.ffmpeg,
+            shared: shared.clone(),
+            progress: Arc::new(progress_tx),
+            redactor,
+        };
+        let run = launcher.launch(&plan.args, reader)?;
+        Ok(FfmpegJob {
+            shared,
+            stdout: Some(run.stdout),
+            buf: BytesMut::new(),
+            chunk_size: cfg.chunk_size,
+            stall_timeout: cfg.stall_timeout,
+            stall: Box::pin(tokio::time::sleep(cfg.stall_timeout)),
+            armed: false,
+            state: State::Reading,
+            bytes: 0,
+            saw_cluster: false,
+            window: 0,
+            min_bytes: cfg.min_output_bytes,
+            exit_rx: run.exit_rx,
+            progress_rx,
+            pid: run.pid,
+            stdin_task: run.stdin_task,
+            held: VecDeque::new(),
+            held_bytes: 0,
+            fallback: plan.fallback.clone(),
+            plan,
+            launcher,
+        })
+    }
+}
+
+/// A reader input and the bytes already taken from it while peeking.
+type ReaderInput = (
+    Box<dyn tokio::io::AsyncRead + Send + Sync + Unpin>,
+    Option<Bytes>,
+);
+
+/// What starting one ffmpeg process needs; kept by the job to restart as a transcode.
+struct Launcher {
+    ffmpeg: PathBuf,
+    shared: Arc<Shared>,
+    progress: Arc<watch::Sender<Progress>>,
+    redactor: Redactor,
+}
+
+/// One started ffmpeg process.
+struct Running {
+    stdout: ChildStdout,
+    exit_rx: watch::Receiver<Option<ExitInfo>>,
+    pid: Option<u32>,
+    stdin_task: Option<JoinHandle<()>>,
+}
+
+impl Launcher {
+    /// Spawns ffmpeg with `args`, its stderr reader, the stdin feeder of a reader input, and
+    /// the supervisor that kills it on cancel and reports its exit.
+    fn launch(&self, args: &[OsString], reader: Option<ReaderInput>) -> Result<Running> {
+        let name = &self.shared.input;
+        let mut cmd = Command::new(&self.ffmpeg);
+        cmd.args(args)
             .stdin(if reader.is_some() {
                 Stdio::piped()
             } else {
@@ -576,28 +704,22 @@ impl FfmpegSource {
             .process_group(0);
         let mut child = cmd
             .spawn()
-            .map_err(|e| spawn_error(Tool::Ffmpeg, &cfg.ffmpeg, &name, e))?;
+            .map_err(|e| spawn_error(Tool::Ffmpeg, &self.ffmpeg, name, e))?;
         let pid = child.id();
         tracing::debug!(input = %name, pid, "ffmpeg started");
         let stdout = child.stdout.take().expect("stdout is piped");
         let stderr = child.stderr.take().expect("stderr is piped");
         let stdin = child.stdin.take();
-
-        let shared = Arc::new(Shared {
-            input: name.clone(),
-            ring: Mutex::new(StderrRing::new(cfg.stderr_lines)),
-            token: CancellationToken::new(),
-            user_cancelled: AtomicBool::new(false),
-        });
-        let (progress_tx, progress_rx) = watch::channel(Progress {
-            duration: plan.probe.as_ref().and_then(|p| p.duration),
-            ..Progress::default()
-        });
         let (exit_tx, exit_rx) = watch::channel(None);
 
-        let stderr_task = tokio::spawn(read_stderr(stderr, shared.clone(), progress_tx, redactor));
+        let stderr_task = tokio::spawn(read_stderr(
+            stderr,
+            self.shared.clone(),
+            self.progress.clone(),
+            self.redactor.clone(),
+        ));
         let stdin_task = match (stdin, reader) {
-            (Some(mut stdin), Some(mut reader)) => Some(tokio::spawn(async move {
+            (Some(mut stdin), Some((mut reader, prefix))) => Some(tokio::spawn(async move {
                 // Errors here mean ffmpeg stopped reading (it exited or was killed); its exit
                 // status tells the story.
                 if let Some(p) = prefix
@@ -610,7 +732,7 @@ impl FfmpegSource {
             })),
             _ => None,
         };
-        let token = shared.token.clone();
+        let token = self.shared.token.clone();
         tokio::spawn(async move {
             let status = tokio::select! {
                 s = child.wait() => s.ok(),
@@ -628,23 +750,9 @@ impl FfmpegSource {
             let _ = tokio::time::timeout(Duration::from_secs(2), stderr_task).await;
             let _ = exit_tx.send(Some(ExitInfo { status }));
         });
-
-        Ok(FfmpegJob {
-            shared,
-            stdout: Some(stdout),
-            buf: BytesMut::new(),
-            chunk_size: cfg.chunk_size,
-            stall_timeout: cfg.stall_timeout,
-            stall: Box::pin(tokio::time::sleep(cfg.stall_timeout)),
-            armed: false,
-            state: State::Reading,
-            bytes: 0,
-            saw_cluster: false,
-            window: 0,
-            min_bytes: cfg.min_output_bytes,
+        Ok(Running {
+            stdout,
             exit_rx,
-            progress_rx,
-            plan,
             pid,
             stdin_task,
         })
@@ -654,7 +762,7 @@ impl FfmpegSource {
 async fn read_stderr(
     mut stderr: tokio::process::ChildStderr,
     shared: Arc<Shared>,
-    progress_tx: watch::Sender<Progress>,
+    progress_tx: Arc<watch::Sender<Progress>>,
     redactor: Redactor,
 ) {
     let mut splitter = LineSplitter::default();
@@ -789,6 +897,12 @@ pub struct FfmpegJob {
     plan: Plan,
     pid: Option<u32>,
     stdin_task: Option<JoinHandle<()>>,
+    /// Output held back while the copy may still be refused (see [`HOLD_LIMIT`]).
+    held: VecDeque<Bytes>,
+    held_bytes: usize,
+    /// Armed until the first Cluster: the transcode to restart as if ffmpeg refuses to copy.
+    fallback: Option<Fallback>,
+    launcher: Launcher,
 }
 
 impl std::fmt::Debug for FfmpegJob {
@@ -807,12 +921,14 @@ impl FfmpegJob {
         &self.plan
     }
 
-    /// Copy or transcode, and why.
+    /// Copy or transcode, and why. After a fallback (ffmpeg refused to copy, the job restarted
+    /// as a transcode) this is the transcode, with [`Decision::copy_refused`] set.
     pub fn decision(&self) -> &Decision {
         &self.plan.decision
     }
 
-    /// ffmpeg's process id (also its process group id), while it runs.
+    /// ffmpeg's process id (also its process group id), while it runs. A fallback to
+    /// transcoding starts a new process; this is the current one.
     pub fn pid(&self) -> Option<u32> {
         self.pid
     }
@@ -876,6 +992,54 @@ impl FfmpegJob {
         }
     }
 
+    /// ffmpeg refused the copied streams before writing a Cluster: start the planned transcode
+    /// instead, so that copy mode never fails where a transcode succeeds. What was held back
+    /// (the refused run's header) is dropped; the consumer has seen none of it.
+    fn restart_as_transcode(&mut self, err: &Error) -> Result<()> {
+        let fallback = self.fallback.take().expect("restart only while armed");
+        let cause = copy_refusal_cause(&self.shared.stderr(), err);
+        tracing::warn!(
+            input = %self.shared.input, %cause,
+            "ffmpeg refused to copy the streams; restarting as a transcode"
+        );
+        self.shared
+            .ring
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clear();
+        let duration = self.launcher.progress.borrow().duration;
+        self.launcher.progress.send_replace(Progress {
+            duration,
+            copy_refused: Some(cause.clone()),
+            ..Progress::default()
+        });
+        let run = self.launcher.launch(&fallback.args, None)?;
+        self.plan.decision = Decision {
+            mode: Mode::Transcode,
+            reasons: vec![format!(
+                "ffmpeg refused to copy the streams ({cause}), so the job restarted as a transcode"
+            )],
+            copy_refused: Some(cause),
+            ..self.plan.decision.clone()
+        };
+        self.plan.args = fallback.args;
+        self.plan.display = fallback.display;
+        self.plan.fallback = None;
+        self.stdout = Some(run.stdout);
+        self.exit_rx = run.exit_rx;
+        self.pid = run.pid;
+        self.stdin_task = run.stdin_task;
+        self.held.clear();
+        self.held_bytes = 0;
+        self.bytes = 0;
+        self.saw_cluster = false;
+        self.window = 0;
+        self.buf = BytesMut::new();
+        self.armed = false;
+        self.state = State::Reading;
+        Ok(())
+    }
+
     /// The error (if any) the stream ends with, once ffmpeg has exited.
     fn outcome(&self, info: Option<ExitInfo>) -> Option<Error> {
         let input = self.input();
@@ -916,6 +1080,23 @@ impl FfmpegJob {
                 stderr,
             )),
         }
+    }
+}
+
+/// ffmpeg's first error line of a refused copy, without its `[matroska @ 0x...]` prefix; the
+/// error itself when stderr says nothing.
+fn copy_refusal_cause(stderr: &StderrTail, err: &Error) -> String {
+    let lines = stderr.lines();
+    let line = lines
+        .iter()
+        .find(|l| l.to_ascii_lowercase().contains("error"))
+        .or(lines.first());
+    match line {
+        Some(l) => match l.strip_prefix('[').and_then(|r| r.split_once("] ")) {
+            Some((_, rest)) => rest.to_owned(),
+            None => l.clone(),
+        },
+        None => err.to_string(),
     }
 }
 
@@ -966,6 +1147,11 @@ impl Stream for FfmpegJob {
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
         let this = &mut *self;
         loop {
+            if this.fallback.is_none()
+                && let Some(chunk) = this.held.pop_front()
+            {
+                return Poll::Ready(Some(Ok(chunk)));
+            }
             if !this.armed && !matches!(this.state, State::Done) {
                 // The stall clock runs only while the consumer waits on ffmpeg.
                 let deadline = Instant::now() + this.stall_timeout;
@@ -990,6 +1176,16 @@ impl Stream for FfmpegJob {
                             this.scan(&chunk);
                             this.bytes += n as u64;
                             this.armed = false;
+                            if this.fallback.is_some() {
+                                this.held_bytes += n;
+                                this.held.push_back(chunk);
+                                if this.saw_cluster || this.held_bytes > HOLD_LIMIT {
+                                    // Media flows: the copy works (or the header is implausibly
+                                    // long, and holding more would only cost memory).
+                                    this.fallback = None;
+                                }
+                                continue;
+                            }
                             return Poll::Ready(Some(Ok(chunk)));
                         }
                         Poll::Ready(Err(e)) => {
@@ -1006,8 +1202,21 @@ impl Stream for FfmpegJob {
                 }
                 State::Exiting(fut) => match fut.as_mut().poll(cx) {
                     Poll::Ready(info) => {
+                        let outcome = this.outcome(info);
+                        if let Some(err) = &outcome
+                            && this.fallback.is_some()
+                            && !matches!(err, Error::Cancelled { .. })
+                        {
+                            match this.restart_as_transcode(err) {
+                                Ok(()) => continue,
+                                Err(e) => {
+                                    this.state = State::Done;
+                                    return Poll::Ready(Some(Err(e)));
+                                }
+                            }
+                        }
                         this.state = State::Done;
-                        return Poll::Ready(this.outcome(info).map(Err));
+                        return Poll::Ready(outcome.map(Err));
                     }
                     Poll::Pending => break,
                 },
@@ -1043,5 +1252,166 @@ impl Drop for FfmpegJob {
             }
         }
         self.shared.token.cancel();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::profile::{Size, X264Preset};
+
+    /// 1 s of MPEG-TS with H.264 + ADTS AAC: ffmpeg 5.1 refuses to copy it into Matroska on a
+    /// pipe ("Error parsing AAC extradata").
+    fn ts_with_adts(dir: &Path) -> PathBuf {
+        let out = dir.join("clip.ts");
+        let res = std::process::Command::new("ffmpeg")
+            .args(["-v", "error", "-nostdin", "-y", "-f", "lavfi", "-i"])
+            .args([
+                "testsrc=s=160x120:r=15:d=1",
+                "-f",
+                "lavfi",
+                "-i",
+                "sine=d=1",
+            ])
+            .args([
+                "-c:v",
+                "libx264",
+                "-preset",
+                "ultrafast",
+                "-bf",
+                "0",
+                "-g",
+                "15",
+            ])
+            .args(["-pix_fmt", "yuv420p", "-c:a", "aac"])
+            .arg(&out)
+            .output()
+            .unwrap();
+        assert!(
+            res.status.success(),
+            "{}",
+            String::from_utf8_lossy(&res.stderr)
+        );
+        out
+    }
+
+    /// A source for `input` whose plan copies although ffmpeg will refuse to: what this crate
+    /// decided for MPEG-TS before it knew about ADTS, and what any rule it still lacks would do.
+    async fn misjudged_copy(input: &Path, profile: Profile) -> FfmpegSource {
+        // Planned under Auto (Copy refuses this input up front), then made to copy.
+        let mut source = FfmpegSource::builder(Input::path(input))
+            .profile(Profile::auto())
+            .build()
+            .unwrap();
+        source.plan().await.unwrap();
+        source.cfg.profile = profile;
+        let plan = source.plan.as_mut().unwrap();
+        plan.decision.mode = Mode::Copy;
+        plan.args = ffmpeg_args(
+            &source.cfg.input,
+            Pacing::Fast,
+            None,
+            &plan.decision,
+            plan.probe.as_ref(),
+        );
+        plan.fallback = fallback_for(
+            &source.cfg.input,
+            Pacing::Fast,
+            &source.cfg.profile,
+            &plan.decision,
+            plan.probe.as_ref(),
+        );
+        source
+    }
+
+    fn settings() -> EncodeSettings {
+        EncodeSettings::builder()
+            .size(Size::Fit {
+                width: 160,
+                height: 120,
+            })
+            .preset(X264Preset::Ultrafast)
+            .build()
+            .unwrap()
+    }
+
+    #[tokio::test]
+    async fn a_refused_copy_restarts_as_a_transcode_and_says_so() {
+        let dir = tempfile::TempDir::new().unwrap();
+        let input = ts_with_adts(dir.path());
+        let source = misjudged_copy(&input, Profile::Auto(settings())).await;
+        let mut job = source.spawn().await.unwrap();
+        assert_eq!(job.decision().mode, Mode::Copy);
+        let first_pid = job.pid();
+        let progress = job.progress();
+        let mut mkv = Vec::new();
+        while let Some(chunk) = job.next().await {
+            mkv.extend_from_slice(&chunk.unwrap());
+        }
+        let d = job.decision().clone();
+        assert_eq!(d.mode, Mode::Transcode, "{d}");
+        let cause = d.copy_refused.as_deref().unwrap();
+        assert!(cause.contains("AAC extradata"), "{cause}");
+        assert!(d.to_string().contains("restarted as a transcode"), "{d}");
+        assert_eq!(progress.borrow().copy_refused.as_deref(), Some(cause));
+        assert_ne!(job.pid(), first_pid, "the transcode is a new ffmpeg");
+        assert!(job.plan().display_args().contains("libx264"));
+        // The refused run's header was held back: one EBML header, then media.
+        let ebml = [0x1A, 0x45, 0xDF, 0xA3];
+        assert!(mkv.starts_with(&ebml));
+        assert_eq!(mkv.windows(4).filter(|w| *w == ebml).count(), 1);
+        let out = dir.path().join("out.mkv");
+        std::fs::write(&out, &mkv).unwrap();
+        let probe = crate::probe(&Input::path(&out)).await.unwrap();
+        assert!(probe.format.starts_with("matroska"), "{}", probe.format);
+        let codecs: Vec<_> = probe
+            .streams
+            .iter()
+            .map(|s| s.codec.clone().unwrap())
+            .collect();
+        assert_eq!(codecs, ["h264", "aac"]);
+        drop(job);
+        assert_eq!(
+            std::fs::read_dir(dir.path()).unwrap().count(),
+            2,
+            "only the input and the output"
+        );
+    }
+
+    #[tokio::test]
+    async fn without_a_transcode_to_fall_back_to_the_refusal_is_the_error() {
+        let dir = tempfile::TempDir::new().unwrap();
+        let input = ts_with_adts(dir.path());
+        let source = misjudged_copy(&input, Profile::Copy).await;
+        let mut job = source.spawn().await.unwrap();
+        let mut items = Vec::new();
+        while let Some(item) = job.next().await {
+            items.push(item);
+        }
+        let err = items.pop().unwrap().unwrap_err();
+        assert!(
+            matches!(&err, Error::Exit { stderr, .. } if stderr.to_string().contains("AAC extradata")),
+            "{err}"
+        );
+        assert_eq!(job.decision().mode, Mode::Copy);
+        assert!(job.decision().copy_refused.is_none());
+    }
+
+    #[test]
+    fn the_refusal_cause_is_the_first_error_line_without_its_prefix() {
+        let tail = StderrTail(vec![
+            "[aac @ 0x55] Estimating duration from bitrate, this may be inaccurate".into(),
+            "[matroska @ 0x5f] Error parsing AAC extradata, unable to determine samplerate.".into(),
+            "Could not write header for output file #0 (incorrect codec parameters ?)".into(),
+        ]);
+        let err = Error::Cancelled { input: "x".into() };
+        assert_eq!(
+            copy_refusal_cause(&tail, &err),
+            "Error parsing AAC extradata, unable to determine samplerate."
+        );
+        assert_eq!(
+            copy_refusal_cause(&StderrTail::default(), &err),
+            "x: cancelled"
+        );
     }
 }

@@ -6,7 +6,7 @@
 //! probes the input with ffprobe, decides, and returns an [`FfmpegJob`]: a
 //! `Stream<Item = Result<Bytes, Error>>` of MKV bytes with progress, cancel and wait.
 //!
-//! ffmpeg's Matroska is *not* what KVS accepts as is (reference §5: "do not forward ffmpeg's
+//! ffmpeg's Matroska is *not* what KVS accepts as is (docs/protocol.md §5: "do not forward ffmpeg's
 //! bytes unchanged"); feed it to `kvs_putmedia::mkv::Refragmenter`.
 //!
 //! ```no_run
@@ -34,6 +34,7 @@
 mod error;
 mod input;
 mod job;
+mod parse;
 mod probe;
 mod profile;
 mod progress;
@@ -41,6 +42,7 @@ mod progress;
 pub use error::{Error, Result, StderrTail, Tool};
 pub use input::{Input, UrlInput};
 pub use job::{CancelHandle, FfmpegJob, FfmpegSource, FfmpegSourceBuilder, Plan, Summary};
+pub use parse::ParseEnumError;
 pub use probe::{
     KEYFRAME_SCAN_WINDOW, KeyframeStats, MAX_FRAGMENT_DURATION, Probe, StreamInfo, StreamKind,
     probe,

@@ -12,10 +12,10 @@ use crate::error::{Error, Result, StderrTail, Tool};
 use crate::input::Input;
 
 /// How much of the input the keyframe scan reads. Longer than the 20 s KVS fragment maximum
-/// (reference §3) so a GOP over the limit is seen as such.
+/// (docs/protocol.md §3) so a GOP over the limit is seen as such.
 pub const KEYFRAME_SCAN_WINDOW: Duration = Duration::from_secs(30);
 
-/// The KVS maximum fragment duration (reference §3: "1 s minimum and 20 s maximum duration").
+/// The KVS maximum fragment duration (docs/protocol.md §3: fragments last 1 s to 20 s).
 pub const MAX_FRAGMENT_DURATION: Duration = Duration::from_secs(20);
 
 /// Kind of an input stream.
@@ -67,6 +67,10 @@ pub struct StreamInfo {
     pub rotation: u32,
     /// True for cover art (`disposition.attached_pic`), which is not a video track.
     pub attached_pic: bool,
+    /// Size of the codec's out-of-band configuration (ffprobe's `extradata_size`; 0 when
+    /// ffprobe prints none). AAC read from ADTS framing (MPEG-TS, `.aac` files) has none: the
+    /// configuration travels in every frame header instead of once in the container.
+    pub extradata_size: u32,
 }
 
 /// Keyframe statistics from reading the packets of the first video stream (no decoding).
@@ -83,7 +87,7 @@ pub struct KeyframeStats {
     /// scan (a lower bound for an open GOP); `None` without packets.
     pub max_interval: Option<Duration>,
     /// True when presentation timestamps go backwards in decode order, i.e. frames are
-    /// reordered (B-frames), which KVS refuses (reference §4.8).
+    /// reordered (B-frames), which KVS refuses (docs/protocol.md §4.8).
     pub reordered: bool,
 }
 
@@ -187,6 +191,8 @@ struct RawStream {
     tags: Option<RawTags>,
     #[serde(default)]
     side_data_list: Vec<RawSideData>,
+    #[serde(default)]
+    extradata_size: Option<u32>,
 }
 
 #[derive(Deserialize)]
@@ -263,6 +269,7 @@ pub(crate) fn parse_probe_json(json: &[u8]) -> std::result::Result<Probe, serde_
                 sample_rate: s.sample_rate.as_deref().and_then(|r| r.parse().ok()),
                 rotation,
                 attached_pic: s.disposition.is_some_and(|d| d.attached_pic != 0),
+                extradata_size: s.extradata_size.unwrap_or(0),
             }
         })
         .collect();

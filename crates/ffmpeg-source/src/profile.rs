@@ -14,7 +14,7 @@ pub enum Pacing {
     /// camera.
     Realtime,
     /// As fast as ffmpeg (and the consumer, through pipe backpressure) allows. Timestamps of a
-    /// file uploaded this way start in the past, as for a backfilled recording (reference §4.10:
+    /// file uploaded this way start in the past, as for a backfilled recording (docs/protocol.md §4.10:
     /// past producer timestamps are accepted, future ones are refused with 4007).
     #[default]
     Fast,
@@ -215,7 +215,7 @@ impl EncodeSettingsBuilder {
     }
 
     /// Keyframe interval = fragment target (default 2 s). Must lie within KVS's 1-20 s fragment
-    /// duration (reference §3).
+    /// duration (docs/protocol.md §3).
     pub fn gop(mut self, gop: Duration) -> Self {
         self.0.gop = gop;
         self
@@ -307,22 +307,32 @@ pub struct Decision {
     pub video_stream: Option<usize>,
     /// Input stream index of the audio mapped to the output, if any.
     pub audio_stream: Option<usize>,
+    /// Set when the job planned to copy, ffmpeg refused the copied streams before writing any
+    /// media (no Matroska Cluster yet), and the job restarted as a transcode: ffmpeg's first
+    /// complaint, e.g. `Error parsing AAC extradata`. Only [`Profile::Auto`] falls back
+    /// ([`Profile::Copy`] forbids transcoding and fails instead).
+    pub copy_refused: Option<String>,
 }
 
 impl fmt::Display for Decision {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let mode = match self.mode {
-            Mode::Copy => "copy",
-            Mode::Transcode => "transcode",
-        };
-        write!(f, "{mode}: {}", self.reasons.join("; "))
+        write!(f, "{}: {}", self.mode, self.reasons.join("; "))
     }
 }
 
 /// Reasons why the probed input cannot be stream-copied into what KVS accepts; empty when it
-/// can. The rules: H.264 video (track 1 must be `V_MPEG4/ISO/AVC` for playback, reference §4.4)
-/// without B-frames (§4.8), 8-bit 4:2:0, no rotation (Matroska cannot carry the display matrix),
-/// keyframes at most 20 s apart (§3), and AAC audio.
+/// can. The rules: H.264 video (track 1 must be `V_MPEG4/ISO/AVC` for playback, docs/protocol.md
+/// §4.4) without B-frames (§4.8), 8-bit 4:2:0, no rotation (Matroska cannot carry the display
+/// matrix), keyframes at most 20 s apart (§3), and AAC audio that carries its configuration out of
+/// band (not ADTS: see below).
+///
+/// ADTS AAC (MPEG-TS, `.aac` files) has no AudioSpecificConfig outside its frame headers, and
+/// ffmpeg 5.1's Matroska muxer needs one for `CodecPrivate` when it writes the header. To a pipe
+/// it cannot go back and fill it in, so it fails with "Error parsing AAC extradata" before
+/// writing any media; the `aac_adtstoasc` bitstream filter does not help there (it provides the
+/// config only with the first packet, after the header). Such audio is therefore transcoded.
+/// Anything else ffmpeg refuses at copy time is caught by the job's fallback (see
+/// [`Decision::copy_refused`]).
 pub fn copy_blockers(probe: &Probe) -> Vec<String> {
     let mut reasons = Vec::new();
     if let Some(v) = probe.video() {
@@ -361,6 +371,12 @@ pub fn copy_blockers(probe: &Probe) -> Vec<String> {
         let codec = a.codec.as_deref().unwrap_or("unknown");
         if codec != "aac" {
             reasons.push(format!("audio is {codec}, not aac"));
+        } else if a.extradata_size == 0 {
+            reasons.push(
+                "audio is ADTS aac (no AudioSpecificConfig), which ffmpeg cannot copy into \
+                 Matroska on a pipe"
+                    .into(),
+            );
         }
     }
     reasons
@@ -423,6 +439,7 @@ pub(crate) fn decide(input: &str, profile: &Profile, probe: Option<&Probe>) -> R
         reasons,
         video_stream,
         audio_stream,
+        copy_refused: None,
     };
     match (profile, probe) {
         (Profile::SampleParity(_), _) => Ok(decision(
@@ -516,7 +533,22 @@ mod tests {
     }
 
     const GOOD: &str = r#"{"streams":[{"index":0,"codec_type":"video","codec_name":"h264","pix_fmt":"yuv420p","has_b_frames":0},
-        {"index":1,"codec_type":"audio","codec_name":"aac"}],"format":{}}"#;
+        {"index":1,"codec_type":"audio","codec_name":"aac","extradata_size":2}],"format":{}}"#;
+
+    /// What ffprobe 5.1 prints for MPEG-TS with H.264 + AAC: the AAC has no `extradata_size`.
+    const TS_ADTS: &str = r#"{"streams":[{"index":0,"codec_type":"video","codec_name":"h264","pix_fmt":"yuv420p","has_b_frames":0,"extradata_size":37},
+        {"index":1,"codec_type":"audio","codec_name":"aac","profile":"LC"}],"format":{"format_name":"mpegts"}}"#;
+
+    #[test]
+    fn adts_aac_is_not_copyable() {
+        let d = decide("x", &Profile::auto(), Some(&probe(TS_ADTS, 1.0, false))).unwrap();
+        assert_eq!(d.mode, Mode::Transcode);
+        assert!(d.reasons[0].contains("ADTS"), "{d}");
+        assert!(matches!(
+            decide("x", &Profile::Copy, Some(&probe(TS_ADTS, 1.0, false))),
+            Err(Error::CopyIncompatible { reasons, .. }) if reasons.len() == 1
+        ));
+    }
 
     #[test]
     fn auto_copies_compatible_input_and_says_why() {

@@ -25,6 +25,10 @@ pub struct Progress {
     pub speed: Option<f64>,
     /// True once ffmpeg printed `progress=end`.
     pub finished: bool,
+    /// Set when ffmpeg refused to copy the streams and the job restarted as a transcode:
+    /// ffmpeg's reason (the same as [`crate::Decision::copy_refused`]). The other fields then
+    /// count the transcode, from zero.
+    pub copy_refused: Option<String>,
 }
 
 impl Progress {
@@ -117,6 +121,10 @@ impl StderrRing {
             self.lines.pop_front();
         }
         self.lines.push_back(line);
+    }
+
+    pub(crate) fn clear(&mut self) {
+        self.lines.clear();
     }
 
     pub(crate) fn snapshot(&self) -> Vec<String> {

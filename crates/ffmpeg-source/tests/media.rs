@@ -119,7 +119,7 @@ async fn refragment(mut job: FfmpegJob) -> Result<(Fragments, u64), Error> {
     Ok((f, bytes))
 }
 
-/// Runs a valid input end to end and checks the KVS fragment rules (reference §3, §4.5).
+/// Runs a valid input end to end and checks the KVS fragment rules (docs/protocol.md §3, §4.5).
 async fn check_valid(
     input: &Path,
     profile: Profile,

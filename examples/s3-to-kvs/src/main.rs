@@ -6,6 +6,10 @@
 //! `demo` runs the whole system on an embedded emulator, no AWS account needed.
 
 mod demo;
+// Called by the queue worker (issue 14); until it lands only the tests use it.
+#[allow(dead_code)]
+mod emf;
+mod healthcheck;
 mod http;
 mod jobs;
 mod pipeline;
@@ -43,6 +47,8 @@ enum Command {
     /// The main job on an embedded emulator: make a clip, upload it to S3, POST /processObject,
     /// stream it, read the fragments back and print a summary.
     Demo(demo::DemoArgs),
+    /// Exit 0 when the service on this host answers `GET /health` with 200 (container health check).
+    Healthcheck(healthcheck::HealthcheckArgs),
 }
 
 /// Log output format.
@@ -210,6 +216,7 @@ async fn main() -> anyhow::Result<()> {
             init_logging(args.log_format, "info");
             worker(args).await
         }
+        Some(Command::Healthcheck(args)) => healthcheck::run(args).await,
         Some(Command::Serve) | None => {
             init_logging(cli.serve.log_format, "info");
             serve(cli.serve).await
