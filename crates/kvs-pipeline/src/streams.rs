@@ -38,7 +38,8 @@ pub enum Route {
 }
 
 impl Route {
-    /// A template, checked: it must use a placeholder, and nothing else in braces.
+    /// A template, checked: only these placeholders in braces. Without a placeholder it is
+    /// one fixed stream name (the sample's behaviour), checked against the naming rules.
     pub fn template(t: impl Into<String>) -> Result<Route, String> {
         let t = t.into();
         let bare = t.replace("{key_dir}", "").replace("{bucket}", "");
@@ -48,9 +49,8 @@ impl Route {
             ));
         }
         if bare == t {
-            return Err(format!(
-                "stream template {t:?} has no placeholder: use --stream-name for one stream"
-            ));
+            validate_name(&t)?;
+            return Ok(Route::Fixed(StreamId::Name(t)));
         }
         Ok(Route::Template(t))
     }
@@ -244,7 +244,11 @@ mod tests {
         );
         let e = r.stream_for(&o("my dir/clip.mp4")).unwrap_err();
         assert!(e.contains("s3://uploads/my dir/clip.mp4"), "{e}");
-        assert!(Route::template("cam").is_err());
+        assert_eq!(
+            Route::template("cam").unwrap(),
+            Route::Fixed(StreamId::Name("cam".into()))
+        );
+        assert!(Route::template("cam one").is_err());
         assert!(Route::template("cam-{prefix}").is_err());
     }
 }

@@ -205,8 +205,8 @@ pub struct ObjectMetrics {
     pub fragments_persisted: u64,
     /// Fragments refused, skipped or dropped.
     pub fragments_failed: u64,
-    /// Median RECEIVED latency.
-    pub received_latency_p50: Option<Duration>,
+    /// Median latency from a fragment's last byte to its PERSISTED ack.
+    pub persisted_latency_p50: Option<Duration>,
     /// From the message's sending to its receipt.
     pub message_age: Option<Duration>,
 }
@@ -619,8 +619,8 @@ impl Worker {
                 fragments_persisted: s.fragments_persisted,
                 fragments_failed: s.fragments_skipped.max(s.fragments_failed.len() as u64)
                     + s.fragments_dropped,
-                received_latency_p50: (s.received_latency.count > 0)
-                    .then_some(s.received_latency.p50),
+                persisted_latency_p50: (s.persisted_latency.count > 0)
+                    .then_some(s.persisted_latency.p50),
                 message_age,
             });
         }

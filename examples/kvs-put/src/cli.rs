@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use clap::{Parser, ValueEnum};
-use ffmpeg_source::{EncodeSettings, Size, X264Preset};
+use ffmpeg_source::{EncodeSettings, Pacing, Size, X264Preset};
 
 const AFTER_HELP: &str = "\
 INPUT:
@@ -65,8 +65,8 @@ pub struct Cli {
     /// Pacing. `fast` (the default) reads as fast as ffmpeg and KVS allow and backfills: the
     /// timestamps start one media duration in the past, so none lies in the future. `realtime`
     /// reads at the native frame rate like the Node sample (`-re`): the stream looks live.
-    #[arg(long, value_enum, default_value_t = Pace::Fast)]
-    pub pace: Pace,
+    #[arg(long, default_value_t = Pacing::Fast)]
+    pub pace: Pacing,
 
     /// `auto` copies H.264/AAC that KVS accepts as is and transcodes anything else; `always`
     /// transcodes (the Node sample's behaviour); `never` copies or fails.
@@ -90,8 +90,8 @@ pub struct Cli {
     pub audio_bitrate: u32,
 
     /// x264 preset when transcoding.
-    #[arg(long, value_enum, default_value_t = Preset::Veryfast)]
-    pub preset: Preset,
+    #[arg(long, default_value_t = X264Preset::Veryfast)]
+    pub preset: X264Preset,
 
     /// Keyframe interval in seconds when transcoding, which is also the fragment length (1-20).
     #[arg(long, default_value_t = 2)]
@@ -147,15 +147,6 @@ pub enum OnFull {
     DropOldest,
 }
 
-/// Pacing of the input.
-#[derive(Debug, Clone, Copy, ValueEnum, PartialEq, Eq)]
-pub enum Pace {
-    /// Native frame rate, live-like.
-    Realtime,
-    /// As fast as possible, backfilled timestamps.
-    Fast,
-}
-
 /// Copy or transcode.
 #[derive(Debug, Clone, Copy, ValueEnum, PartialEq, Eq)]
 pub enum Transcode {
@@ -174,37 +165,6 @@ pub enum Timecode {
     Absolute,
     /// Relative to the producer start timestamp.
     Relative,
-}
-
-/// x264 presets.
-#[derive(Debug, Clone, Copy, ValueEnum, PartialEq, Eq)]
-#[allow(missing_docs)]
-pub enum Preset {
-    Ultrafast,
-    Superfast,
-    Veryfast,
-    Faster,
-    Fast,
-    Medium,
-    Slow,
-    Slower,
-    Veryslow,
-}
-
-impl From<Preset> for X264Preset {
-    fn from(p: Preset) -> Self {
-        match p {
-            Preset::Ultrafast => X264Preset::Ultrafast,
-            Preset::Superfast => X264Preset::Superfast,
-            Preset::Veryfast => X264Preset::Veryfast,
-            Preset::Faster => X264Preset::Faster,
-            Preset::Fast => X264Preset::Fast,
-            Preset::Medium => X264Preset::Medium,
-            Preset::Slow => X264Preset::Slow,
-            Preset::Slower => X264Preset::Slower,
-            Preset::Veryslow => X264Preset::Veryslow,
-        }
-    }
 }
 
 /// `--size`.
@@ -235,7 +195,7 @@ impl Cli {
         let mut b = EncodeSettings::builder()
             .size(self.size.0)
             .audio_bitrate_kbps(self.audio_bitrate)
-            .preset(self.preset.into())
+            .preset(self.preset)
             .gop(Duration::from_secs(self.gop));
         if let Some(fps) = self.fps {
             b = b.fps(fps);

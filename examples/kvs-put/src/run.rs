@@ -5,7 +5,7 @@ use std::time::{Duration, Instant};
 
 use aws_config::{BehaviorVersion, Region, SdkConfig};
 use bytes::{Bytes, BytesMut};
-use ffmpeg_source::{FfmpegSource, Input, Pacing, Profile};
+use ffmpeg_source::{FfmpegSource, Input, Profile};
 use kvs_emulator::Emulator;
 use kvs_pipeline::object::{self, ObjectError, ObjectRef};
 use kvs_pipeline::streams::{self, Sessions, StreamError};
@@ -14,7 +14,7 @@ use kvs_putmedia::{OverflowPolicy, PutMediaClientBuilder, RetryPolicy, StreamId}
 use tokio::io::AsyncReadExt;
 use tokio_util::sync::CancellationToken;
 
-use crate::cli::{Cli, OnFull, Pace, Timecode, Transcode};
+use crate::cli::{Cli, OnFull, Timecode, Transcode};
 use crate::report::{Outcome, Progress, Report};
 
 /// Stream name used with `--emulator` when none is given.
@@ -230,10 +230,7 @@ async fn execute(cli: &Cli, report: &mut Report) -> Result<()> {
         })?;
     report.retention_hours = retention;
 
-    let pacing = match cli.pace {
-        Pace::Realtime => Pacing::Realtime,
-        Pace::Fast => Pacing::Fast,
-    };
+    let pacing = cli.pace;
     let input = match &source {
         Source::Stdin => None,
         Source::File(p) => Some(Input::path(p)),

@@ -31,7 +31,7 @@ use kvs_putmedia::PutMediaClientBuilder;
 use tokio::io::AsyncWriteExt;
 use tokio_util::sync::CancellationToken;
 
-use crate::Pace;
+use ffmpeg_source::Pacing;
 
 /// Stream the demo (and `serve --emulator` without a stream flag) puts media on.
 pub const DEMO_STREAM: &str = "demo-stream";
@@ -54,8 +54,8 @@ pub struct DemoArgs {
     #[arg(long, default_value_t = 3)]
     concurrency: usize,
     /// Pacing: `fast` backfills (the worker's default); `realtime` streams at native rate.
-    #[arg(long, value_enum, default_value_t = Pace::Fast)]
-    pace: Pace,
+    #[arg(long, default_value_t = Pacing::Fast)]
+    pace: Pacing,
     /// Keep the emulator (and the worker) running after the summary, until Ctrl-C, so a
     /// person can watch the streams.
     #[arg(long)]
@@ -330,7 +330,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
     cfg.intake_queue_url = Some(intake);
     cfg.create_streams = Some(24);
     cfg.concurrency = args.concurrency;
-    cfg.pacing = args.pace.into();
+    cfg.pacing = args.pace;
     cfg.allow_http = true;
     let sessions = Sessions::new(
         PutMediaClientBuilder::new()

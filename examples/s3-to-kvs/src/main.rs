@@ -6,13 +6,7 @@
 //! `demo` runs the whole system on an embedded emulator, no AWS account needed.
 
 mod demo;
-// Called by the queue worker (issue 14); until it lands only the tests use it.
-#[allow(dead_code)]
-mod emf;
 mod healthcheck;
-mod http;
-mod jobs;
-mod pipeline;
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
@@ -22,8 +16,10 @@ use anyhow::bail;
 use aws_config::SdkConfig;
 use clap::{Parser, Subcommand, ValueEnum};
 use ffmpeg_source::Pacing;
+use kvs_pipeline::emf::{Emf, Metric};
+use kvs_pipeline::service::{self as http, jobs};
 use kvs_pipeline::streams::{Route, Sessions};
-use kvs_pipeline::worker::{Worker, WorkerConfig};
+use kvs_pipeline::worker::{ObjectMetrics, Worker, WorkerConfig};
 use kvs_putmedia::{PutMediaClientBuilder, StreamId};
 use tokio_util::sync::CancellationToken;
 
@@ -58,24 +54,6 @@ enum LogFormat {
     Json,
     /// Human-readable lines.
     Text,
-}
-
-/// Pacing of ffmpeg's output.
-#[derive(Debug, Clone, Copy, ValueEnum, PartialEq, Eq)]
-pub enum Pace {
-    /// Native frame rate, as the Node sample (`-re`): a live-like stream.
-    Realtime,
-    /// As fast as ffmpeg and the KVS per-stream rate allow; timestamps start in the past.
-    Fast,
-}
-
-impl From<Pace> for Pacing {
-    fn from(p: Pace) -> Pacing {
-        match p {
-            Pace::Realtime => Pacing::Realtime,
-            Pace::Fast => Pacing::Fast,
-        }
-    }
 }
 
 /// Worker configuration: flags, each mirrored by an environment variable.
@@ -118,8 +96,8 @@ pub struct WorkerArgs {
     #[arg(long, env = "VISIBILITY_SECONDS", default_value_t = 60, value_parser = clap::value_parser!(u64).range(3..=43200))]
     pub visibility_seconds: u64,
     /// Pacing (fast: timestamps anchored in the past, see docs/operations.md).
-    #[arg(long, env = "PACE", value_enum, default_value_t = Pace::Fast)]
-    pub pace: Pace,
+    #[arg(long, env = "PACE", default_value_t = Pacing::Fast)]
+    pub pace: Pacing,
     /// Port of the HTTP API (GET /health, /jobs; POST /processObject enqueues).
     #[arg(long, env = "PORT", default_value_t = 8080)]
     pub port: u16,
@@ -129,6 +107,9 @@ pub struct WorkerArgs {
     /// Role to assume through STS (once per process; refreshed before expiry).
     #[arg(long, env = "ECS_ROLE")]
     pub assume_role: Option<String>,
+    /// CloudWatch namespace of the metrics (EMF lines on stdout).
+    #[arg(long, env = "METRICS_NAMESPACE", default_value = kvs_pipeline::emf::DEFAULT_NAMESPACE)]
+    pub metrics_namespace: String,
     /// Log format.
     #[arg(long, env = "LOG_FORMAT", value_enum, default_value_t = LogFormat::Json)]
     log_format: LogFormat,
@@ -166,8 +147,8 @@ pub struct ServeArgs {
     #[arg(long, env = "FIRST_ACK_WAIT_SECONDS", default_value_t = 60)]
     pub first_ack_wait_seconds: u64,
     /// Pacing of the stream.
-    #[arg(long, env = "PACE", value_enum, default_value_t = Pace::Realtime)]
-    pub pace: Pace,
+    #[arg(long, env = "PACE", default_value_t = Pacing::Realtime)]
+    pub pace: Pacing,
     /// Start an embedded emulator (KVS, S3, STS) and stream to it: no AWS account needed.
     #[arg(long)]
     pub emulator: bool,
@@ -252,7 +233,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     }
     let allow_http = emulator.is_some() || http_endpoint(&config);
     let sessions = sessions(&config, allow_http, args.assume_role.as_deref());
-    let runner = pipeline::Runner::new(&config, sessions, stream, args.pace.into(), allow_http);
+    let runner = http::Runner::new(&config, sessions, stream, args.pace, allow_http);
     let app = Arc::new(http::App {
         registry: Arc::new(jobs::Registry::new(jobs::Limits {
             concurrency: 1,
@@ -316,18 +297,41 @@ async fn worker(args: WorkerArgs) -> anyhow::Result<()> {
     cfg.concurrency = args.concurrency as usize;
     cfg.drain = Duration::from_secs(args.drain_seconds);
     cfg.visibility = Duration::from_secs(args.visibility_seconds);
-    cfg.pacing = args.pace.into();
+    cfg.pacing = args.pace;
     cfg.allow_http = allow_http;
     let sessions = sessions(&config, allow_http, args.assume_role.as_deref());
-    let worker =
-        Arc::new(Worker::new(cfg, &config, sessions).with_metrics(Arc::new(object_metrics)));
+    let emf = Emf::new(&args.metrics_namespace, std::io::stdout())?;
+    let metrics = move |m: &ObjectMetrics| {
+        let mut values = vec![
+            (Metric::FragmentsPersisted, m.fragments_persisted as f64),
+            (Metric::FragmentsFailed, m.fragments_failed as f64),
+            (
+                if m.ok {
+                    Metric::ObjectsDone
+                } else {
+                    Metric::ObjectsFailed
+                },
+                1.0,
+            ),
+        ];
+        if let Some(l) = m.persisted_latency_p50 {
+            values.push((Metric::PutMediaLatency, l.as_secs_f64() * 1000.0));
+        }
+        if let Some(a) = m.message_age {
+            values.push((Metric::MessageAgeSeconds, a.as_secs_f64()));
+        }
+        if let Err(e) = emf.emit(&m.stream, &values) {
+            tracing::warn!(error = %e, "writing metrics failed");
+        }
+    };
+    let worker = Arc::new(Worker::new(cfg, &config, sessions).with_metrics(Arc::new(metrics)));
     let app = Arc::new(http::App {
         registry: Arc::new(jobs::Registry::new(jobs::Limits {
             concurrency: 1,
             queue: 0,
             history: 0,
         })),
-        runner: None::<Arc<pipeline::Runner>>,
+        runner: None::<Arc<http::Runner>>,
         worker: Some(worker.clone()),
         stop: CancellationToken::new(),
         first_ack_wait: Duration::ZERO,
@@ -350,18 +354,4 @@ async fn worker(args: WorkerArgs) -> anyhow::Result<()> {
     stop.cancel();
     http.await??;
     Ok(())
-}
-
-/// Per-object metrics. One function, so the CloudWatch EMF writer replaces one body.
-fn object_metrics(m: &kvs_pipeline::worker::ObjectMetrics) {
-    tracing::info!(
-        stream = %m.stream,
-        objects_done = u8::from(m.ok),
-        objects_failed = u8::from(!m.ok),
-        fragments_persisted = m.fragments_persisted,
-        fragments_failed = m.fragments_failed,
-        put_media_latency_ms = m.received_latency_p50.map(|d| d.as_millis() as u64),
-        message_age_seconds = m.message_age.map(|d| d.as_secs_f64()),
-        "object metrics"
-    );
 }

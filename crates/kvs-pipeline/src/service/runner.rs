@@ -2,16 +2,16 @@
 
 use std::sync::Arc;
 
+use crate::object::{self, ObjectError, ObjectRef};
+use crate::streams::Sessions;
+use crate::{FailureKind, Pipeline, Timing};
 use aws_config::SdkConfig;
 use ffmpeg_source::{FfmpegSource, Input, Pacing, Profile};
-use kvs_pipeline::object::{self, ObjectError, ObjectRef};
-use kvs_pipeline::streams::Sessions;
-use kvs_pipeline::{FailureKind, Pipeline, Timing};
 use kvs_putmedia::StreamId;
 use tokio_util::sync::CancellationToken;
 
-use crate::http::{JobError, JobErrorKind, JobRunner};
-use crate::jobs::Job;
+use super::jobs::Job;
+use super::{JobError, JobErrorKind, JobRunner};
 
 /// The real job runner.
 pub struct Runner {
@@ -124,7 +124,7 @@ impl JobRunner for Runner {
         });
         match outcome.result {
             // Shutdown: stopped at a fragment boundary, what was sent is acknowledged.
-            Ok(()) | Err(kvs_pipeline::PipelineError::Cancelled) => Ok(()),
+            Ok(()) | Err(crate::PipelineError::Cancelled) => Ok(()),
             Err(e) => Err(job_error(e.kind(), e.to_string())),
         }
     }

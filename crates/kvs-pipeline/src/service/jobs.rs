@@ -14,7 +14,7 @@ use serde::Serialize;
 use tokio::sync::{Notify, watch};
 use uuid::Uuid;
 
-pub use kvs_pipeline::object::ObjectRef;
+pub use crate::object::ObjectRef;
 
 /// Where a job is in its life.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -74,14 +74,14 @@ pub struct Progress {
 
 impl Progress {
     /// Copies the pipeline's live progress (the session's own metrics).
-    pub fn update(&mut self, p: &kvs_pipeline::Progress) {
+    pub fn update(&mut self, p: &crate::Progress) {
         self.media_time_ms = p.media_time.map_or(0, |d| d.as_millis() as u64);
         self.duration_ms = p.duration.map(|d| d.as_millis() as u64);
         self.summary(&p.session);
     }
 
     /// Copies the final outcome.
-    pub fn finish(&mut self, o: &kvs_pipeline::Outcome) {
+    pub fn finish(&mut self, o: &crate::Outcome) {
         self.summary(&o.summary);
     }
 
@@ -122,7 +122,7 @@ pub struct JobView {
     pub error: Option<String>,
     /// The failure's class, which picks the HTTP status of a request still waiting on the job.
     #[serde(skip)]
-    pub failure_kind: Option<crate::http::JobErrorKind>,
+    pub failure_kind: Option<super::JobErrorKind>,
 }
 
 /// Shared handle to one job's state.

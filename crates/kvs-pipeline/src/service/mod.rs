@@ -1,4 +1,12 @@
-//! The HTTP API: `POST /processObject`, `GET /` (health), `GET /jobs`, `GET /jobs/{id}`.
+//! The `s3-to-kvs` HTTP API: `POST /processObject`, `GET /` (health), `GET /jobs`,
+//! `GET /jobs/{id}`. In serve mode each object is a job streamed by a [`JobRunner`] (the real
+//! one is [`Runner`]); in worker mode `processObject` enqueues and `/jobs` lists the worker's
+//! jobs.
+
+pub mod jobs;
+mod runner;
+
+pub use runner::Runner;
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -17,9 +25,9 @@ use serde_json::json;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
-use crate::jobs::{Admitted, Job, JobState, JobView, ObjectRef, Refused, Registry};
-use kvs_pipeline::object as request;
-use kvs_pipeline::worker::{EnqueueError, Worker};
+use crate::object as request;
+use crate::worker::{EnqueueError, Worker};
+use jobs::{Admitted, Job, JobState, JobView, ObjectRef, Refused, Registry};
 
 /// Request bodies above this are refused with `413`: a `processObject` body or an S3 event with
 /// a few records is well under it, and nothing larger is ever buffered.
@@ -45,7 +53,7 @@ pub struct JobError {
     pub message: String,
 }
 
-/// Runs jobs; the real one streams S3 -> ffmpeg -> KVS ([`crate::pipeline::Pipeline`]).
+/// Runs jobs; the real one streams S3 -> ffmpeg -> KVS ([`Runner`]).
 pub trait JobRunner: Send + Sync + 'static {
     /// Checks that the object exists before a job is admitted.
     fn check(&self, object: &ObjectRef) -> impl Future<Output = Result<(), JobError>> + Send;
