@@ -3,6 +3,13 @@
 # when they are missing. Sourced by scripts/demo.sh and scripts/test.sh so that a fresh Debian
 # machine with only the Rust toolchain can run both Quickstart commands.
 ensure_system_deps() {
+  # The emulator's boto3 test (crates/kvs-emulator/tests/python) runs the real boto3.
+  if command -v python3 >/dev/null 2>&1 && ! python3 -c 'import boto3' >/dev/null 2>&1; then
+    echo "installing boto3 with pip" >&2
+    python3 -m pip install -q boto3 >/dev/null 2>&1 \
+      || python3 -m pip install -q --user --break-system-packages boto3 >/dev/null \
+      || echo "could not pip install boto3; the emulator's boto3 test will fail" >&2
+  fi
   local missing=()
   command -v ffmpeg >/dev/null 2>&1 && command -v ffprobe >/dev/null 2>&1 || missing+=(ffmpeg)
   command -v mkvinfo >/dev/null 2>&1 || missing+=(mkvtoolnix)

@@ -2,11 +2,11 @@
 //! real-time pace, against a kvs-emulator running as a separate process, so that this process's
 //! CPU and memory are the producer's alone.
 //!
-//! Run (the published figure: 1,000 streams for 10 minutes):
+//! Run (the target of docs/performance.md: 2,000 streams for 10 minutes, one client):
 //!
 //! ```sh
-//! cargo bench -p kvs-benches --bench fleet
-//! cargo bench -p kvs-benches --bench fleet -- --streams 100 --duration 60s   # a quick run
+//! cargo bench -p kvs-benches --bench fleet -- --streams 2000 --duration 10m --ramp 60s --hold 70s
+//! cargo bench -p kvs-benches --bench fleet -- --streams 200 --duration 30s --hold 15s  # a quick run
 //! cargo bench -p kvs-benches --bench fleet -- --help
 //! ```
 //!
@@ -17,8 +17,10 @@
 //! - The bench re-executes itself as the emulator (`--emulator-child`, the kvs-emulator library
 //!   with `MediaRetention::MetadataOnly` so it does not keep 75 GB of media), and creates the
 //!   streams through the control plane (`CreateStream` with the AWS SDK).
-//! - Each stream, started at an even stagger over the ramp, opens a `PutMediaClient` session
-//!   (`CompletionAck::Auto`: DescribeStream, GetDataEndpoint, PutMedia) and every read interval
+//! - One `PutMediaClient` serves the whole fleet, as one would in a service. Each stream,
+//!   started at an even stagger over the ramp, opens a session from it with
+//!   `start_session(SessionOptions::new(name))` (`CompletionAck::Auto`: DescribeStream,
+//!   GetDataEndpoint, PutMedia) and every read interval
 //!   sends the bytes of the blocks whose media time has come, as a fresh copy
 //!   (`Bytes::copy_from_slice`-like, no buffer shared across streams), looping the clip with
 //!   cluster timecodes continuing so the session sees one endless Segment.
@@ -29,7 +31,9 @@
 //! `/proc/PID/stat` and `/proc/PID/status`, fragments sent / persisted / failed (summed from every
 //! `SessionSummary`, and counted independently in the emulator), and RECEIVED / PERSISTED ack
 //! latency (`FragmentAck::latency`: from the fragment's last byte handed to the socket).
-//! Exits non-zero, loudly, unless every fragment sent was persisted and no session failed.
+//! Exits non-zero, loudly, unless every fragment sent was persisted and no session failed; and
+//! refuses (before running) windows too short to measure: the steady window needs `duration -
+//! ramp - 2 s >= 3 s`, and with `--hold` the open-sessions window needs `hold - ramp - 1 s >= 3 s`.
 
 use std::io::{BufRead as _, BufReader, Write as _};
 use std::path::{Path, PathBuf};
@@ -43,13 +47,13 @@ use bytes::{Bytes, BytesMut};
 use futures::{SinkExt, StreamExt};
 use kvs_putmedia::ack::AckEventType;
 use kvs_putmedia::mkv::TimecodeMode;
-use kvs_putmedia::{PutMediaClient, SessionEvent, SessionSummary};
+use kvs_putmedia::{PutMediaClient, SessionEvent, SessionOptions, SessionSummary};
 
 const USAGE: &str = "\
 fleet: N PutMedia sessions in one process at real-time pace against a kvs-emulator child
 
 options (all optional):
-  --streams N            concurrent streams (default 1000)
+  --streams N            concurrent streams (default 2000)
   --duration D           media streamed per stream, e.g. 600, 90s, 10m (default 10m)
   --ramp D               stagger of the stream starts (default 10s, at most the duration)
   --read-interval-ms MS  how often each stream reads its 'pipe' (default 40: ffmpeg at 25 fps)
@@ -94,7 +98,7 @@ fn parse_duration(s: &str) -> Result<Duration, String> {
 impl Args {
     fn parse() -> Result<Self, String> {
         let mut a = Args {
-            streams: 1000,
+            streams: 2000,
             duration: Duration::from_secs(600),
             ramp: Duration::from_secs(10),
             read_interval: Duration::from_millis(40),
@@ -133,7 +137,54 @@ impl Args {
             return Err("--clip-seconds must be at least 4 (two GOPs)".into());
         }
         a.ramp = a.ramp.min(a.duration);
+        a.check_windows()?;
         Ok(a)
+    }
+}
+
+/// Shortest measurement window worth a figure: the sampler takes one sample a second, and a
+/// rate needs two.
+const MIN_WINDOW: Duration = Duration::from_secs(3);
+/// Media starts this long after the ramp before the steady window opens (one GOP).
+const SETTLE: Duration = Duration::from_secs(2);
+
+impl Args {
+    /// The windows the figures come from: refuse a run that could not measure them, rather
+    /// than print zeros and NaN.
+    fn check_windows(&self) -> Result<(), String> {
+        if self.emulator_child {
+            return Ok(());
+        }
+        let steady = self.duration.saturating_sub(self.ramp + SETTLE);
+        if steady < MIN_WINDOW {
+            return Err(format!(
+                "the steady window (all streams sending, none closing: duration {:?} - ramp {:?} \
+                 - {:?}) is {:?}, under {:?}: raise --duration to at least {:?} or shorten --ramp",
+                self.duration,
+                self.ramp,
+                SETTLE,
+                steady,
+                MIN_WINDOW,
+                self.ramp + SETTLE + MIN_WINDOW,
+            ));
+        }
+        if !self.hold.is_zero() {
+            // All sessions open (after the ramp, with half a second margin on each side), no
+            // media yet.
+            let open = self.hold.saturating_sub(self.ramp + Duration::from_secs(1));
+            if open < MIN_WINDOW {
+                return Err(format!(
+                    "the open-sessions window (hold {:?} - ramp {:?} - 1 s) is {:?}, under {:?}: \
+                     raise --hold to at least {:?} or shorten --ramp",
+                    self.hold,
+                    self.ramp,
+                    open,
+                    MIN_WINDOW,
+                    self.ramp + Duration::from_secs(1) + MIN_WINDOW,
+                ));
+            }
+        }
+        Ok(())
     }
 }
 
@@ -725,9 +776,20 @@ fn epoch_ms() -> u64 {
         .as_millis() as u64
 }
 
+/// The one client every session of the fleet starts from, as a service would hold it.
+fn fleet_client(env: &Env) -> Result<PutMediaClient, String> {
+    PutMediaClient::builder()
+        .with_region(&env.region)
+        .with_credentials(env.creds.clone())
+        .with_endpoint_url(&env.url)
+        .with_allow_http(true)
+        .build()
+        .map_err(|e| format!("building the client: {e}"))
+}
+
 async fn one_stream(
     i: usize,
-    env: Arc<Env>,
+    client: PutMediaClient,
     clip: Arc<Clip>,
     stats: Arc<Stats>,
     start_at: tokio::time::Instant,
@@ -735,18 +797,13 @@ async fn one_stream(
 ) -> Result<SessionSummary, String> {
     tokio::time::sleep_until(start_at).await;
     let name = format!("{PREFIX}{i}");
-    let client = PutMediaClient::builder()
-        .with_stream_name(&name)
-        .with_region(&env.region)
-        .with_credentials(env.creds.clone())
-        .with_endpoint_url(&env.url)
-        .with_allow_http(true)
-        .with_timecode_mode(TimecodeMode::Absolute {
-            origin_epoch_ms: epoch_ms(),
-        })
-        .build()
+    let opts = SessionOptions::new(name.as_str()).with_timecode_mode(TimecodeMode::Absolute {
+        origin_epoch_ms: epoch_ms(),
+    });
+    let (mut sink, mut acks) = client
+        .start_session(opts)
+        .await
         .map_err(|e| format!("{name}: {e}"))?;
-    let (mut sink, mut acks) = client.start().await.map_err(|e| format!("{name}: {e}"))?;
     let ack_stats = stats.clone();
     let ack_task = tokio::spawn(async move {
         let mut errors = Vec::new();
@@ -834,6 +891,7 @@ fn run(args: &Args) -> Result<bool, String> {
     }
     let rt = rtb.build().map_err(|e| e.to_string())?;
     rt.block_on(create_streams(&env, args.streams))?;
+    let client = fleet_client(&env)?;
     let stats = Arc::new(Stats {
         received: Histogram::new(),
         persisted: Histogram::new(),
@@ -852,7 +910,7 @@ fn run(args: &Args) -> Result<bool, String> {
                 let at = base + args.ramp.mul_f64(i as f64 / n as f64);
                 tokio::spawn(one_stream(
                     i,
-                    env.clone(),
+                    client.clone(),
                     clip.clone(),
                     stats.clone(),
                     at,
@@ -902,12 +960,24 @@ fn run(args: &Args) -> Result<bool, String> {
         .iter()
         .filter(|s| s.t >= steady_from && s.t <= steady_to)
         .collect();
-    let rate = |f: fn(&Sample) -> f64| match (window.first(), window.last()) {
-        (Some(a), Some(b)) if b.t > a.t => (f(b) - f(a)) / (b.t - a.t),
-        _ => f64::NAN,
+    let (Some(first_w), Some(last_w)) = (window.first(), window.last()) else {
+        return Err(format!(
+            "no sample in the steady window {steady_from:.1}-{steady_to:.1} s: nothing to report"
+        ));
     };
+    if last_w.t - first_w.t < MIN_WINDOW.as_secs_f64() - 1.0 {
+        return Err(format!(
+            "the steady window held {} samples over {:.1} s: too few to report a rate",
+            window.len(),
+            last_w.t - first_w.t
+        ));
+    }
+    let rate = |f: fn(&Sample) -> f64| (f(last_w) - f(first_w)) / (last_w.t - first_w.t);
     let steady_cores = rate(|s| s.cpu);
     let steady_emu_cores = rate(|s| s.emu_cpu);
+    if stats.received.count() == 0 || stats.persisted.count() == 0 {
+        return Err("no RECEIVED or PERSISTED ack latency was measured".into());
+    }
     let last = samples.last().copied();
     let total_cpu = process_cpu().as_secs_f64() - samples.first().map_or(0.0, |s| s.cpu);
     let emu_cpu_total =
@@ -988,7 +1058,14 @@ fn run(args: &Args) -> Result<bool, String> {
             .iter()
             .filter(|s| s.t >= args.ramp.as_secs_f64() + 0.5 && s.t < hold - 0.5)
             .collect();
+        if open.len() < 2 {
+            return Err(format!(
+                "{} samples with every session open and no media: too few to report",
+                open.len()
+            ));
+        }
         let max = open.iter().map(|s| s.rss_kb).max().unwrap_or(0);
+        // Before any session started: the client, the runtime and the clip already exist.
         let first = samples.first().map_or(0, |s| s.rss_kb);
         line(String::new());
         line(format!(

@@ -62,4 +62,14 @@ pub enum Error {
         /// Body or error text.
         message: String,
     },
+    /// An SQS operation failed with the error the service would have returned.
+    #[error("sqs queue {queue:?}: {code}: {message}")]
+    Sqs {
+        /// The queue involved.
+        queue: String,
+        /// The SQS error code, e.g. `AWS.SimpleQueueService.NonExistentQueue`.
+        code: String,
+        /// The error message.
+        message: String,
+    },
 }

@@ -26,6 +26,7 @@
 pub mod api;
 pub mod media;
 pub mod sigv4;
+pub mod xml;
 
 #[cfg(feature = "server")]
 mod error;
@@ -40,7 +41,9 @@ pub use server::faults::{FaultRule, Faults, Refusal, Scope, parse_fault_script};
 pub use server::putmedia_error_code as error_code;
 #[cfg(feature = "server")]
 pub use server::{
-    AckEventType, ConnectionEnd, ConnectionRecord, DEFAULT_ACCESS_KEY_ID,
+    AckEventType, ConnectionEnd, ConnectionRecord, DEFAULT_ACCESS_KEY_ID, DEFAULT_ROTATION_OVERLAP,
     DEFAULT_SECRET_ACCESS_KEY, Emulator, EmulatorBuilder, EmulatorCredentials, MediaRetention,
     SentAck, StoredFragment,
 };
+#[cfg(feature = "server")]
+pub use server::{QueuedMessage, encode_event_key};

@@ -62,6 +62,10 @@ struct Args {
     /// run stays flat in memory (GetMedia is then refused). Not with --data-dir.
     #[arg(long)]
     metadata_only: bool,
+    /// How long a PutMedia superseded by a newer one on its stream (rotation) may keep sending,
+    /// in seconds (0: refuse the newer one with ConnectionLimitExceeded instead).
+    #[arg(long, default_value_t = kvs_emulator::DEFAULT_ROTATION_OVERLAP.as_secs())]
+    rotation_overlap_secs: u64,
     /// Seed of the fault-injection randomness.
     #[arg(long, default_value_t = 0)]
     seed: u64,
@@ -79,9 +83,13 @@ struct Args {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
+    // Colour only for a person at a terminal: a log file, a pipe or CI gets plain text.
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr())
+        && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty());
     tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::try_new(&args.log).context("--log")?)
         .with_writer(std::io::stderr)
+        .with_ansi(ansi)
         .init();
 
     let mut rules: Vec<FaultRule> = Vec::new();
@@ -107,6 +115,7 @@ async fn main() -> anyhow::Result<()> {
         .ingest_rate_limit(args.ingest_rate_limit)
         .max_clock_skew(Duration::from_secs(args.max_clock_skew_secs))
         .put_media_requests_per_second(args.put_media_requests_per_second)
+        .rotation_overlap(Duration::from_secs(args.rotation_overlap_secs))
         .media_retention(if args.metadata_only {
             MediaRetention::MetadataOnly
         } else {
@@ -128,6 +137,8 @@ async fn main() -> anyhow::Result<()> {
     println!("export AWS_ACCESS_KEY_ID={}", creds.access_key_id);
     println!("export AWS_SECRET_ACCESS_KEY={}", creds.secret_access_key);
     println!("export AWS_REGION={}", emu.region());
+    // boto3 and the AWS CLI v1 read only AWS_DEFAULT_REGION.
+    println!("export AWS_DEFAULT_REGION={}", emu.region());
     use std::io::Write as _;
     std::io::stdout().flush().ok();
 

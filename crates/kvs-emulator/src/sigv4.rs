@@ -320,7 +320,13 @@ pub fn parse_presigned(query: &str) -> Result<Option<Presigned>, SigV4Error> {
 
 /// The service named by a request's credential scope, from its `Authorization` header or its
 /// presigned `X-Amz-Credential`. This is how the emulator routes one port to several services.
+///
+/// Signature Version 2 exists only for S3 (still accepted there, and what boto3's
+/// `generate_presigned_url` produces by default), so a SigV2-signed request is routed to `s3`.
 pub fn scope_service(authorization: Option<&str>, query: Option<&str>) -> Option<String> {
+    if sigv2_access_key(authorization, query).is_some() {
+        return Some("s3".to_owned());
+    }
     if let Some(a) = authorization {
         let a = a.get(..a.len().min(MAX_AUTH_LEN))?;
         let cred = a.split("Credential=").nth(1)?;
@@ -332,6 +338,72 @@ pub fn scope_service(authorization: Option<&str>, query: Option<&str>) -> Option
         .into_iter()
         .find(|(k, _)| k == "X-Amz-Credential")
         .and_then(|(_, v)| v.split('/').nth(3).map(str::to_owned))
+}
+
+/// How an S3 request is signed with Signature Version 2
+/// (<https://docs.aws.amazon.com/AmazonS3/latest/userguide/RESTAuthentication.html>).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SigV2 {
+    /// `Authorization: AWS AKID:signature`; the `Date` (or `x-amz-date`) header is signed.
+    Header {
+        /// The access key id.
+        access_key_id: String,
+    },
+    /// A presigned URL: `AWSAccessKeyId`, `Expires` (epoch seconds) and `Signature`.
+    Query {
+        /// The access key id.
+        access_key_id: String,
+        /// `Expires`, epoch seconds (`None` when it is not an integer).
+        expires: Option<i64>,
+        /// `x-amz-security-token`, for temporary credentials.
+        security_token: Option<String>,
+    },
+}
+
+impl SigV2 {
+    /// The access key id that signed.
+    pub fn access_key_id(&self) -> &str {
+        match self {
+            Self::Header { access_key_id } | Self::Query { access_key_id, .. } => access_key_id,
+        }
+    }
+}
+
+/// The Signature Version 2 form of a request, if it is signed that way. The signature itself
+/// is verified by the S3 implementation, which has the canonical resource rules.
+pub fn sigv2(authorization: Option<&str>, query: Option<&str>) -> Option<SigV2> {
+    if let Some(a) = authorization {
+        let rest = a.strip_prefix("AWS ")?;
+        let (akid, signature) = rest.split_once(':')?;
+        if akid.is_empty() || signature.is_empty() || akid.len() > 128 {
+            return None;
+        }
+        return Some(SigV2::Header {
+            access_key_id: akid.trim().to_owned(),
+        });
+    }
+    let q = query?;
+    if q.len() > MAX_AUTH_LEN * 4 {
+        return None;
+    }
+    let pairs = query_pairs(q);
+    let get = |name: &str| {
+        pairs
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+    };
+    let akid = get("AWSAccessKeyId")?;
+    get("Signature")?;
+    Some(SigV2::Query {
+        access_key_id: akid.to_owned(),
+        expires: get("Expires").and_then(|e| e.parse().ok()),
+        security_token: get("x-amz-security-token").map(str::to_owned),
+    })
+}
+
+fn sigv2_access_key(authorization: Option<&str>, query: Option<&str>) -> Option<String> {
+    sigv2(authorization, query).map(|s| s.access_key_id().to_owned())
 }
 
 /// Unreserved characters per SigV4: everything else is percent-encoded (upper-case hex).

@@ -38,7 +38,7 @@ fn spawn(args: &[&str]) -> Running {
         .to_owned();
     assert!(url.starts_with("http://127.0.0.1:"), "{url}");
     let mut env = Vec::new();
-    for _ in 0..4 {
+    for _ in 0..5 {
         let mut l = String::new();
         out.read_line(&mut l).unwrap();
         let (k, v) = l
@@ -116,6 +116,8 @@ async fn output_contract_sigterm_and_data_dir_persistence() {
     ]);
     assert_eq!(get(&r.env, "AWS_ENDPOINT_URL"), r.url);
     assert_eq!(get(&r.env, "AWS_REGION"), "eu-west-1");
+    // boto3 reads only AWS_DEFAULT_REGION (NoRegionError without it).
+    assert_eq!(get(&r.env, "AWS_DEFAULT_REGION"), "eu-west-1");
     assert_eq!(get(&r.env, "AWS_ACCESS_KEY_ID"), "AKIATESTBINARY000000");
     let conf = config(&r).await;
     let kv = aws_sdk_kinesisvideo::Client::new(&conf);
@@ -185,4 +187,44 @@ async fn in_memory_by_default_and_faults_from_flags() {
         .unwrap();
     assert!(!bad.status.success());
     assert!(String::from_utf8_lossy(&bad.stderr).contains("--fault"));
+}
+
+#[tokio::test]
+async fn logs_have_no_colour_codes_when_stderr_is_not_a_terminal() {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_kvs-emulator"))
+        .args(["--port", "0", "--log", "debug"])
+        .env_remove("NO_COLOR")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut out = BufReader::new(child.stdout.take().unwrap());
+    let mut first = String::new();
+    out.read_line(&mut first).unwrap();
+    let url = first
+        .trim()
+        .strip_prefix("listening on ")
+        .unwrap()
+        .to_owned();
+    // A refused request logs at debug level too.
+    let addr = url.strip_prefix("http://").unwrap();
+    let mut tcp = std::net::TcpStream::connect(addr).unwrap();
+    std::io::Write::write_all(
+        &mut tcp,
+        b"GET /nothing HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n",
+    )
+    .unwrap();
+    let mut answer = String::new();
+    let _ = std::io::Read::read_to_string(&mut tcp, &mut answer);
+    let pid = child.id().to_string();
+    Command::new("kill").args(["-TERM", &pid]).status().unwrap();
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(child.stderr.as_mut().unwrap(), &mut stderr).unwrap();
+    assert!(child.wait().unwrap().success());
+    assert!(stderr.contains("listening"), "{stderr}");
+    assert!(stderr.contains("stopping"), "{stderr}");
+    assert!(
+        !stderr.contains('\x1b'),
+        "ANSI escape codes in a piped stderr: {stderr:?}"
+    );
 }

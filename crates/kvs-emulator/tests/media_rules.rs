@@ -617,6 +617,90 @@ fn e4009_reserved_aws_prefix() {
 }
 
 #[test]
+fn e4009_names_the_fragment_its_tags_belong_to_and_the_open_fragment_is_received() {
+    // Issue 12: the ERROR carried no FragmentTimecode and the fragment open when the Tags
+    // arrived was lost with it. The Tags apply to the next Cluster (section 4.9).
+    let bytes = cat(&[
+        header(&[1]),
+        cluster_unknown(0, &video_blocks(2, 40)),
+        tags(&[("AWS_MINE", "x")]),
+        cluster_unknown(1000, &video_blocks(2, 40)),
+    ]);
+    let events = run(&bytes);
+    assert_eq!(kinds(&events), ["S0", "C0", "S1000", "E4009"]);
+    assert_eq!(
+        error_of(&events),
+        Some((4009, "FRAGMENT_METADATA_LIMIT_REACHED", Some(1000)))
+    );
+}
+
+#[test]
+fn bad_tags_with_no_cluster_after_them_are_still_refused() {
+    let bytes = cat(&[
+        header(&[1]),
+        cluster(0, &video_blocks(2, 40)),
+        tags(&[("AWS_MINE", "x")]),
+    ]);
+    let events = run(&bytes);
+    assert_eq!(kinds(&events), ["S0", "C0", "E4009"]);
+}
+
+#[test]
+fn the_reserved_tags_the_service_recognises_are_accepted_and_not_counted() {
+    // What `putKinesisVideoEventMetadata` writes for a notification plus image generation,
+    // beside ten custom pairs (the official producer's maximum).
+    let names: Vec<String> = (0..10).map(|i| format!("k{i}")).collect();
+    let mut pairs: Vec<(&str, &str)> = vec![
+        ("AWS_KINESISVIDEO_NOTIFICATION", ""),
+        ("AWS_KINESISVIDEO_IMAGE_GENERATION", ""),
+        ("AWS_KINESISVIDEO_IMAGE_PREFIX", "images/cam-1"),
+    ];
+    pairs.extend(names.iter().map(|n| (n.as_str(), "v")));
+    let events = run(&cat(&[
+        header(&[1]),
+        tags(&pairs),
+        cluster(0, &video_blocks(2, 40)),
+    ]));
+    assert_eq!(error_of(&events), None, "{events:#?}");
+    let stored = &completed(&events)[0].tags;
+    assert_eq!(stored.len(), 13);
+    assert_eq!(
+        stored[2],
+        (
+            "AWS_KINESISVIDEO_IMAGE_PREFIX".to_string(),
+            "images/cam-1".to_string()
+        )
+    );
+    // Another name in the same family stays reserved.
+    let events = run(&cat(&[
+        header(&[1]),
+        tags(&[("AWS_KINESISVIDEO_SOMETHING_ELSE", "")]),
+        cluster(0, &video_blocks(2, 40)),
+    ]));
+    assert_error(&events, 4009, "FRAGMENT_METADATA_LIMIT_REACHED");
+}
+
+#[test]
+fn every_error_code_is_the_tables_code_for_its_id() {
+    let cases = [
+        cat(&[
+            header(&[1]),
+            tags(&[("AWS_MINE", "x")]),
+            cluster(0, &video_blocks(2, 40)),
+        ]),
+        cat(&[header(&[1]), vec![0x1A, 0x45, 0xDF, 0xA3, 0x80]]),
+        b"not mkv at all".to_vec(),
+    ];
+    for bytes in cases {
+        for e in run(&bytes) {
+            if let IngestEvent::Error { error_id, code, .. } = e {
+                assert_eq!(code, kvs_emulator::media::error_code(error_id));
+            }
+        }
+    }
+}
+
+#[test]
 fn e4009_name_or_value_too_long() {
     let long_name = "n".repeat(129);
     let bytes = cat(&[header(&[1]), tags(&[(&long_name, "x")])]);
@@ -683,7 +767,8 @@ fn more_than_five_fragments_per_second_is_refused() {
     assert_eq!(error_of(&ok), None, "5 in [0, 1000) then one at 1000");
     let six: Vec<_> = (0..6).map(|i| frag(i * 190)).collect();
     let events = run(&cat(&[header(&[1]), cat(&six)]));
-    assert_error(&events, 4002, "MIN_FRAGMENT_DURATION_REACHED");
+    // The code is the one the table gives 4002 (docs/protocol.md §2): id and code agree.
+    assert_error(&events, 4002, "MAX_FRAGMENT_DURATION_REACHED");
     assert_eq!(error_of(&events).unwrap().2, Some(950));
 }
 

@@ -88,7 +88,9 @@ pub async fn persisted_timecodes(
             })?;
         for f in page.fragments.unwrap_or_default() {
             if let Some(t) = f.producer_timestamp {
-                let ms = t.to_millis().unwrap_or(0);
+                // Rounded, not truncated: the wire carries epoch seconds as a decimal, and
+                // 1796678883.609 can arrive as ...608999999 ns.
+                let ms = t.secs() * 1000 + i64::from((t.subsec_nanos() + 500_000) / 1_000_000);
                 let ms = u64::try_from(ms).unwrap_or(0);
                 let in_range = ms >= epoch_ms(range.0) && ms <= epoch_ms(range.1);
                 if in_range {

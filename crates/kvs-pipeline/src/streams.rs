@@ -3,7 +3,10 @@
 
 use aws_sdk_kinesisvideo::error::{ProvideErrorMetadata, SdkError};
 use kvs_putmedia::mkv::TimecodeMode;
-use kvs_putmedia::{AckStream, CompletionAck, PutMediaClientBuilder, PutMediaSink, StreamId};
+use kvs_putmedia::{
+    AckStream, CompletionAck, PutMediaClient, PutMediaClientBuilder, PutMediaSink, SessionOptions,
+    StreamId,
+};
 
 use crate::object::ObjectRef;
 
@@ -176,17 +179,20 @@ pub fn completion_for(retention_hours: Option<u32>) -> CompletionAck {
     }
 }
 
-/// Opens PutMedia sessions on any stream: the one place a session is started, with the
-/// per-session options (stream, timecode mode, completion ack) on top of the shared settings.
+/// Opens PutMedia sessions on any stream from one client (one HTTP stack, one credentials
+/// cache, one role assumption per process): the one place a session is started, with the
+/// per-session options (stream, timecode mode, completion ack).
 #[derive(Debug, Clone)]
 pub struct Sessions {
-    builder: PutMediaClientBuilder,
+    client: PutMediaClient,
 }
 
 impl Sessions {
-    /// Sessions configured by `builder` (SDK config, buffers, retry, HTTP opt-in).
-    pub fn new(builder: PutMediaClientBuilder) -> Self {
-        Sessions { builder }
+    /// Sessions from the client `builder` configures (SDK config, buffers, retry, HTTP opt-in).
+    pub fn new(builder: PutMediaClientBuilder) -> kvs_putmedia::Result<Self> {
+        Ok(Sessions {
+            client: builder.build()?,
+        })
     }
 
     /// Starts a session on `stream`. Without `completion` the client learns it from the
@@ -197,15 +203,11 @@ impl Sessions {
         mode: TimecodeMode,
         completion: Option<CompletionAck>,
     ) -> kvs_putmedia::Result<(PutMediaSink, AckStream)> {
-        let b = self.builder.clone();
-        let mut b = match stream {
-            StreamId::Arn(a) => b.with_stream_arn(a),
-            other => b.with_stream_name(other.as_str()),
-        };
+        let mut opts = SessionOptions::new(stream.clone()).with_timecode_mode(mode);
         if let Some(c) = completion {
-            b = b.with_completion_ack(c);
+            opts = opts.with_completion_ack(c);
         }
-        b.with_timecode_mode(mode).build()?.start().await
+        self.client.start_session(opts).await
     }
 }
 

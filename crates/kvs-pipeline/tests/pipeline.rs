@@ -62,7 +62,8 @@ async fn emulator() -> (Emulator, Sessions) {
         PutMediaClientBuilder::new()
             .with_sdk_config(config)
             .with_allow_http(true),
-    );
+    )
+    .unwrap();
     (emu, sessions)
 }
 

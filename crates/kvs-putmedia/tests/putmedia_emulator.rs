@@ -284,7 +284,10 @@ async fn putmedia_sdk_config_endpoint_and_credentials_are_used() {
     // Plain http from the environment still needs the explicit opt-in.
     assert!(matches!(plain.clone().build(), Err(Error::Config { .. })));
     let client = plain.with_allow_http(true).build().unwrap();
-    let endpoint = client.data_endpoint().await.unwrap();
+    let endpoint = client
+        .data_endpoint(&kvs_putmedia::StreamId::from("sdk"))
+        .await
+        .unwrap();
     assert_eq!(
         endpoint.authority().unwrap().as_str(),
         emu.addr().to_string()

@@ -581,7 +581,7 @@ async fn putmedia_data_endpoint_is_cached_and_refetched_after_a_connection_failu
     assert_eq!(calls.load(Ordering::SeqCst), 2);
     assert_eq!(
         client
-            .data_endpoint()
+            .data_endpoint(client.stream().unwrap())
             .await
             .unwrap()
             .authority()

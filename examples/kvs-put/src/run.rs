@@ -107,18 +107,11 @@ async fn emulator_sdk_config(emu: &Emulator) -> SdkConfig {
         .await
 }
 
-/// True when the user pointed an AWS endpoint at plain HTTP: that is the explicit opt-in.
-fn http_endpoint_configured(cli: &Cli, config: &SdkConfig) -> bool {
-    let is_http = |u: &str| u.to_ascii_lowercase().starts_with("http://");
-    cli.endpoint_url.as_deref().is_some_and(is_http)
-        || config.endpoint_url().is_some_and(is_http)
-        || [
-            "AWS_ENDPOINT_URL",
-            "AWS_ENDPOINT_URL_KINESIS_VIDEO",
-            "AWS_ENDPOINT_URL_S3",
-        ]
-        .iter()
-        .any(|v| std::env::var(v).is_ok_and(|u| is_http(&u)))
+/// True when the user pointed S3 at plain HTTP (the library decides for Kinesis Video, see
+/// `PutMediaClientBuilder::from_env_with`): that is the explicit opt-in for presigned URLs.
+fn s3_endpoint_is_http() -> bool {
+    std::env::var("AWS_ENDPOINT_URL_S3")
+        .is_ok_and(|u| u.to_ascii_lowercase().starts_with("http://"))
 }
 
 fn kind_outcome(kind: FailureKind) -> Outcome {
@@ -217,7 +210,9 @@ async fn execute(cli: &Cli, report: &mut Report) -> Result<()> {
         ));
     }
     report.region = config.region().map(|r| r.to_string());
-    let allow_http = emulator.is_some() || http_endpoint_configured(cli, &config);
+    let allow_http = emulator.is_some()
+        || PutMediaClientBuilder::from_env_with(config.clone()).allows_http()
+        || s3_endpoint_is_http();
 
     let create = (cli.create_stream || emulator.is_some()).then_some(cli.retention_hours);
     let kv = aws_sdk_kinesisvideo::Client::new(&config);
@@ -261,8 +256,7 @@ async fn execute(cli: &Cli, report: &mut Report) -> Result<()> {
         (None, None, Source::Stdin) => Timing::Live,
         (None, t, _) => Timing::for_pace(pacing, t.map(|t| t == Timecode::Absolute)),
     };
-    let builder = PutMediaClientBuilder::new()
-        .with_sdk_config(config.clone())
+    let builder = PutMediaClientBuilder::from_env_with(config.clone())
         .with_allow_http(allow_http)
         .with_buffer_bound(usize::try_from(cli.buffer_mib << 20).unwrap_or(usize::MAX))
         .with_buffer_duration(Duration::from_secs(cli.buffer_seconds))
@@ -272,7 +266,8 @@ async fn execute(cli: &Cli, report: &mut Report) -> Result<()> {
         })
         .with_retry_policy(RetryPolicy::default().with_max_attempts(cli.max_retries));
     let run = Run {
-        sessions: Sessions::new(builder),
+        sessions: Sessions::new(builder)
+            .map_err(|e| Failure::new(Outcome::Usage, e.to_string()))?,
         stream,
         completion: Some(streams::completion_for(retention)),
         timing,

@@ -205,7 +205,8 @@ async fn read_back(config: &SdkConfig, stream: &str) -> anyhow::Result<Vec<Check
 async fn make_clip(seconds: u32, variant: u32, recorded: SystemTime) -> anyhow::Result<Bytes> {
     let dir = tempfile::tempdir()?;
     let path = dir.path().join("clip.mp4");
-    let created = recorded.duration_since(SystemTime::UNIX_EPOCH)?.as_secs();
+    let created = time::OffsetDateTime::from(recorded)
+        .format(&time::format_description::well_known::Rfc3339)?;
     // What phones upload: H.264 High (B-frames) + AAC in an MP4 whose index is written at the
     // end (no faststart), the case a pipe-fed ffmpeg gets wrong.
     let status = tokio::process::Command::new("ffmpeg")
@@ -336,7 +337,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
         PutMediaClientBuilder::new()
             .with_sdk_config(config.clone())
             .with_allow_http(true),
-    );
+    )?;
     let worker = Arc::new(Worker::new(cfg, &config, sessions));
     let stop = CancellationToken::new();
     let running = tokio::spawn(worker.clone().run(stop.clone()));

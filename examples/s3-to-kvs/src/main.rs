@@ -231,8 +231,10 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     if let (Some(emu), StreamId::Name(name)) = (&emulator, &stream) {
         demo::create_stream(emu, name).await?;
     }
+    // An http:// endpoint the user set (the AWS environment or profile, or --emulator) is the
+    // explicit opt-in to plain HTTP; otherwise TLS is required and verified.
     let allow_http = emulator.is_some() || http_endpoint(&config);
-    let sessions = sessions(&config, allow_http, args.assume_role.as_deref());
+    let sessions = sessions(&config, allow_http, args.assume_role.as_deref())?;
     let runner = http::Runner::new(&config, sessions, stream, args.pace, allow_http);
     let app = Arc::new(http::App {
         registry: Arc::new(jobs::Registry::new(jobs::Limits {
@@ -259,23 +261,19 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// An http:// endpoint the user set (AWS_ENDPOINT_URL) is the explicit opt-in to plain HTTP;
-/// otherwise TLS is required and verified.
+/// An http:// endpoint the user set (the AWS environment or profile) is the explicit opt-in to
+/// plain HTTP (the library's rule, `PutMediaClientBuilder::allows_http`).
 fn http_endpoint(config: &SdkConfig) -> bool {
-    config
-        .endpoint_url()
-        .is_some_and(|u| u.starts_with("http://"))
+    PutMediaClientBuilder::from_env_with(config.clone()).allows_http()
 }
 
 /// The one place sessions are configured: one builder (SDK config, role) for every session.
-fn sessions(config: &SdkConfig, allow_http: bool, role: Option<&str>) -> Sessions {
-    let mut b = PutMediaClientBuilder::new()
-        .with_sdk_config(config.clone())
-        .with_allow_http(allow_http);
+fn sessions(config: &SdkConfig, allow_http: bool, role: Option<&str>) -> anyhow::Result<Sessions> {
+    let mut b = PutMediaClientBuilder::from_env_with(config.clone()).with_allow_http(allow_http);
     if let Some(role) = role {
         b = b.with_assume_role(role);
     }
-    Sessions::new(b)
+    Ok(Sessions::new(b)?)
 }
 
 async fn worker(args: WorkerArgs) -> anyhow::Result<()> {
@@ -299,7 +297,7 @@ async fn worker(args: WorkerArgs) -> anyhow::Result<()> {
     cfg.visibility = Duration::from_secs(args.visibility_seconds);
     cfg.pacing = args.pace;
     cfg.allow_http = allow_http;
-    let sessions = sessions(&config, allow_http, args.assume_role.as_deref());
+    let sessions = sessions(&config, allow_http, args.assume_role.as_deref())?;
     let emf = Emf::new(&args.metrics_namespace, std::io::stdout())?;
     let metrics = move |m: &ObjectMetrics| {
         let mut values = vec![

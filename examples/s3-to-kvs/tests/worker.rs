@@ -16,11 +16,8 @@ const BUCKET: &str = "uploads";
 fn clip(seconds: u32) -> Bytes {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("clip.mp4");
-    let created = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_secs()
-        - 3600;
+    // ISO 8601, as phones write it.
+    let created = "2024-05-01T12:00:00.000000Z";
     let status = Command::new("ffmpeg")
         .args(["-nostdin", "-loglevel", "error", "-y", "-f", "lavfi", "-i"])
         .arg(format!("testsrc2=size=320x240:rate=25:duration={seconds}"))

@@ -10,6 +10,19 @@ use super::ebml::{self, Decoded, Header, id};
 /// open fragment (reference section 3, "Idle").
 pub const END_OF_FRAGMENT_TAG: &str = "AWS_KINESISVIDEO_END_OF_FRAGMENT";
 
+/// Reserved tag names the service recognises as fragment metadata and a producer may send: the
+/// official producer's `putKinesisVideoEventMetadata` writes them to ask for an S3 notification
+/// or image generation for the fragment (AWS docs: "Using Streaming Metadata", "Amazon Kinesis
+/// Video Streams notifications" and "Image generation", e.g.
+/// <https://docs.aws.amazon.com/kinesisvideostreams/latest/dg/notifications.html>). Every other
+/// name starting with `AWS` is refused with 4009 (docs/protocol.md §4.9). They do not count
+/// towards the limit of 10 tags: the official producer adds them beside up to 10 custom pairs.
+pub const RECOGNISED_RESERVED_TAGS: [&str; 3] = [
+    "AWS_KINESISVIDEO_NOTIFICATION",
+    "AWS_KINESISVIDEO_IMAGE_GENERATION",
+    "AWS_KINESISVIDEO_IMAGE_PREFIX",
+];
+
 /// Largest EBML header accepted; real ones are about 40 bytes.
 const MAX_EBML_HEADER_BYTES: u64 = 4096;
 
@@ -147,56 +160,29 @@ pub enum IngestEvent {
     },
 }
 
-/// A broken rule: error id and code (reference section 2, "Error ids").
+/// A broken rule: its error id (reference section 2, "Error ids"). The ack's `ErrorCode` is always
+/// [`super::error_code`] of the id, so the two can never disagree.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct Rule {
     id: u32,
-    code: &'static str,
 }
 
-const MAX_FRAGMENT_SIZE_REACHED: Rule = Rule {
-    id: 4001,
-    code: "MAX_FRAGMENT_SIZE_REACHED",
-};
-const MAX_FRAGMENT_DURATION_REACHED: Rule = Rule {
-    id: 4002,
-    code: "MAX_FRAGMENT_DURATION_REACHED",
-};
-const FRAGMENT_TIMECODE_LESSER_THAN_PREVIOUS: Rule = Rule {
-    id: 4004,
-    code: "FRAGMENT_TIMECODE_LESSER_THAN_PREVIOUS",
-};
-const INVALID_MKV_DATA: Rule = Rule {
-    id: 4006,
-    code: "INVALID_MKV_DATA",
-};
-const INVALID_PRODUCER_TIMESTAMP: Rule = Rule {
-    id: 4007,
-    code: "INVALID_PRODUCER_TIMESTAMP",
-};
-const FRAGMENT_METADATA_LIMIT_REACHED: Rule = Rule {
-    id: 4009,
-    code: "FRAGMENT_METADATA_LIMIT_REACHED",
-};
-const TRACK_NUMBER_MISMATCH: Rule = Rule {
-    id: 4010,
-    code: "TRACK_NUMBER_MISMATCH",
-};
-const FRAMES_MISSING_FOR_TRACK: Rule = Rule {
-    id: 4011,
-    code: "FRAMES_MISSING_FOR_TRACK",
-};
-const MORE_THAN_ALLOWED_TRACKS_FOUND: Rule = Rule {
-    id: 4012,
-    code: "MORE_THAN_ALLOWED_TRACKS_FOUND",
-};
-/// Inference: the reference names no error for "more than 5 fragments per second". Fragments
-/// that close together are fragments shorter than 200 ms, so the emulator answers with the
-/// fragment-duration family id 4002 and the limits page's MIN_FRAGMENT_DURATION_REACHED code.
-const TOO_MANY_FRAGMENTS_PER_SECOND: Rule = Rule {
-    id: 4002,
-    code: "MIN_FRAGMENT_DURATION_REACHED",
-};
+const MAX_FRAGMENT_SIZE_REACHED: Rule = Rule { id: 4001 };
+const MAX_FRAGMENT_DURATION_REACHED: Rule = Rule { id: 4002 };
+const FRAGMENT_TIMECODE_LESSER_THAN_PREVIOUS: Rule = Rule { id: 4004 };
+const INVALID_MKV_DATA: Rule = Rule { id: 4006 };
+const INVALID_PRODUCER_TIMESTAMP: Rule = Rule { id: 4007 };
+const FRAGMENT_METADATA_LIMIT_REACHED: Rule = Rule { id: 4009 };
+const TRACK_NUMBER_MISMATCH: Rule = Rule { id: 4010 };
+const FRAMES_MISSING_FOR_TRACK: Rule = Rule { id: 4011 };
+const MORE_THAN_ALLOWED_TRACKS_FOUND: Rule = Rule { id: 4012 };
+/// Inference: the reference names no error id for "more than 5 fragments per second" (the limits
+/// page's MIN_FRAGMENT_DURATION_REACHED has no known numeric id). Fragments that close together
+/// are fragments shorter than 200 ms, so the emulator answers with the fragment-duration id 4002,
+/// and with that id's own code (`MAX_FRAGMENT_DURATION_REACHED`): a client that maps `ErrorId`
+/// to `ErrorCode` (the official producer acts on the id) sees a consistent pair. The reason is
+/// in the emulator's log.
+const TOO_MANY_FRAGMENTS_PER_SECOND: Rule = MAX_FRAGMENT_DURATION_REACHED;
 
 /// Where the parser is in the element tree.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -291,6 +277,10 @@ pub struct Ingest {
     recent_starts: VecDeque<u64>,
     /// Metadata tags waiting for the next Cluster.
     pending_tags: Vec<(String, String)>,
+    /// Why the tags waiting for the next Cluster break the rules (4009). Reported once that
+    /// Cluster's Timecode arrives, so the ERROR names the fragment the tags belong to, and the
+    /// fragment still open when the Tags arrived completes normally.
+    pending_tag_problem: Option<String>,
 }
 
 impl Ingest {
@@ -319,6 +309,7 @@ impl Ingest {
             previous_cluster_timecode: None,
             recent_starts: VecDeque::new(),
             pending_tags: Vec::new(),
+            pending_tag_problem: None,
         }
     }
 
@@ -394,9 +385,16 @@ impl Ingest {
             return;
         }
         self.complete_fragment(out);
-        if self.level != Level::Failed {
-            self.level = Level::Finished;
+        if self.level == Level::Failed {
+            return;
         }
+        // Metadata that broke the rules and never reached a Cluster: refused all the same (no
+        // fragment to name, since none followed).
+        if let Some(reason) = self.pending_tag_problem.take() {
+            self.fail(out, FRAGMENT_METADATA_LIMIT_REACHED, reason);
+            return;
+        }
+        self.level = Level::Finished;
     }
 
     /// The stream header as the producer sent it: EBML header, Segment (written with unknown
@@ -430,10 +428,11 @@ impl Ingest {
     /// Reports an error and stops.
     fn fail(&mut self, out: &mut Vec<IngestEvent>, rule: Rule, reason: String) {
         let timecode = self.fragment.as_ref().and_then(|f| f.timecode);
-        tracing::debug!(error_id = rule.id, code = rule.code, ?timecode, %reason, "media rejected");
+        let code = super::error_code(rule.id);
+        tracing::debug!(error_id = rule.id, code, ?timecode, %reason, "media rejected");
         out.push(IngestEvent::Error {
             error_id: rule.id,
-            code: rule.code,
+            code,
             timecode,
             reason,
         });
@@ -1099,7 +1098,11 @@ impl Ingest {
                 // one ENCODER tag per track) describe that target, not the fragment.
                 continue;
             }
-            let problem = if name.starts_with("AWS") {
+            if self.pending_tag_problem.is_some() {
+                continue;
+            }
+            let reserved = RECOGNISED_RESERVED_TAGS.contains(&name.as_str());
+            let problem = if name.starts_with("AWS") && !reserved {
                 Some("names starting with AWS are reserved")
             } else if name.len() > MAX_TAG_NAME_BYTES {
                 Some("name longer than 128 bytes")
@@ -1109,22 +1112,22 @@ impl Ingest {
                 None
             };
             if let Some(problem) = problem {
-                self.fail_detached(
-                    out,
-                    FRAGMENT_METADATA_LIMIT_REACHED,
-                    format!("metadata tag {name:?} in Tags at byte {at}: {problem}"),
-                );
-                return;
+                self.pending_tag_problem = Some(format!(
+                    "metadata tag {name:?} in Tags at byte {at}: {problem}"
+                ));
+                continue;
             }
             self.pending_tags.push((name, value));
-            if self.pending_tags.len() > self.cfg.max_metadata_tags {
+            let counted = self
+                .pending_tags
+                .iter()
+                .filter(|(n, _)| !RECOGNISED_RESERVED_TAGS.contains(&n.as_str()))
+                .count();
+            if counted > self.cfg.max_metadata_tags {
                 let max = self.cfg.max_metadata_tags;
-                self.fail_detached(
-                    out,
-                    FRAGMENT_METADATA_LIMIT_REACHED,
-                    format!("more than {max} metadata tags for one fragment (Tags at byte {at})"),
-                );
-                return;
+                self.pending_tag_problem = Some(format!(
+                    "more than {max} metadata tags for one fragment (Tags at byte {at})"
+                ));
             }
         }
         if end_of_fragment {
@@ -1174,14 +1177,6 @@ impl Ingest {
         Ok(pairs)
     }
 
-    /// Reports an error that concerns no started fragment.
-    fn fail_detached(&mut self, out: &mut Vec<IngestEvent>, rule: Rule, reason: String) {
-        if let Some(frag) = self.fragment.as_mut() {
-            frag.timecode = None;
-        }
-        self.fail(out, rule, reason);
-    }
-
     fn producer_timestamp_ms(&self, timecode: u64) -> u64 {
         let ms = ticks_to_ms(i128::from(timecode), self.timecode_scale_ns);
         match self.cfg.timecode_type {
@@ -1205,6 +1200,16 @@ impl Ingest {
         let header_len = frag.known_header.as_ref().map_or(0, Vec::len) as u64;
         self.fragments_seen += 1;
         out.push(IngestEvent::FragmentStarted { timecode });
+
+        // Section 4.9: the metadata placed before this Cluster is this fragment's.
+        if let Some(reason) = self.pending_tag_problem.take() {
+            self.fail(
+                out,
+                FRAGMENT_METADATA_LIMIT_REACHED,
+                format!("{reason}, for the fragment at byte {cluster_at}"),
+            );
+            return;
+        }
 
         // Section 4.6: strictly greater than the previous fragment's last frame.
         if let Some(prev) = self.previous_cluster_timecode

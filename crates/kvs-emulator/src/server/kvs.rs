@@ -163,6 +163,7 @@ pub(crate) fn create_stream(
                 connections: Vec::new(),
                 active_connection: None,
                 recent_puts: Default::default(),
+                rotation: Default::default(),
             },
         );
     }

@@ -2,10 +2,15 @@
 
 pub(crate) mod auth;
 pub mod faults;
+mod header_case;
 mod kvs;
 mod putmedia;
 pub use putmedia::error_code as putmedia_error_code;
+mod notify;
+pub use notify::encode_event_key;
 mod s3;
+mod sqs;
+pub use sqs::QueuedMessage;
 pub(crate) mod state;
 mod sts;
 
@@ -45,6 +50,12 @@ pub const DEFAULT_ACCESS_KEY_ID: &str = "AKIAEMULATOR00000000";
 /// Default secret access key.
 pub const DEFAULT_SECRET_ACCESS_KEY: &str = "emulator/secret/access/key/00000000000000";
 
+/// Default rotation overlap window: a producer that rotates at a fragment boundary (as the
+/// official one does) needs the old request only to finish the fragment it is sending, and a
+/// fragment lasts at most 20 s (docs/protocol.md §3), so 20 s covers every well-behaved
+/// rotation while still bounding two connections sending media at once.
+pub const DEFAULT_ROTATION_OVERLAP: Duration = Duration::from_secs(20);
+
 /// Credentials the emulator accepts. `Debug` redacts the secret.
 #[derive(Clone, PartialEq, Eq)]
 pub struct EmulatorCredentials {
@@ -81,6 +92,7 @@ pub struct EmulatorBuilder {
     error_drain_timeout: Duration,
     error_drain_limit: u64,
     media_retention: MediaRetention,
+    rotation_overlap: Duration,
     seed: u64,
 }
 
@@ -105,6 +117,7 @@ impl Default for EmulatorBuilder {
             error_drain_timeout: Duration::from_secs(2),
             error_drain_limit: 64 << 20,
             media_retention: MediaRetention::Full,
+            rotation_overlap: DEFAULT_ROTATION_OVERLAP,
             seed: 0,
         }
     }
@@ -206,6 +219,13 @@ impl EmulatorBuilder {
         self.media_retention = retention;
         self
     }
+    /// How long a PutMedia superseded by a newer one on the same stream may keep sending media
+    /// (default [`DEFAULT_ROTATION_OVERLAP`]); `Duration::ZERO` refuses the newer one with
+    /// `ConnectionLimitExceededException` instead. See docs/emulator.md, "Rotation overlap".
+    pub fn rotation_overlap(mut self, window: Duration) -> Self {
+        self.rotation_overlap = window;
+        self
+    }
     /// Seed of the fault-injection RNG (and of STS-issued credentials): same seed, same run.
     pub fn seed(mut self, seed: u64) -> Self {
         self.seed = seed;
@@ -295,6 +315,7 @@ impl EmulatorBuilder {
             error_drain_timeout: self.error_drain_timeout,
             error_drain_limit: self.error_drain_limit,
             media_retention: self.media_retention,
+            rotation_overlap: self.rotation_overlap,
         };
         let shared = Arc::new(Shared::new(
             cfg,
@@ -323,6 +344,7 @@ impl EmulatorBuilder {
             s3: s3.clone(),
             shutdown: shutdown_rx.clone(),
         };
+        header_case::init().await;
         let accept = tokio::spawn(accept_loop(listener, router, shutdown_rx));
         tracing::info!(%url, region = %self.region, "kvs-emulator listening");
         Ok(Emulator {
@@ -412,7 +434,7 @@ impl Emulator {
             &self.addr,
             &self.region,
             &self.credentials,
-            method,
+            method.clone(),
             bucket,
             key,
             body,
@@ -421,6 +443,19 @@ impl Emulator {
         let resp = s3::call(&self.s3, req).await;
         let status = resp.status();
         if status.is_success() {
+            if method == http::Method::PUT && !key.is_empty() {
+                let akid = &self.credentials.access_key_id;
+                notify::object_created(
+                    &self.shared,
+                    &self.s3,
+                    akid,
+                    bucket,
+                    key,
+                    "ObjectCreated:Put",
+                    "127.0.0.1",
+                )
+                .await;
+            }
             return Ok(());
         }
         let body = resp
@@ -509,7 +544,11 @@ async fn accept_loop(listener: TcpListener, router: Router, mut shutdown: watch:
                     let svc = hyper::service::service_fn(move |mut req: Request<Incoming>| {
                         let router = router.clone();
                         req.extensions_mut().insert(signal.clone());
-                        async move { Ok::<_, Infallible>(router.handle(req).await) }
+                        async move {
+                            let mut resp = router.handle(req).await;
+                            header_case::apply(&mut resp);
+                            Ok::<_, Infallible>(resp)
+                        }
                     });
                     let mut builder = hyper::server::conn::http1::Builder::new();
                     builder.timer(TokioTimer::new()).header_read_timeout(header_timeout).max_buf_size(64 * 1024);
@@ -661,16 +700,27 @@ impl Router {
             Some("s3") => s3::handle(&self, req).await,
             Some("sts") => sts::handle(&self, req).await,
             Some("kinesisvideo") => kvs::handle(&self, req).await,
+            Some("sqs") => sqs::handle(&self, req).await,
             Some(other) => error_response(&ApiError::new(
                 400,
                 "UnknownServiceException",
                 format!(
-                    "this emulator serves kinesisvideo, s3 and sts, not {:?}",
+                    "this emulator serves kinesisvideo, s3, sqs and sts, not {:?}",
                     other.chars().take(32).collect::<String>()
                 ),
             )),
             None if req.uri().path() == "/health" => {
                 json_response(&serde_json::json!({"status": "ok"}))
+            }
+            // STS AssumeRoleWithWebIdentity is unsigned (the web identity token is the proof).
+            None if req.method() == http::Method::POST
+                && req
+                    .headers()
+                    .get(http::header::CONTENT_TYPE)
+                    .and_then(|v| v.to_str().ok())
+                    .is_some_and(|v| v.starts_with("application/x-www-form-urlencoded")) =>
+            {
+                sts::handle_unsigned(&self, req).await
             }
             None => error_response(&crate::server::auth::sigv4_error(
                 sigv4::SigV4Error::Missing,

@@ -28,35 +28,7 @@ use crate::api::{self, ApiError, TimecodeKind};
 use crate::media::{Ingest, IngestConfig, IngestEvent, TimecodeType, fragment_to_mkv};
 use crate::sigv4::{self, RequestParts, UriEncoding};
 
-/// Code names of the ack error ids (reference §2 table).
-pub fn error_code(id: u32) -> &'static str {
-    match id {
-        4000 => "STREAM_READ_ERROR",
-        4001 => "MAX_FRAGMENT_SIZE_REACHED",
-        4002 => "MAX_FRAGMENT_DURATION_REACHED",
-        4003 => "MAX_CONNECTION_DURATION_REACHED",
-        4004 => "FRAGMENT_TIMECODE_LESSER_THAN_PREVIOUS",
-        4005 => "MORE_THAN_ONE_TRACK_FOUND",
-        4006 => "INVALID_MKV_DATA",
-        4007 => "INVALID_PRODUCER_TIMESTAMP",
-        4008 => "STREAM_NOT_ACTIVE",
-        4009 => "FRAGMENT_METADATA_LIMIT_REACHED",
-        4010 => "TRACK_NUMBER_MISMATCH",
-        4011 => "FRAMES_MISSING_FOR_TRACK",
-        4012 => "MORE_THAN_ALLOWED_TRACKS_FOUND",
-        4500 => "KMS_KEY_ACCESS_DENIED",
-        4501 => "KMS_KEY_DISABLED",
-        4502 => "KMS_KEY_VALIDATION_ERROR",
-        4503 => "KMS_KEY_UNAVAILABLE",
-        4504 => "KMS_KEY_INVALID_USAGE",
-        4505 => "KMS_KEY_INVALID_STATE",
-        4506 => "KMS_KEY_NOT_FOUND",
-        4507 => "STREAM_DELETED",
-        5000 => "INTERNAL_ERROR",
-        5001 => "ARCHIVAL_ERROR",
-        _ => "UNKNOWN_ERROR",
-    }
-}
+pub use crate::media::error_code;
 
 pub(crate) async fn handle(router: &Router, req: Request<Incoming>) -> Response<RespBody> {
     match open(router, req).await {
@@ -119,6 +91,7 @@ async fn open(router: &Router, req: Request<Incoming>) -> Result<Response<RespBo
     }
     let conn_id = shared.next_id();
     let now_ms = shared.now_ms();
+    let (superseded_tx, superseded) = watch::channel(None);
     let (ordinal, retention_hours) = {
         let mut streams = shared.streams.lock().expect("streams lock");
         let s = streams
@@ -146,15 +119,36 @@ async fn open(router: &Router, req: Request<Incoming>) -> Result<Response<RespBo
             }
             s.recent_puts.push_back(now);
         }
-        // Reference §3: one connection per stream; a later concurrent one is refused.
+        // Docs/protocol.md §3: one connection per stream, "a brief overlap during rotation is
+        // tolerated". The official producer opens the next request while the old body is
+        // still sending, so a newer request takes the slot and the old one may go on for
+        // `rotation_overlap`; a third while that overlap lasts is refused.
         if let Some(active) = s.active_connection {
-            return Err(ApiError::new(
-                400,
-                "ConnectionLimitExceededException",
-                format!("stream {name} already has an open PutMedia connection ({active})"),
-            ));
+            let window = shared.cfg.rotation_overlap;
+            if window.is_zero() {
+                return Err(ApiError::new(
+                    400,
+                    "ConnectionLimitExceededException",
+                    format!("stream {name} already has an open PutMedia connection ({active})"),
+                ));
+            }
+            if let Some(old) = s.rotation.overlapping {
+                return Err(ApiError::new(
+                    400,
+                    "ConnectionLimitExceededException",
+                    format!(
+                        "stream {name} already has an open PutMedia connection ({active}) and another ({old}) in its rotation overlap"
+                    ),
+                ));
+            }
+            if let Some(tx) = s.rotation.notify_active.take() {
+                let _ = tx.send(Some(Instant::now() + window));
+            }
+            s.rotation.overlapping = Some(active);
+            tracing::debug!(stream = %name, superseded = active, by = conn_id, ?window, "PutMedia rotation overlap");
         }
         s.active_connection = Some(conn_id);
+        s.rotation.notify_active = Some(superseded_tx);
         let ordinal = s.connections.len() as u32 + 1;
         s.connections.push(ConnectionRecord {
             id: conn_id,
@@ -190,6 +184,25 @@ async fn open(router: &Router, req: Request<Incoming>) -> Result<Response<RespBo
         producer_start_ms: h.producer_start_ms,
         ..IngestConfig::default()
     };
+    // `Expect: 100-continue` (curl sends it on every chunked POST): hyper answers `100 Continue`
+    // when the body is first polled, but only while no response head was written. The 200 of
+    // PutMedia comes before any media (docs/protocol.md §1.7), so poll the body once and yield
+    // to the connection task, which then writes the 100 before this 200; without that, curl
+    // waits a second for a 100 that never comes.
+    let mut body = body;
+    let mut first_frame = None;
+    if expects_continue(&parts.headers) {
+        first_frame = futures::future::poll_fn(|cx| {
+            std::task::Poll::Ready(
+                match http_body::Body::poll_frame(std::pin::Pin::new(&mut body), cx) {
+                    std::task::Poll::Ready(frame) => Some(frame),
+                    std::task::Poll::Pending => None,
+                },
+            )
+        })
+        .await;
+        tokio::task::yield_now().await;
+    }
     let session = Session {
         shared: shared.clone(),
         stream: name,
@@ -206,6 +219,8 @@ async fn open(router: &Router, req: Request<Incoming>) -> Result<Response<RespBo
         bytes: 0,
         pending: VecDeque::new(),
         stall_until: None,
+        superseded,
+        first_frame,
     };
     tokio::spawn(session.run(body, router.shutdown.clone()));
 
@@ -221,6 +236,23 @@ async fn open(router: &Router, req: Request<Incoming>) -> Result<Response<RespBo
         resp.headers_mut().insert("x-amzn-requestid", v);
     }
     Ok(resp)
+}
+
+fn expects_continue(headers: &http::HeaderMap) -> bool {
+    headers
+        .get(http::header::EXPECT)
+        .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"100-continue"))
+}
+
+type BodyFrame = Option<Result<Frame<Bytes>, hyper::Error>>;
+
+/// The next body frame: first the one polled while answering `Expect: 100-continue`, if any.
+/// Completes in its first poll when that frame is there, so `select!` never loses it.
+async fn next_frame(first: &mut Option<BodyFrame>, body: &mut Incoming) -> BodyFrame {
+    match first.take() {
+        Some(frame) => frame,
+        None => body.frame().await,
+    }
 }
 
 /// What the session hands the ack writer.
@@ -343,6 +375,10 @@ struct Session {
     /// delay is constant.
     pending: VecDeque<(Instant, String, u64)>,
     stall_until: Option<Instant>,
+    /// Set (to the end of the overlap window) once a newer PutMedia took the stream's slot.
+    superseded: watch::Receiver<Option<Instant>>,
+    /// A body frame read while answering `Expect: 100-continue`.
+    first_frame: Option<BodyFrame>,
 }
 
 /// Why the session loop stopped.
@@ -356,6 +392,8 @@ impl Session {
         let mut last_data = started;
         let mut next_idle = started + cfg.idle_ack_interval;
         let mut body_done = false;
+        let mut watching = true;
+        let mut overlap_until: Option<Instant> = None;
         let mut events = Vec::new();
         let end: Ended = loop {
             let persist_at = self.pending.front().map(|p| p.0);
@@ -371,7 +409,19 @@ impl Session {
                     if let Err(e) = self.persist_one().await { break e; }
                     if body_done && self.pending.is_empty() { break ConnectionEnd::EndOfBody; }
                 }
-                frame = body.frame(), if !body_done => match frame {
+                changed = self.superseded.changed(), if watching => match changed {
+                    Ok(()) => overlap_until = *self.superseded.borrow_and_update(),
+                    // The slot was released (body ended): nothing can supersede it any more.
+                    Err(_) => watching = false,
+                },
+                _ = sleep_until(overlap_until.unwrap_or(deadline)), if overlap_until.is_some() && !body_done => {
+                    // Superseded and still sending when the window ended: settle what was
+                    // received (PERSISTED now rather than after the delay), then end.
+                    tracing::debug!(stream = %self.stream, conn_id = self.conn_id, "rotation overlap ended");
+                    if let Err(e) = self.persist_all().await { break e; }
+                    break ConnectionEnd::RotationOverlapEnded;
+                }
+                frame = next_frame(&mut self.first_frame, &mut body), if !body_done => match frame {
                     None => {
                         body_done = true;
                         // Reference §3: "a brief overlap during rotation is tolerated". A
@@ -425,11 +475,13 @@ impl Session {
         // Only an ERROR ends the response while the producer may still be sending; the injected
         // drops (`FaultDrop`) stay abrupt on purpose, and after the other ends there is no body
         // left, no client to answer, or the emulator is shutting down.
-        let drain = matches!(end, ConnectionEnd::ErrorAck { .. }) && !body_done;
+        let ends_early = matches!(
+            end,
+            ConnectionEnd::ErrorAck { .. } | ConnectionEnd::RotationOverlapEnded
+        );
+        let drain = ends_early && !body_done;
         let writer = self.writer.take();
-        if matches!(end, ConnectionEnd::ErrorAck { .. })
-            && let Some(close) = &self.close
-        {
+        if ends_early && let Some(close) = &self.close {
             // Reference §2: "After any ERROR ack the service ends the connection", so no
             // keep-alive once the drain reaches the end of the body.
             close.close();
@@ -450,11 +502,14 @@ impl Session {
 
     fn release_slot(&self) {
         let id = self.conn_id;
-        self.shared.with_stream(&self.stream, |s| {
-            if s.active_connection == Some(id) {
-                s.active_connection = None;
-            }
-        });
+        self.shared.with_stream(&self.stream, |s| s.release(id));
+    }
+
+    async fn persist_all(&mut self) -> Result<(), Ended> {
+        while !self.pending.is_empty() {
+            self.persist_one().await?;
+        }
+        Ok(())
     }
 
     fn finish(self, end: ConnectionEnd) {
@@ -470,9 +525,7 @@ impl Session {
                 c.fragments = frags;
                 c.end = Some(end);
             }
-            if s.active_connection == Some(id) {
-                s.active_connection = None;
-            }
+            s.release(id);
             // What was received is stored even if its PERSISTED ack never went out.
             for f in s
                 .fragments

@@ -64,10 +64,10 @@ pub(crate) fn xml_escape(s: &str) -> String {
         .replace('\'', "&apos;")
 }
 
-fn s3_auth_error(e: &ApiError) -> Response<RespBody> {
+fn s3_auth_error(e: &ApiError, key_known: bool) -> Response<RespBody> {
     let code = match e.status {
         401 => "ExpiredToken",
-        _ if e.message.contains("invalid") => "InvalidToken",
+        _ if key_known => "InvalidToken",
         _ => "InvalidAccessKeyId",
     };
     let status = if e.status == 401 { 400 } else { 403 };
@@ -77,7 +77,25 @@ fn s3_auth_error(e: &ApiError) -> Response<RespBody> {
 pub(crate) async fn handle(router: &Router, req: Request<Incoming>) -> Response<RespBody> {
     let headers = req.headers();
     let query = req.uri().query().unwrap_or("");
-    let (akid, token) = if let Some(a) = headers.get(http::header::AUTHORIZATION) {
+    let auth_value = headers
+        .get(http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok());
+    let (akid, token) = if let Some(v2) = sigv4::sigv2(auth_value, req.uri().query()) {
+        if let Some(resp) = check_sigv2_time(&router.shared, headers, &v2) {
+            return resp;
+        }
+        let token = match &v2 {
+            sigv4::SigV2::Query { security_token, .. } => security_token.clone(),
+            sigv4::SigV2::Header { .. } => None,
+        }
+        .or_else(|| {
+            headers
+                .get("x-amz-security-token")
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_owned)
+        });
+        (v2.access_key_id().to_owned(), token)
+    } else if let Some(a) = headers.get(http::header::AUTHORIZATION) {
         let parsed = a.to_str().ok().map(sigv4::parse_authorization);
         match parsed {
             Some(Ok(a)) => (
@@ -103,9 +121,73 @@ pub(crate) async fn handle(router: &Router, req: Request<Incoming>) -> Response<
         }
     };
     if let Err(e) = router.shared.credential_for(&akid, token.as_deref()) {
-        return s3_auth_error(&e);
+        let key_known = router
+            .shared
+            .creds
+            .lock()
+            .expect("creds lock")
+            .contains_key(&akid);
+        return s3_auth_error(&e, key_known);
     }
-    call(&router.s3, req.map(s3s::Body::from)).await
+    if super::notify::is_configuration_request(&req) {
+        return super::notify::handle_configuration(router, req).await;
+    }
+    let created = super::notify::created_kind(req.method(), req.uri(), req.headers());
+    let resp = call(&router.s3, req.map(s3s::Body::from)).await;
+    if let Some((bucket, key, event)) = created
+        && resp.status().is_success()
+    {
+        let shared = &router.shared;
+        super::notify::object_created(shared, &router.s3, &akid, &bucket, &key, event, "127.0.0.1")
+            .await;
+    }
+    resp
+}
+
+/// Real S3's time rules for Signature Version 2, checked on the emulator's clock (so the
+/// `ClockSkew` fault applies); returns the refusal, if any. A presigned URL past its `Expires` is 403 `AccessDenied`
+/// "Request has expired"; a header-signed request needs a `Date` or `x-amz-date` within the
+/// allowed skew, else 403 `RequestTimeTooSkewed` (the signature itself is checked by s3s).
+fn check_sigv2_time(
+    shared: &Shared,
+    headers: &http::HeaderMap,
+    v2: &sigv4::SigV2,
+) -> Option<Response<RespBody>> {
+    let now_s = (shared.now_ms() / 1000) as i64;
+    match v2 {
+        sigv4::SigV2::Query { expires, .. } => match expires {
+            None => Some(xml_error(
+                400,
+                "AuthorizationQueryParametersError",
+                "Expires must be an integer number of seconds since the epoch",
+            )),
+            Some(e) if now_s > *e => Some(xml_error(403, "AccessDenied", "Request has expired")),
+            Some(_) => None,
+        },
+        sigv4::SigV2::Header { .. } => {
+            let date = headers
+                .get("x-amz-date")
+                .or_else(|| headers.get(http::header::DATE))
+                .and_then(|v| v.to_str().ok())
+                .and_then(|d| httpdate::parse_http_date(d).ok())
+                .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok());
+            let Some(date) = date else {
+                return Some(xml_error(
+                    403,
+                    "AccessDenied",
+                    "AWS authentication requires a valid Date or x-amz-date header",
+                ));
+            };
+            let skew = now_s.abs_diff(date.as_secs() as i64);
+            (skew > shared.cfg.max_clock_skew.as_secs()).then(|| {
+                xml_error(
+                    403,
+                    "RequestTimeTooSkewed",
+                    "The difference between the request time and the current time is too large.",
+                )
+            })
+        }
+    }
 }
 
 pub(crate) async fn call(s3: &S3Service, req: Request<s3s::Body>) -> Response<RespBody> {

@@ -120,6 +120,11 @@ pub enum ConnectionEnd {
     ClientGone,
     /// A scripted fault aborted it.
     FaultDrop,
+    /// A newer PutMedia on the stream superseded it (rotation) and it was still sending media
+    /// when the rotation overlap window ended: the acks owed for received fragments went out
+    /// (PERSISTED at once), the open fragment was dropped unacknowledged, and the response
+    /// ended.
+    RotationOverlapEnded,
     /// The emulator shut down.
     Shutdown,
 }
@@ -181,6 +186,32 @@ pub(crate) struct Stream {
     pub(crate) active_connection: Option<u64>,
     /// When recent PutMedia requests arrived (for the 5 requests/s limit).
     pub(crate) recent_puts: std::collections::VecDeque<tokio::time::Instant>,
+    /// The rotation overlap of the stream's one connection slot.
+    pub(crate) rotation: Rotation,
+}
+
+impl Stream {
+    /// Frees whichever slot connection `id` holds (active or overlapping).
+    pub(crate) fn release(&mut self, id: u64) {
+        if self.active_connection == Some(id) {
+            self.active_connection = None;
+            self.rotation.notify_active = None;
+        }
+        if self.rotation.overlapping == Some(id) {
+            self.rotation.overlapping = None;
+        }
+    }
+}
+
+/// Docs/protocol.md §3: one connection per stream, "a brief overlap during rotation is
+/// tolerated". A new PutMedia arriving while the active one is still sending takes the slot;
+/// the old one becomes `overlapping` and may keep sending until its window ends.
+#[derive(Default)]
+pub(crate) struct Rotation {
+    /// Tells the active connection it was superseded, and until when it may keep sending.
+    pub(crate) notify_active: Option<tokio::sync::watch::Sender<Option<tokio::time::Instant>>>,
+    /// A superseded connection still inside its overlap window.
+    pub(crate) overlapping: Option<u64>,
 }
 
 /// A credential the emulator accepts.
@@ -226,6 +257,8 @@ pub(crate) struct Config {
     pub(crate) error_drain_timeout: Duration,
     pub(crate) error_drain_limit: u64,
     pub(crate) media_retention: MediaRetention,
+    /// How long a superseded PutMedia may keep sending (zero: no overlap, refuse the new one).
+    pub(crate) rotation_overlap: Duration,
 }
 
 pub(crate) struct Shared {
@@ -239,6 +272,8 @@ pub(crate) struct Shared {
     pub(crate) fragment_notify: tokio::sync::Notify,
     /// Where streams and fragments are persisted (`None`: in memory only).
     pub(crate) kvs_dir: Option<PathBuf>,
+    /// SQS queues and S3 bucket notifications (persisted under `<data dir>/sqs`).
+    pub(crate) sqs: super::sqs::Sqs,
 }
 
 impl Shared {
@@ -252,6 +287,7 @@ impl Shared {
             next_id: std::sync::atomic::AtomicU64::new(1),
             fragment_counter: Mutex::new(0),
             fragment_notify: tokio::sync::Notify::new(),
+            sqs: super::sqs::Sqs::new(kvs_dir.clone()),
             kvs_dir,
         }
     }
@@ -348,6 +384,7 @@ impl Shared {
 
     /// Loads streams and persisted fragments written by an earlier run.
     pub(crate) fn load(&self) -> Result<(), Error> {
+        self.sqs.load()?;
         let Some(root) = &self.kvs_dir else {
             return Ok(());
         };
@@ -433,6 +470,7 @@ impl Shared {
                     connections: Vec::new(),
                     active_connection: None,
                     recent_puts: Default::default(),
+                    rotation: Default::default(),
                 },
             );
         }

@@ -1,11 +1,18 @@
-//! STS `AssumeRole` and `GetCallerIdentity` (awsQuery protocol: form body in, XML out).
-//! Issued credentials go into the same store every service authenticates against.
+//! STS `AssumeRole`, `AssumeRoleWithWebIdentity` and `GetCallerIdentity` (awsQuery protocol:
+//! form body in, XML out). Issued credentials go into the same store every service
+//! authenticates against.
+//!
+//! `AssumeRoleWithWebIdentity` is unsigned, as on AWS (the token is the proof): it is what the
+//! SDKs' web-identity providers call with `AWS_WEB_IDENTITY_TOKEN_FILE` and `AWS_ROLE_ARN`
+//! (EKS/IRSA). The token must be a JWT (`header.payload.signature`, base64url) whose payload has
+//! `sub` and, if present, an `exp` in the future; its signature is not checked, since the
+//! emulator has no OIDC provider to fetch keys from.
 
 use http::{HeaderValue, Request, Response, StatusCode};
 use hyper::body::Incoming;
 
 use super::s3::xml_escape;
-use super::state::{ACCOUNT_ID, Credential};
+use super::state::{ACCOUNT_ID, Credential, Shared};
 use super::{RespBody, Router, full, read_body_limited, request_id};
 use crate::api::ApiError;
 use crate::sigv4::{self, RequestParts, UriEncoding};
@@ -93,47 +100,19 @@ async fn handle_inner(
             ),
             &rid,
         )),
+        // Signed although it need not be: answered the same way.
+        Some("AssumeRoleWithWebIdentity") => assume_role_with_web_identity(shared, &get),
         Some("AssumeRole") => {
-            let role_arn = get("RoleArn").ok_or_else(|| validation("RoleArn is required"))?;
-            let session =
-                get("RoleSessionName").ok_or_else(|| validation("RoleSessionName is required"))?;
-            if role_arn.len() < 20 || role_arn.len() > 2048 || !role_arn.starts_with("arn:") {
-                return Err(validation("RoleArn must be an ARN of 20-2048 characters"));
-            }
-            if session.len() < 2
-                || session.len() > 64
-                || !session
-                    .chars()
-                    .all(|c| c.is_ascii_alphanumeric() || "=,.@-_".contains(c))
-            {
-                return Err(validation("RoleSessionName must match [\\w+=,.@-]{2,64}"));
-            }
-            let duration: u64 = match get("DurationSeconds") {
-                None => 3600,
-                Some(d) => d
-                    .parse()
-                    .ok()
-                    .filter(|d| (900..=43_200).contains(d))
-                    .ok_or_else(|| validation("DurationSeconds must be 900-43200"))?,
-            };
-            let role_name = role_arn.rsplit('/').next().unwrap_or("role");
-            let akid = format!("ASIA{}", shared.faults.random_string(16, UPPER_ALNUM));
-            let secret = shared.faults.random_string(40, SECRET_ALPHABET);
-            let token = format!("EMU{}", shared.faults.random_string(120, SECRET_ALPHABET));
-            let expires_ms = shared.now_ms() + duration * 1000;
-            let role_id = format!("AROA{}", shared.faults.random_string(16, UPPER_ALNUM));
-            let arn = format!("arn:aws:sts::{ACCOUNT_ID}:assumed-role/{role_name}/{session}");
-            let user_id = format!("{role_id}:{session}");
-            shared.creds.lock().expect("creds lock").insert(
-                akid.clone(),
-                Credential {
-                    secret: secret.clone(),
-                    session_token: Some(token.clone()),
-                    expires_ms: Some(expires_ms),
-                    arn: arn.clone(),
-                    user_id: user_id.clone(),
-                },
-            );
+            let (role_arn, session, duration) = role_params(&get)?;
+            let issued = issue(shared, role_arn, session, duration);
+            let Issued {
+                akid,
+                secret,
+                token,
+                expires_ms,
+                user_id,
+                arn,
+            } = issued;
             tracing::debug!(caller = %principal.access_key_id, %akid, "issued temporary credentials");
             Ok(xml_response(
                 200,
@@ -158,6 +137,194 @@ async fn handle_inner(
         )),
         None => Err(ApiError::new(400, "MissingAction", "Action is required")),
     }
+}
+
+/// RoleArn, RoleSessionName and DurationSeconds, validated as STS does.
+fn role_params<'a>(
+    get: &impl Fn(&str) -> Option<&'a str>,
+) -> Result<(&'a str, &'a str, u64), ApiError> {
+    let role_arn = get("RoleArn").ok_or_else(|| validation("RoleArn is required"))?;
+    let session =
+        get("RoleSessionName").ok_or_else(|| validation("RoleSessionName is required"))?;
+    if role_arn.len() < 20 || role_arn.len() > 2048 || !role_arn.starts_with("arn:") {
+        return Err(validation("RoleArn must be an ARN of 20-2048 characters"));
+    }
+    if session.len() < 2
+        || session.len() > 64
+        || !session
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "=,.@-_".contains(c))
+    {
+        return Err(validation("RoleSessionName must match [\\w+=,.@-]{2,64}"));
+    }
+    let duration: u64 = match get("DurationSeconds") {
+        None => 3600,
+        Some(d) => d
+            .parse()
+            .ok()
+            .filter(|d| (900..=43_200).contains(d))
+            .ok_or_else(|| validation("DurationSeconds must be 900-43200"))?,
+    };
+    Ok((role_arn, session, duration))
+}
+
+/// Temporary credentials issued for a role session.
+struct Issued {
+    akid: String,
+    secret: String,
+    token: String,
+    expires_ms: u64,
+    user_id: String,
+    arn: String,
+}
+
+/// Issues temporary credentials for `role_arn` and puts them in the credential store.
+fn issue(shared: &Shared, role_arn: &str, session: &str, duration_secs: u64) -> Issued {
+    let role_name = role_arn.rsplit('/').next().unwrap_or("role");
+    let akid = format!("ASIA{}", shared.faults.random_string(16, UPPER_ALNUM));
+    let secret = shared.faults.random_string(40, SECRET_ALPHABET);
+    let token = format!("EMU{}", shared.faults.random_string(120, SECRET_ALPHABET));
+    let expires_ms = shared.now_ms() + duration_secs * 1000;
+    let role_id = format!("AROA{}", shared.faults.random_string(16, UPPER_ALNUM));
+    let arn = format!("arn:aws:sts::{ACCOUNT_ID}:assumed-role/{role_name}/{session}");
+    let user_id = format!("{role_id}:{session}");
+    shared.creds.lock().expect("creds lock").insert(
+        akid.clone(),
+        Credential {
+            secret: secret.clone(),
+            session_token: Some(token.clone()),
+            expires_ms: Some(expires_ms),
+            arn: arn.clone(),
+            user_id: user_id.clone(),
+        },
+    );
+    Issued {
+        akid,
+        secret,
+        token,
+        expires_ms,
+        user_id,
+        arn,
+    }
+}
+
+/// What the emulator reads from a web identity token.
+#[derive(Debug)]
+struct WebIdentity {
+    subject: String,
+    audience: String,
+    provider: String,
+}
+
+/// Checks a web identity token's shape and claims (see the module docs). Errors are STS's:
+/// 400 `InvalidIdentityToken`, or 400 `ExpiredTokenException` for a past `exp`.
+fn parse_web_identity_token(token: &str, now_ms: u64) -> Result<WebIdentity, ApiError> {
+    use base64::Engine as _;
+    let invalid = |why: &str| {
+        ApiError::new(
+            400,
+            "InvalidIdentityToken",
+            format!("Couldn't parse the web identity token: {why}"),
+        )
+    };
+    if token.len() < 4 || token.len() > 20_000 {
+        return Err(invalid("it must be 4-20000 characters"));
+    }
+    let parts: Vec<&str> = token.trim().split('.').collect();
+    let [header, payload, _signature] = parts[..] else {
+        return Err(invalid("a JWT has three dot-separated parts"));
+    };
+    let decode = |part: &str| {
+        base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .decode(part.trim_end_matches('='))
+            .ok()
+            .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok())
+            .filter(serde_json::Value::is_object)
+    };
+    decode(header).ok_or_else(|| invalid("the header is not base64url JSON"))?;
+    let claims = decode(payload).ok_or_else(|| invalid("the payload is not base64url JSON"))?;
+    let text = |k: &str| match &claims[k] {
+        serde_json::Value::String(s) => Some(s.clone()),
+        serde_json::Value::Array(a) => a.first().and_then(|v| v.as_str()).map(str::to_owned),
+        _ => None,
+    };
+    let subject = text("sub").ok_or_else(|| invalid("the payload has no \"sub\" claim"))?;
+    if let Some(exp) = claims["exp"].as_u64()
+        && exp.saturating_mul(1000) <= now_ms
+    {
+        return Err(ApiError::new(
+            400,
+            "ExpiredTokenException",
+            "Token expired: current date/time is after the token's exp claim",
+        ));
+    }
+    Ok(WebIdentity {
+        subject,
+        audience: text("aud").unwrap_or_default(),
+        provider: text("iss").unwrap_or_default(),
+    })
+}
+
+/// An unsigned request that may be STS: `AssumeRoleWithWebIdentity` needs no signature.
+/// Anything else unsigned is refused as `MissingAuthenticationToken`.
+pub(crate) async fn handle_unsigned(router: &Router, req: Request<Incoming>) -> Response<RespBody> {
+    match unsigned_inner(router, req).await {
+        Ok(r) => r,
+        Err(e) => sts_error(&e),
+    }
+}
+
+async fn unsigned_inner(
+    router: &Router,
+    req: Request<Incoming>,
+) -> Result<Response<RespBody>, ApiError> {
+    let shared = &router.shared;
+    let (parts, body) = req.into_parts();
+    let body = read_body_limited(&parts.headers, body, 64 * 1024, shared.cfg.idle_timeout).await?;
+    let mut form: Vec<(String, String)> = url::form_urlencoded::parse(&body).into_owned().collect();
+    form.extend(
+        url::form_urlencoded::parse(parts.uri.query().unwrap_or("").as_bytes()).into_owned(),
+    );
+    let get = |k: &str| form.iter().find(|(n, _)| n == k).map(|(_, v)| v.as_str());
+    if get("Action") != Some("AssumeRoleWithWebIdentity") {
+        return Err(crate::server::auth::sigv4_error(sigv4::SigV4Error::Missing));
+    }
+    assume_role_with_web_identity(shared, &get)
+}
+
+fn assume_role_with_web_identity<'a>(
+    shared: &Shared,
+    get: &impl Fn(&str) -> Option<&'a str>,
+) -> Result<Response<RespBody>, ApiError> {
+    let (role_arn, session, duration) = role_params(get)?;
+    let token =
+        get("WebIdentityToken").ok_or_else(|| validation("WebIdentityToken is required"))?;
+    let identity = parse_web_identity_token(token, shared.now_ms())?;
+    let Issued {
+        akid,
+        secret,
+        token,
+        expires_ms,
+        user_id,
+        arn,
+    } = issue(shared, role_arn, session, duration);
+    tracing::debug!(subject = %identity.subject, %akid, "issued web identity credentials");
+    let rid = request_id();
+    Ok(xml_response(
+        200,
+        format!(
+            "<AssumeRoleWithWebIdentityResponse xmlns=\"{NS}\"><AssumeRoleWithWebIdentityResult><SubjectFromWebIdentityToken>{}</SubjectFromWebIdentityToken><Audience>{}</Audience><AssumedRoleUser><Arn>{}</Arn><AssumedRoleId>{}</AssumedRoleId></AssumedRoleUser><Credentials><SessionToken>{}</SessionToken><SecretAccessKey>{}</SecretAccessKey><Expiration>{}</Expiration><AccessKeyId>{akid}</AccessKeyId></Credentials><Provider>{}</Provider></AssumeRoleWithWebIdentityResult><ResponseMetadata><RequestId>{rid}</RequestId></ResponseMetadata></AssumeRoleWithWebIdentityResponse>",
+            xml_escape(&identity.subject),
+            xml_escape(&identity.audience),
+            xml_escape(&arn),
+            xml_escape(&user_id),
+            xml_escape(&token),
+            xml_escape(&secret),
+            iso8601(expires_ms),
+            xml_escape(&identity.provider),
+        ),
+        &rid,
+    ))
 }
 
 fn validation(msg: &str) -> ApiError {

@@ -96,6 +96,8 @@ pub struct PutMediaOptions {
     pub timecode_type: &'static str,
     pub producer_start: Option<String>,
     pub declare_sha256_header: bool,
+    /// Sent unsigned after the signed ones (e.g. `expect: 100-continue`).
+    pub extra_headers: Vec<(String, String)>,
 }
 
 impl PutMediaOptions {
@@ -108,6 +110,7 @@ impl PutMediaOptions {
             timecode_type: "RELATIVE",
             producer_start: Some(producer_start_secs(60)),
             declare_sha256_header: false,
+            extra_headers: Vec::new(),
         }
     }
 }
@@ -122,6 +125,49 @@ pub fn producer_start_secs(ago: u64) -> String {
     format!("{}.{:03}", ms / 1000, ms % 1000)
 }
 
+/// The head of a signed PutMedia request (chunked, no body yet).
+pub fn put_media_head(emu: &Emulator, o: &PutMediaOptions) -> String {
+    let host = emu.addr().to_string();
+    let url = format!("http://{host}/putMedia");
+    let mut headers: Vec<(String, String)> = vec![("host".into(), host.clone())];
+    headers.extend(o.stream_header.iter().cloned());
+    headers.push((
+        "x-amzn-fragment-timecode-type".into(),
+        o.timecode_type.into(),
+    ));
+    if let Some(p) = &o.producer_start {
+        headers.push(("x-amzn-producer-start-timestamp".into(), p.clone()));
+    }
+    headers.push(("x-amzn-fragment-acknowledgment-required".into(), "1".into()));
+    if o.declare_sha256_header {
+        let v = match o.payload {
+            Payload::EmptyHash => kvs_emulator::sigv4::EMPTY_PAYLOAD_SHA256,
+            Payload::Unsigned => "UNSIGNED-PAYLOAD",
+            Payload::Streaming => "STREAMING-AWS4-HMAC-SHA256-PAYLOAD",
+        };
+        headers.push(("x-amz-content-sha256".into(), v.into()));
+    }
+    let signed = sign_headers(
+        &o.creds,
+        "us-east-1",
+        "POST",
+        &url,
+        &headers,
+        o.payload,
+        o.time,
+    );
+    headers.extend(signed);
+    // Reference §1.5: hop-by-hop headers are never signed.
+    headers.push(("transfer-encoding".into(), "chunked".into()));
+    headers.extend(o.extra_headers.iter().cloned());
+    let mut req = "POST /putMedia HTTP/1.1\r\n".to_string();
+    for (k, v) in &headers {
+        req.push_str(&format!("{k}: {v}\r\n"));
+    }
+    req.push_str("\r\n");
+    req
+}
+
 /// A raw PutMedia connection: the response head is read before any body byte is written.
 pub struct PutMedia {
     pub status: u16,
@@ -132,44 +178,7 @@ pub struct PutMedia {
 
 impl PutMedia {
     pub async fn open(emu: &Emulator, o: PutMediaOptions) -> PutMedia {
-        let host = emu.addr().to_string();
-        let url = format!("http://{host}/putMedia");
-        let mut headers: Vec<(String, String)> = vec![("host".into(), host.clone())];
-        headers.extend(o.stream_header.iter().cloned());
-        headers.push((
-            "x-amzn-fragment-timecode-type".into(),
-            o.timecode_type.into(),
-        ));
-        if let Some(p) = &o.producer_start {
-            headers.push(("x-amzn-producer-start-timestamp".into(), p.clone()));
-        }
-        headers.push(("x-amzn-fragment-acknowledgment-required".into(), "1".into()));
-        if o.declare_sha256_header {
-            let v = match o.payload {
-                Payload::EmptyHash => kvs_emulator::sigv4::EMPTY_PAYLOAD_SHA256,
-                Payload::Unsigned => "UNSIGNED-PAYLOAD",
-                Payload::Streaming => "STREAMING-AWS4-HMAC-SHA256-PAYLOAD",
-            };
-            headers.push(("x-amz-content-sha256".into(), v.into()));
-        }
-        let signed = sign_headers(
-            &o.creds,
-            "us-east-1",
-            "POST",
-            &url,
-            &headers,
-            o.payload,
-            o.time,
-        );
-        headers.extend(signed);
-        // Reference §1.5: hop-by-hop headers are never signed.
-        headers.push(("transfer-encoding".into(), "chunked".into()));
-        let mut req = "POST /putMedia HTTP/1.1\r\n".to_string();
-        for (k, v) in &headers {
-            req.push_str(&format!("{k}: {v}\r\n"));
-        }
-        req.push_str("\r\n");
-        Self::open_raw(emu, req.as_bytes()).await
+        Self::open_raw(emu, put_media_head(emu, &o).as_bytes()).await
     }
 
     pub async fn open_raw(emu: &Emulator, head: &[u8]) -> PutMedia {

@@ -10,6 +10,7 @@ use super::credentials::{Clock, SharedClock, SystemClock};
 use super::error::{Error, Result};
 use super::policy::{OverflowPolicy, RetryPolicy, Rotation};
 use super::sign::PayloadHash;
+use super::transport::{ProxySettings, Trust};
 use crate::mkv::{RefragmentConfig, TimecodeMode};
 
 /// Default bound on the bytes a session holds (see [`PutMediaClientBuilder::with_buffer_bound`]).
@@ -40,6 +41,60 @@ impl StreamId {
         match self {
             Self::Name(s) | Self::Arn(s) => s,
         }
+    }
+}
+
+impl StreamId {
+    /// Checks the name against KVS's rule, or that the ARN looks like one.
+    pub(crate) fn validate(&self) -> Result<()> {
+        match self {
+            Self::Name(name) => {
+                let ok = (1..=256).contains(&name.len())
+                    && name
+                        .bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-'));
+                if !ok {
+                    return Err(Error::config(format!(
+                        "stream name {name:?} does not match [a-zA-Z0-9_.-]{{1,256}}"
+                    )));
+                }
+            }
+            Self::Arn(arn) => {
+                if !arn.starts_with("arn:") || arn.len() > 1024 || arn.contains(char::is_whitespace)
+                {
+                    return Err(Error::config(format!("{arn:?} is not a stream ARN")));
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// `arn:...` is an ARN, anything else a name (a stream name cannot contain `:`).
+impl From<&str> for StreamId {
+    fn from(s: &str) -> Self {
+        if s.starts_with("arn:") {
+            Self::Arn(s.to_owned())
+        } else {
+            Self::Name(s.to_owned())
+        }
+    }
+}
+
+/// `arn:...` is an ARN, anything else a name (a stream name cannot contain `:`).
+impl From<String> for StreamId {
+    fn from(s: String) -> Self {
+        if s.starts_with("arn:") {
+            Self::Arn(s)
+        } else {
+            Self::Name(s)
+        }
+    }
+}
+
+impl From<&String> for StreamId {
+    fn from(s: &String) -> Self {
+        Self::from(s.as_str())
     }
 }
 
@@ -132,6 +187,130 @@ impl Timeouts {
     }
 }
 
+/// What one session chooses for itself, given to
+/// [`PutMediaClient::start_session`](super::PutMediaClient::start_session): the stream, and
+/// per-session overrides of the client builder's defaults. Everything else (credentials, HTTP
+/// connections, endpoint cache, timeouts, retry and rotation policy) is the client's and shared
+/// by its sessions.
+///
+/// ```
+/// use std::time::Duration;
+/// use kvs_putmedia::{CompletionAck, OverflowPolicy, SessionOptions};
+/// use kvs_putmedia::mkv::TimecodeMode;
+///
+/// let opts = SessionOptions::new("front-door")
+///     .with_timecode_mode(TimecodeMode::Absolute { origin_epoch_ms: 1_700_000_000_000 })
+///     .with_completion_ack(CompletionAck::Persisted)
+///     .with_buffer_bound(8 << 20)
+///     .with_buffer_duration(Duration::from_secs(30))
+///     .with_overflow_policy(OverflowPolicy::DropOldest);
+/// assert_eq!(opts.stream().as_str(), "front-door");
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[must_use]
+pub struct SessionOptions {
+    stream: StreamId,
+    timecode_mode: Option<TimecodeMode>,
+    completion: Option<CompletionAck>,
+    buffer_bound: Option<usize>,
+    buffer_duration: Option<Duration>,
+    overflow: Option<OverflowPolicy>,
+}
+
+impl SessionOptions {
+    /// Options for a session on `stream` (a name, or an ARN when it starts with `arn:`), with
+    /// every other choice taken from the client builder.
+    pub fn new(stream: impl Into<StreamId>) -> Self {
+        Self {
+            stream: stream.into(),
+            timecode_mode: None,
+            completion: None,
+            buffer_bound: None,
+            buffer_duration: None,
+            overflow: None,
+        }
+    }
+
+    /// The stream.
+    pub fn stream(&self) -> &StreamId {
+        &self.stream
+    }
+
+    /// How cluster timecodes relate to wall-clock time (default: the builder's
+    /// [`with_timecode_mode`](PutMediaClientBuilder::with_timecode_mode)).
+    pub fn with_timecode_mode(mut self, mode: TimecodeMode) -> Self {
+        self.timecode_mode = Some(mode);
+        self
+    }
+
+    /// Which ack completes a fragment (default: the builder's
+    /// [`with_completion_ack`](PutMediaClientBuilder::with_completion_ack)).
+    pub fn with_completion_ack(mut self, ack: CompletionAck) -> Self {
+        self.completion = Some(ack);
+        self
+    }
+
+    /// Cap on the bytes kept for replay (default: the builder's
+    /// [`with_buffer_bound`](PutMediaClientBuilder::with_buffer_bound); minimum
+    /// [`MIN_BUFFER_BOUND`]).
+    pub fn with_buffer_bound(mut self, bytes: usize) -> Self {
+        self.buffer_bound = Some(bytes);
+        self
+    }
+
+    /// Cap on the media duration kept for replay (default: the builder's
+    /// [`with_buffer_duration`](PutMediaClientBuilder::with_buffer_duration)).
+    pub fn with_buffer_duration(mut self, d: Duration) -> Self {
+        self.buffer_duration = Some(d);
+        self
+    }
+
+    /// What happens at a replay-buffer cap (default: the builder's
+    /// [`with_overflow_policy`](PutMediaClientBuilder::with_overflow_policy)).
+    pub fn with_overflow_policy(mut self, policy: OverflowPolicy) -> Self {
+        self.overflow = Some(policy);
+        self
+    }
+
+    /// The options with the builder's defaults filled in, validated.
+    pub(crate) fn resolve(self, b: &PutMediaClientBuilder) -> Result<SessionConfig> {
+        self.stream.validate()?;
+        let c = SessionConfig {
+            stream: self.stream,
+            timecode_mode: self.timecode_mode.unwrap_or(b.timecode_mode),
+            completion: self.completion.unwrap_or(b.completion),
+            buffer_bound: self.buffer_bound.unwrap_or(b.buffer_bound),
+            buffer_duration: self.buffer_duration.unwrap_or(b.buffer_duration),
+            overflow: self.overflow.unwrap_or(b.overflow),
+        };
+        check_buffer(c.buffer_bound, c.buffer_duration)?;
+        Ok(c)
+    }
+}
+
+/// One session's resolved choices.
+#[derive(Debug, Clone)]
+pub(crate) struct SessionConfig {
+    pub(crate) stream: StreamId,
+    pub(crate) timecode_mode: TimecodeMode,
+    pub(crate) completion: CompletionAck,
+    pub(crate) buffer_bound: usize,
+    pub(crate) buffer_duration: Duration,
+    pub(crate) overflow: OverflowPolicy,
+}
+
+fn check_buffer(bound: usize, duration: Duration) -> Result<()> {
+    if bound < MIN_BUFFER_BOUND {
+        return Err(Error::config(format!(
+            "buffer bound {bound} is below the minimum {MIN_BUFFER_BOUND}"
+        )));
+    }
+    if duration.is_zero() {
+        return Err(Error::config("the buffer duration is zero"));
+    }
+    Ok(())
+}
+
 /// Builder of a [`PutMediaClient`](super::PutMediaClient): consuming `with_*` setters,
 /// validation in [`build`](Self::build).
 #[derive(Debug, Clone)]
@@ -163,6 +342,8 @@ pub struct PutMediaClientBuilder {
     pub(crate) overflow: OverflowPolicy,
     pub(crate) pause_flush: Option<Duration>,
     pub(crate) jitter_seed: Option<u64>,
+    pub(crate) trust: Trust,
+    pub(crate) proxy: ProxySettings,
 }
 
 impl Default for PutMediaClientBuilder {
@@ -202,19 +383,80 @@ impl PutMediaClientBuilder {
             overflow: OverflowPolicy::default(),
             pause_flush: Some(DEFAULT_PAUSE_FLUSH),
             jitter_seed: None,
+            trust: Trust::default(),
+            proxy: ProxySettings::none(),
         }
     }
 
     /// A builder configured by the AWS SDK default chain (`aws-config`): region and credentials
     /// from the environment, profile, web identity, ECS container credentials or IMDS; endpoint
     /// overrides from `AWS_ENDPOINT_URL` and `AWS_ENDPOINT_URL_KINESIS_VIDEO` (and
-    /// `AWS_ENDPOINT_URL_STS` for an assumed role), as in every AWS SDK. The stream still has
-    /// to be set.
+    /// `AWS_ENDPOINT_URL_STS` for an assumed role), as in every AWS SDK. Set a stream for
+    /// [`PutMediaClient::start`](super::PutMediaClient::start), or name one per session with
+    /// [`PutMediaClient::start_session`](super::PutMediaClient::start_session).
+    ///
+    /// The transport follows the same environment as the SDK calls: `AWS_CA_BUNDLE` (a PEM file
+    /// of extra trusted certificates) beside the platform root store (which honours
+    /// `SSL_CERT_FILE` and `SSL_CERT_DIR`), and `HTTPS_PROXY`, `HTTP_PROXY`, `ALL_PROXY` and
+    /// `NO_PROXY` (lower case too). An `http://` endpoint set through the standard AWS settings
+    /// (`AWS_ENDPOINT_URL`, `AWS_ENDPOINT_URL_KINESIS_VIDEO`, `AWS_ENDPOINT_URL_STS` or a
+    /// profile's `endpoint_url`) is taken as the explicit opt-in to plain HTTP
+    /// ([`with_allow_http`](Self::with_allow_http)): whoever set it chose it.
     pub async fn from_env() -> Self {
         let config = aws_config::defaults(aws_config::BehaviorVersion::latest())
             .load()
             .await;
-        Self::new().with_sdk_config(config)
+        Self::from_env_with(config)
+    }
+
+    /// [`from_env`](Self::from_env) with an SDK configuration the caller already loaded from
+    /// the environment (`aws_config::load_defaults`, perhaps shared with other SDK clients):
+    /// the same rules for plain HTTP, CA bundle and proxy.
+    pub fn from_env_with(config: SdkConfig) -> Self {
+        let mut b = Self::new();
+        if sdk_endpoints(&config)
+            .iter()
+            .any(|u| u.trim_start().to_ascii_lowercase().starts_with("http://"))
+        {
+            b.allow_http = true;
+        }
+        if let Some(path) = first_env(&["AWS_CA_BUNDLE"]) {
+            b.trust.bundles.push(path.into());
+        }
+        let all = first_env(&["ALL_PROXY", "all_proxy"]);
+        b.proxy = ProxySettings {
+            https: first_env(&["HTTPS_PROXY", "https_proxy"]).or_else(|| all.clone()),
+            http: first_env(&["HTTP_PROXY", "http_proxy"]).or(all),
+            no_proxy: first_env(&["NO_PROXY", "no_proxy"]),
+        };
+        b.with_sdk_config(config)
+    }
+
+    /// Trust the platform's root certificate store (default true), as the SDK's HTTPS client
+    /// does. Off, only the CA bundles are trusted.
+    pub fn with_native_roots(mut self, enabled: bool) -> Self {
+        self.trust.native_roots = enabled;
+        self
+    }
+
+    /// Also trust the certificates in this PEM file (what `AWS_CA_BUNDLE` names), for PutMedia
+    /// and the SDK calls alike. Read and checked by [`build`](Self::build).
+    pub fn with_ca_bundle(mut self, path: impl Into<std::path::PathBuf>) -> Self {
+        self.trust.bundles.push(path.into());
+        self
+    }
+
+    /// Also trust these PEM certificates, for PutMedia and the SDK calls alike.
+    pub fn with_ca_bundle_pem(mut self, pem: impl Into<Vec<u8>>) -> Self {
+        self.trust.pem.push(pem.into());
+        self
+    }
+
+    /// The HTTP proxy for PutMedia and the SDK calls (default none; [`from_env`](Self::from_env)
+    /// reads `HTTPS_PROXY` and friends).
+    pub fn with_proxy(mut self, proxy: ProxySettings) -> Self {
+        self.proxy = proxy;
+        self
     }
 
     /// Use an already loaded SDK configuration (region, credentials, endpoint overrides).
@@ -224,13 +466,16 @@ impl PutMediaClientBuilder {
         self
     }
 
-    /// Put media on the stream with this name (exclusive with [`with_stream_arn`](Self::with_stream_arn)).
+    /// The stream [`PutMediaClient::start`](super::PutMediaClient::start) puts media on
+    /// (exclusive with [`with_stream_arn`](Self::with_stream_arn)). Optional: sessions started
+    /// with [`PutMediaClient::start_session`](super::PutMediaClient::start_session) name their own.
     pub fn with_stream_name(mut self, name: impl Into<String>) -> Self {
         self.stream_name = Some(name.into());
         self
     }
 
-    /// Put media on the stream with this ARN (exclusive with [`with_stream_name`](Self::with_stream_name)).
+    /// The stream, by ARN, that [`PutMediaClient::start`](super::PutMediaClient::start) puts
+    /// media on (exclusive with [`with_stream_name`](Self::with_stream_name)).
     pub fn with_stream_arn(mut self, arn: impl Into<String>) -> Self {
         self.stream_arn = Some(arn.into());
         self
@@ -300,6 +545,13 @@ impl PutMediaClientBuilder {
     pub fn with_timeouts(mut self, timeouts: Timeouts) -> Self {
         self.timeouts = timeouts;
         self
+    }
+
+    /// Whether plain `http://` endpoints are allowed (set by
+    /// [`with_allow_http`](Self::with_allow_http), or by [`from_env`](Self::from_env) when the
+    /// environment named an `http://` endpoint).
+    pub fn allows_http(&self) -> bool {
+        self.allow_http
     }
 
     /// Allow plain `http://` endpoints (the emulator, tests). Off by default: an `http://`
@@ -384,28 +636,10 @@ impl PutMediaClientBuilder {
     }
 
     pub(crate) fn validate(&self) -> Result<()> {
-        match (&self.stream_name, &self.stream_arn) {
-            (Some(_), Some(_)) => {
-                return Err(Error::config("set a stream name or a stream ARN, not both"));
-            }
-            (None, None) => return Err(Error::config("no stream name or ARN")),
-            (Some(name), None) => {
-                let ok = (1..=256).contains(&name.len())
-                    && name
-                        .bytes()
-                        .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-'));
-                if !ok {
-                    return Err(Error::config(format!(
-                        "stream name {name:?} does not match [a-zA-Z0-9_.-]{{1,256}}"
-                    )));
-                }
-            }
-            (None, Some(arn)) => {
-                if !arn.starts_with("arn:") || arn.len() > 1024 || arn.contains(char::is_whitespace)
-                {
-                    return Err(Error::config(format!("{arn:?} is not a stream ARN")));
-                }
-            }
+        // The stream is optional: a client that only starts sessions with
+        // [`PutMediaClient::start_session`](super::PutMediaClient::start_session) has none.
+        if let Some(stream) = self.default_stream()? {
+            stream.validate()?;
         }
         if let Some(role) = &self.assume_role
             && !role.starts_with("arn:")
@@ -418,15 +652,8 @@ impl PutMediaClientBuilder {
         {
             self.check_url(url)?;
         }
-        if self.buffer_bound < MIN_BUFFER_BOUND {
-            return Err(Error::config(format!(
-                "buffer bound {} is below the minimum {MIN_BUFFER_BOUND}",
-                self.buffer_bound
-            )));
-        }
-        if self.buffer_duration.is_zero() {
-            return Err(Error::config("the buffer duration is zero"));
-        }
+        check_buffer(self.buffer_bound, self.buffer_duration)?;
+        self.proxy.validate()?;
         if self.pause_flush.is_some_and(|d| d.is_zero()) {
             return Err(Error::config("the pause flush delay is zero"));
         }
@@ -465,6 +692,17 @@ impl PutMediaClientBuilder {
         Ok(())
     }
 
+    /// The stream set with [`with_stream_name`](Self::with_stream_name) or
+    /// [`with_stream_arn`](Self::with_stream_arn), if any.
+    pub(crate) fn default_stream(&self) -> Result<Option<StreamId>> {
+        match (&self.stream_name, &self.stream_arn) {
+            (Some(_), Some(_)) => Err(Error::config("set a stream name or a stream ARN, not both")),
+            (Some(n), None) => Ok(Some(StreamId::Name(n.clone()))),
+            (None, Some(a)) => Ok(Some(StreamId::Arn(a.clone()))),
+            (None, None) => Ok(None),
+        }
+    }
+
     pub(crate) fn check_url(&self, url: &str) -> Result<http::Uri> {
         let uri: http::Uri = url
             .parse()
@@ -484,6 +722,35 @@ impl PutMediaClientBuilder {
         }
         Ok(uri)
     }
+}
+
+/// The first of these environment variables that is set and not empty.
+fn first_env(names: &[&str]) -> Option<String> {
+    names
+        .iter()
+        .find_map(|n| std::env::var(n).ok().filter(|v| !v.trim().is_empty()))
+}
+
+/// The control-plane endpoints an SDK configuration sets: the global one (`AWS_ENDPOINT_URL`,
+/// a profile's `endpoint_url`) and the Kinesis Video and STS ones, resolved as the generated
+/// SDK clients resolve them.
+pub(crate) fn sdk_endpoints(sdk: &SdkConfig) -> Vec<String> {
+    let mut out: Vec<String> = sdk.endpoint_url().map(str::to_owned).into_iter().collect();
+    if let Some(conf) = sdk.service_config() {
+        for service in ["Kinesis Video", "STS"] {
+            let key = aws_types::service_config::ServiceConfigKey::builder()
+                .service_id(service)
+                .env("AWS_ENDPOINT_URL")
+                .profile("endpoint_url")
+                .build();
+            if let Ok(key) = key
+                && let Some(url) = conf.load_config(key)
+            {
+                out.push(url);
+            }
+        }
+    }
+    out
 }
 
 #[cfg(test)]
@@ -512,8 +779,6 @@ mod tests {
         assert!(matches!(bad.validate(), Err(Error::Config { .. })));
         let long = ok().with_stream_name("a".repeat(257));
         assert!(long.validate().is_err());
-        let none = PutMediaClientBuilder::new();
-        assert!(none.validate().is_err());
     }
 
     #[test]
@@ -546,6 +811,71 @@ mod tests {
         );
         let r = r.with_jitter(Duration::from_millis(1999));
         ok().with_rotation(r).validate().unwrap();
+    }
+
+    #[derive(Debug)]
+    struct ServiceEndpoint(&'static str, &'static str);
+    impl aws_types::service_config::LoadServiceConfig for ServiceEndpoint {
+        fn load_config(
+            &self,
+            key: aws_types::service_config::ServiceConfigKey<'_>,
+        ) -> Option<String> {
+            (key.service_id() == self.0 && key.profile() == "endpoint_url")
+                .then(|| self.1.to_owned())
+        }
+    }
+
+    #[test]
+    fn an_http_endpoint_from_the_aws_environment_is_the_opt_in() {
+        let sdk = |b: aws_types::sdk_config::Builder| b.build();
+        let global = sdk(SdkConfig::builder().endpoint_url("http://127.0.0.1:4566"));
+        assert!(PutMediaClientBuilder::from_env_with(global).allows_http());
+        // AWS_ENDPOINT_URL_KINESIS_VIDEO (or a profile's kinesis_video endpoint_url).
+        let kvs = sdk(SdkConfig::builder()
+            .service_config(ServiceEndpoint("Kinesis Video", "http://127.0.0.1:4566")));
+        assert!(PutMediaClientBuilder::from_env_with(kvs).allows_http());
+        let sts = sdk(SdkConfig::builder().service_config(ServiceEndpoint("STS", "http://x:1")));
+        assert!(PutMediaClientBuilder::from_env_with(sts).allows_http());
+        // An endpoint of another service, or https, is no opt-in.
+        let s3 = sdk(SdkConfig::builder().service_config(ServiceEndpoint("S3", "http://x:1")));
+        assert!(!PutMediaClientBuilder::from_env_with(s3).allows_http());
+        let tls = sdk(SdkConfig::builder().endpoint_url("https://example.com"));
+        assert!(!PutMediaClientBuilder::from_env_with(tls).allows_http());
+        // Given to `with_sdk_config` directly, http still needs `with_allow_http`.
+        let kvs = sdk(SdkConfig::builder()
+            .service_config(ServiceEndpoint("Kinesis Video", "http://127.0.0.1:4566")));
+        assert!(
+            !PutMediaClientBuilder::new()
+                .with_sdk_config(kvs)
+                .allows_http()
+        );
+    }
+
+    #[test]
+    fn session_options_fall_back_to_the_builder() {
+        let b = ok()
+            .with_buffer_bound(1 << 20)
+            .with_completion_ack(CompletionAck::Received);
+        let c = SessionOptions::new("cam").resolve(&b).unwrap();
+        assert_eq!(c.stream, StreamId::Name("cam".into()));
+        assert_eq!(c.buffer_bound, 1 << 20);
+        assert_eq!(c.completion, CompletionAck::Received);
+        assert_eq!(c.timecode_mode, TimecodeMode::Relative);
+        let c = SessionOptions::new("cam")
+            .with_buffer_bound(2 << 20)
+            .with_overflow_policy(OverflowPolicy::DropOldest)
+            .resolve(&b)
+            .unwrap();
+        assert_eq!(c.buffer_bound, 2 << 20);
+        assert_eq!(c.overflow, OverflowPolicy::DropOldest);
+        assert!(
+            SessionOptions::new("cam")
+                .with_buffer_duration(Duration::ZERO)
+                .resolve(&b)
+                .is_err()
+        );
+        // No stream on the builder is fine; a bad one is not.
+        PutMediaClientBuilder::new().validate().unwrap();
     }
 
     #[test]

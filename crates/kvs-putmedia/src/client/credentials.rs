@@ -1,5 +1,5 @@
-//! Credentials: a refreshing cache in front of any provider, an STS AssumeRole provider, and
-//! the injectable wall clock used for signing and expiry.
+//! Credentials: a refreshing cache in front of any provider, aws-config's STS AssumeRole
+//! provider behind it, and the injectable wall clock used for signing and expiry.
 
 use std::fmt;
 use std::sync::Arc;
@@ -29,10 +29,15 @@ impl Clock for SystemClock {
 /// A shared [`Clock`].
 pub type SharedClock = Arc<dyn Clock>;
 
-/// Caches credentials and refreshes them `refresh_before` their expiry.
+/// Caches credentials and refreshes them `refresh_before` their expiry: the one credentials
+/// cache of a [`PutMediaClient`](super::PutMediaClient), shared by its sessions and its SDK
+/// clients (which get `IdentityCache::no_cache()`, so nothing is cached twice).
 ///
-/// aws-config 1.x credential providers do not cache by themselves: without this every session
-/// start would call STS or IMDS.
+/// aws-config 1.x credential providers do not cache by themselves; the SDK's `IdentityCache`
+/// (`IdentityCache::lazy()`) does, but it can only be called from inside an SDK operation
+/// (`ResolveCachedIdentity` takes the operation's `RuntimeComponents`), and PutMedia is not
+/// one. This cache adds what PutMedia needs on top: a minimum remaining lifetime at session
+/// start and invalidation after the service refused the credentials.
 #[derive(Clone)]
 pub(crate) struct CachingProvider {
     inner: Arc<CacheInner>,
@@ -127,57 +132,126 @@ impl ProvideCredentials for CachingProvider {
     }
 }
 
-/// Assumes a role through STS `AssumeRole` each time it is asked (put a [`CachingProvider`] in
-/// front). The Node sample assumes `ECS_ROLE` before every stream; this does it once per
-/// credential lifetime instead.
-#[derive(Debug, Clone)]
-pub(crate) struct AssumeRoleProvider {
-    pub(crate) client: aws_sdk_sts::Client,
-    pub(crate) role_arn: String,
-    pub(crate) session_name: String,
-    pub(crate) duration: Duration,
+/// aws-config's [`AssumeRoleProvider`](aws_config::sts::AssumeRoleProvider), built on first
+/// use (its builder is async). Like every aws-config provider it does not cache: the
+/// [`CachingProvider`] in front makes one `AssumeRole` per credential lifetime for all the
+/// sessions of a client, where the Node sample assumed the role before every stream.
+#[derive(Debug)]
+pub(crate) struct LazyAssumeRole {
+    role_arn: String,
+    session_name: String,
+    duration: Duration,
+    sts: aws_types::SdkConfig,
+    provider: tokio::sync::OnceCell<aws_config::sts::AssumeRoleProvider>,
 }
 
-impl AssumeRoleProvider {
+impl LazyAssumeRole {
+    /// `sts` carries the region, endpoint, HTTP client and the base credentials.
+    pub(crate) fn new(
+        role_arn: String,
+        session_name: String,
+        duration: Duration,
+        sts: aws_types::SdkConfig,
+    ) -> Self {
+        Self {
+            role_arn,
+            session_name,
+            duration,
+            sts,
+            provider: tokio::sync::OnceCell::new(),
+        }
+    }
+
     async fn assume(&self) -> provider::Result {
-        let out = self
-            .client
-            .assume_role()
-            .role_arn(&self.role_arn)
-            .role_session_name(&self.session_name)
-            .duration_seconds(i32::try_from(self.duration.as_secs()).unwrap_or(3600))
-            .send()
-            .await
-            .map_err(|e| {
-                CredentialsError::provider_error(format!(
-                    "AssumeRole {} failed: {}",
-                    self.role_arn,
-                    aws_sdk_sts::error::DisplayErrorContext(&e)
-                ))
-            })?;
-        let c = out.credentials.ok_or_else(|| {
-            CredentialsError::unhandled("AssumeRole answered without credentials")
-        })?;
-        let expiry = SystemTime::try_from(c.expiration).map_err(|_| {
-            CredentialsError::unhandled("AssumeRole answered with an unrepresentable expiry")
-        })?;
-        Ok(Credentials::new(
-            c.access_key_id,
-            c.secret_access_key,
-            Some(c.session_token),
-            Some(expiry),
-            "AssumeRole",
-        ))
+        let p = self
+            .provider
+            .get_or_init(|| {
+                aws_config::sts::AssumeRoleProvider::builder(self.role_arn.clone())
+                    .session_name(self.session_name.clone())
+                    .session_length(self.duration)
+                    .configure(&self.sts)
+                    .build()
+            })
+            .await;
+        p.provide_credentials().await
     }
 }
 
-impl ProvideCredentials for AssumeRoleProvider {
+impl ProvideCredentials for LazyAssumeRole {
     fn provide_credentials<'a>(&'a self) -> future::ProvideCredentials<'a>
     where
         Self: 'a,
     {
         future::ProvideCredentials::new(self.assume())
     }
+}
+
+/// Our [`Clock`] as the SDK's time source, so that STS calls sign with the same time as
+/// PutMedia.
+#[derive(Debug)]
+pub(crate) struct ClockTimeSource(pub(crate) SharedClock);
+
+impl aws_types::sdk_config::TimeSource for ClockTimeSource {
+    fn now(&self) -> SystemTime {
+        self.0.now()
+    }
+}
+
+/// Whether asking the provider again can give credentials: false for a missing provider, a
+/// configuration error, or STS refusing the request (a bad web-identity token, a role the
+/// caller may not assume, unknown base credentials). Those end a session at once instead of
+/// after the whole retry budget.
+pub(crate) fn may_heal(e: &CredentialsError) -> bool {
+    match e {
+        CredentialsError::CredentialsNotLoaded(_) | CredentialsError::InvalidConfiguration(_) => {
+            false
+        }
+        CredentialsError::ProviderTimedOut(_) => true,
+        _ => !refused_by_sts(e),
+    }
+}
+
+/// An STS answer in the error's source chain that says "no" rather than "not now".
+fn refused_by_sts(e: &(dyn std::error::Error + 'static)) -> bool {
+    use aws_sdk_sts::error::{ProvideErrorMetadata, SdkError};
+    use aws_sdk_sts::operation::assume_role::AssumeRoleError;
+    use aws_sdk_sts::operation::assume_role_with_web_identity::AssumeRoleWithWebIdentityError;
+    use aws_smithy_runtime_api::client::orchestrator::HttpResponse;
+
+    fn refusal<E: ProvideErrorMetadata>(e: &SdkError<E, HttpResponse>) -> bool {
+        let SdkError::ServiceError(ctx) = e else {
+            return false;
+        };
+        let status = ctx.raw().status().as_u16();
+        let code = ctx.err().code().unwrap_or("");
+        // Throttling and the identity provider being unreachable heal; 5xx too.
+        (400..500).contains(&status)
+            && status != 429
+            && !matches!(
+                code,
+                "Throttling"
+                    | "ThrottlingException"
+                    | "RequestLimitExceeded"
+                    | "IDPCommunicationError"
+            )
+    }
+
+    let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(err) = cur {
+        if let Some(s) = err.downcast_ref::<SdkError<AssumeRoleError, HttpResponse>>()
+            && refusal(s)
+        {
+            return true;
+        }
+        if let Some(s) =
+            err.downcast_ref::<SdkError<AssumeRoleWithWebIdentityError, HttpResponse>>()
+            && refusal(s)
+        {
+            return true;
+        }
+        cur = err.source();
+    }
+    false
 }
 
 #[cfg(test)]
@@ -264,6 +338,38 @@ mod tests {
             .unwrap();
         assert_eq!(calls.load(Ordering::SeqCst), 2);
         c.invalidate().await;
+    }
+
+    fn sts_refusal(status: u16) -> CredentialsError {
+        use aws_sdk_sts::error::SdkError;
+        use aws_sdk_sts::operation::assume_role_with_web_identity::AssumeRoleWithWebIdentityError;
+        use aws_sdk_sts::types::error::InvalidIdentityTokenException;
+        let err = AssumeRoleWithWebIdentityError::InvalidIdentityTokenException(
+            InvalidIdentityTokenException::builder()
+                .message("the token is not valid")
+                .build(),
+        );
+        let raw = aws_smithy_runtime_api::http::Response::new(
+            status.try_into().unwrap(),
+            aws_smithy_types::body::SdkBody::empty(),
+        );
+        CredentialsError::provider_error(SdkError::service_error(err, raw))
+    }
+
+    #[test]
+    fn which_credential_errors_may_heal() {
+        // A refused web-identity token, no provider, a bad configuration: final.
+        assert!(!may_heal(&sts_refusal(400)));
+        assert!(!may_heal(&CredentialsError::not_loaded("no provider")));
+        assert!(!may_heal(&CredentialsError::invalid_configuration("bad")));
+        // STS failing or slow, a provider timing out, anything unrecognised: try again.
+        assert!(may_heal(&sts_refusal(503)));
+        assert!(may_heal(&CredentialsError::provider_timed_out(
+            Duration::from_secs(5)
+        )));
+        assert!(may_heal(&CredentialsError::provider_error(
+            "IMDS unreachable"
+        )));
     }
 
     #[test]

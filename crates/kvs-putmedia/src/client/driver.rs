@@ -9,7 +9,7 @@ use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 use tokio::time::Instant;
 
-use super::api::{OpenConnection, PutMediaClient};
+use super::api::{OpenConnection, SessionClient};
 use super::error::{Error, Result};
 use super::policy::{Jitter, RetryPolicy, Rotation};
 use super::session::{
@@ -53,7 +53,7 @@ enum Failure {
 
 pub(crate) struct Driver {
     shared: Arc<Shared>,
-    client: PutMediaClient,
+    client: SessionClient,
     retry: RetryPolicy,
     rotation: Rotation,
     pause_flush: Option<Duration>,
@@ -100,7 +100,7 @@ const FREE_RECONNECTS: u32 = 3;
 impl Driver {
     pub(crate) fn new(
         shared: Arc<Shared>,
-        client: PutMediaClient,
+        client: SessionClient,
         producer_start: SystemTime,
         seed: Option<u64>,
     ) -> Self {

@@ -63,6 +63,10 @@ pub enum Error {
         stream: String,
         /// What went wrong.
         reason: String,
+        /// Whether asking again may succeed: false when no provider is configured, the
+        /// configuration is wrong, or STS refused the request (a bad web-identity token, a role
+        /// that may not be assumed). Such errors end a session at once.
+        retryable: bool,
         /// The provider's error, when there is one.
         #[source]
         source: Option<BoxError>,
@@ -232,7 +236,7 @@ impl Error {
             | Self::StreamNotFound { .. }
             | Self::InvalidMedia { .. }
             | Self::SessionClosed { .. } => false,
-            Self::Credentials { .. } => true,
+            Self::Credentials { retryable, .. } => *retryable,
             Self::Throttled { .. } | Self::ConnectionLimit { .. } => true,
             // Reference §2: InvalidEndpointException means "call GetDataEndpoint again".
             Self::Http {

@@ -54,10 +54,10 @@ mod session;
 mod sign;
 mod transport;
 
-pub use api::PutMediaClient;
+pub use api::{PutMediaClient, STREAM_CACHE_CAPACITY};
 pub use config::{
     CompletionAck, DEFAULT_BUFFER_BOUND, DEFAULT_BUFFER_DURATION, DEFAULT_PAUSE_FLUSH,
-    MIN_BUFFER_BOUND, PutMediaClientBuilder, StreamId, Timeouts,
+    MIN_BUFFER_BOUND, PutMediaClientBuilder, SessionOptions, StreamId, Timeouts,
 };
 pub use credentials::{Clock, SharedClock, SystemClock};
 pub use error::{BoxError, Error, Result, TimeoutPhase};
@@ -67,3 +67,4 @@ pub use session::{
     FragmentAck, LatencyStats, PutMediaSink, SessionEvent, SessionSummary,
 };
 pub use sign::{PayloadHash, SIGNING_SERVICE};
+pub use transport::ProxySettings;
