@@ -429,6 +429,10 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
             stored.len()
         );
         ensure!(
+            ordered,
+            "{stream}: objects were not streamed in upload order"
+        );
+        ensure!(
             aligned == stored.len(),
             "{stream}: a fragment does not start with a keyframe"
         );
