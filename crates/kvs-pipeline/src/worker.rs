@@ -700,13 +700,18 @@ impl Worker {
         m: &aws_sdk_sqs::types::Message,
         reason: &str,
     ) -> bool {
-        let dlq = if queue == self.cfg.queue_url {
+        let found = if queue == self.cfg.queue_url {
             self.dlq
-                .get_or_init(|| self.find_dlq(queue.to_owned()))
+                .get_or_try_init(|| self.find_dlq(queue.to_owned()))
                 .await
-                .clone()
+                .cloned()
         } else {
             self.find_dlq(queue.to_owned()).await
+        };
+        let Ok(dlq) = found else {
+            // Not knowing is not "there is none": leave the message to the redrive policy.
+            tracing::error!(message_id = ?m.message_id, %reason, "not retried, but the dead-letter queue cannot be looked up (sqs:GetQueueAttributes, sqs:GetQueueUrl); the message comes back and the redrive policy moves it");
+            return false;
         };
         let Some(dlq) = dlq else {
             tracing::error!(message_id = ?m.message_id, %reason, "not retried: the queue has no dead-letter queue (RedrivePolicy), so the message is deleted");
@@ -743,7 +748,10 @@ impl Worker {
         }
     }
 
-    async fn find_dlq(&self, queue: String) -> Option<DeadLetterQueue> {
+    /// The queue's dead-letter queue: `Ok(None)` when it has no redrive policy, `Err` when that
+    /// cannot be learned.
+    async fn find_dlq(&self, queue: String) -> Result<Option<DeadLetterQueue>, ()> {
+        let warn = |what: &str, e: String| tracing::warn!(error = %e, "{what} failed");
         let attrs = self
             .sqs
             .get_queue_attributes()
@@ -751,32 +759,41 @@ impl Worker {
             .attribute_names(QueueAttributeName::RedrivePolicy)
             .send()
             .await
-            .map_err(|e| tracing::warn!(error = %aws_sdk_sqs::error::DisplayErrorContext(e), "GetQueueAttributes(RedrivePolicy) failed"))
-            .ok()?;
-        let policy = attrs
-            .attributes?
-            .remove(&QueueAttributeName::RedrivePolicy)?;
-        let arn = serde_json::from_str::<serde_json::Value>(&policy).ok()?["deadLetterTargetArn"]
-            .as_str()?
-            .to_owned();
+            .map_err(|e| {
+                let e = aws_sdk_sqs::error::DisplayErrorContext(e).to_string();
+                warn("GetQueueAttributes(RedrivePolicy)", e)
+            })?;
+        let Some(policy) = attrs
+            .attributes
+            .and_then(|mut a| a.remove(&QueueAttributeName::RedrivePolicy))
+        else {
+            return Ok(None);
+        };
+        let value = serde_json::from_str::<serde_json::Value>(&policy).unwrap_or_default();
+        let arn = value["deadLetterTargetArn"].as_str().unwrap_or_default();
         // arn:aws:sqs:REGION:ACCOUNT:NAME
         let mut parts = arn.rsplitn(3, ':');
-        let name = parts.next()?.to_owned();
-        let account = parts.next()?.to_owned();
+        let (Some(name), Some(account)) = (parts.next(), parts.next()) else {
+            warn("reading the RedrivePolicy", policy.clone());
+            return Err(());
+        };
         let url = self
             .sqs
             .get_queue_url()
-            .queue_name(&name)
+            .queue_name(name)
             .queue_owner_aws_account_id(account)
             .send()
             .await
-            .map_err(|e| tracing::warn!(error = %aws_sdk_sqs::error::DisplayErrorContext(e), %arn, "GetQueueUrl of the dead-letter queue failed"))
-            .ok()?
-            .queue_url?;
-        Some(DeadLetterQueue {
+            .map_err(|e| {
+                let e = aws_sdk_sqs::error::DisplayErrorContext(e).to_string();
+                warn("GetQueueUrl of the dead-letter queue", e)
+            })?
+            .queue_url
+            .ok_or(())?;
+        Ok(Some(DeadLetterQueue {
             fifo: name.ends_with(".fifo"),
             url,
-        })
+        }))
     }
 }
 
