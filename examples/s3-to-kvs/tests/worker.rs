@@ -223,3 +223,83 @@ async fn a_worker_killed_mid_object_is_finished_by_the_next_with_every_fragment_
     let all = env.emu.fragments("crash");
     assert!(all.iter().all(|f| f.persisted), "{} stored", all.len());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn not_media_and_missing_objects_are_dead_lettered_at_once_with_the_reason() {
+    let env = Env::start().await;
+    env.emu
+        .put_object(
+            BUCKET,
+            "cam/notes.mp4",
+            Bytes::from_static(b"not a video at all"),
+        )
+        .await
+        .unwrap();
+    let dlq = env.fifo("dlq.fifo").await;
+    let dlq_arn = env
+        .sqs
+        .get_queue_attributes()
+        .queue_url(&dlq)
+        .attribute_names(QueueAttributeName::QueueArn)
+        .send()
+        .await
+        .unwrap()
+        .attributes
+        .unwrap()
+        .remove(&QueueAttributeName::QueueArn)
+        .unwrap();
+    let q = env.fifo("dl-work.fifo").await;
+    env.sqs
+        .set_queue_attributes()
+        .queue_url(&q)
+        .attributes(
+            QueueAttributeName::RedrivePolicy,
+            serde_json::json!({ "deadLetterTargetArn": dlq_arn, "maxReceiveCount": 5 }).to_string(),
+        )
+        .send()
+        .await
+        .unwrap();
+    env.send(&q, "dl", "cam/notes.mp4").await;
+    env.send(&q, "dl", "cam/missing.mp4").await;
+    let mut w = env.worker(&q, "dl", "fast");
+    env.wait_until(
+        "both messages left the work queue",
+        Duration::from_secs(60),
+        async || env.messages_left(&q).await == 0,
+    )
+    .await;
+    w.kill().unwrap();
+    w.wait().unwrap();
+    let got = env
+        .sqs
+        .receive_message()
+        .queue_url(&dlq)
+        .max_number_of_messages(10)
+        .message_attribute_names("All")
+        .send()
+        .await
+        .unwrap()
+        .messages
+        .unwrap_or_default();
+    assert_eq!(got.len(), 2, "{got:?}");
+    let reasons: Vec<String> = got
+        .iter()
+        .map(|m| {
+            m.message_attributes.as_ref().unwrap()["Reason"]
+                .string_value()
+                .unwrap()
+                .to_owned()
+        })
+        .collect();
+    assert!(
+        reasons
+            .iter()
+            .any(|r| r.contains("cam/missing.mp4: no such object")),
+        "{reasons:?}"
+    );
+    assert!(
+        reasons.iter().any(|r| r.contains("cam/notes.mp4")),
+        "{reasons:?}"
+    );
+    assert!(env.emu.fragments("dl").is_empty());
+}
