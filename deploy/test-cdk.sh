@@ -8,7 +8,10 @@ cd "$(dirname "$0")/cdk"
 say() { printf '[cdk] %s\n' "$*" >&2; }
 export CDK_DISABLE_CLI_TELEMETRY=true
 
-command -v npm >/dev/null 2>&1 || { echo "[cdk] error: npm (Node.js 20+) is needed" >&2; exit 1; }
+# aws-cdk-lib needs Node.js 20 or later (Debian bookworm's nodejs is 18: use NodeSource or nvm).
+command -v npm >/dev/null 2>&1 || { echo "[cdk] error: Node.js 20+ with npm is needed" >&2; exit 1; }
+node_major=$(node -p 'process.versions.node.split(".")[0]')
+((node_major >= 20)) || { echo "[cdk] error: Node.js $node_major found, aws-cdk-lib needs 20+" >&2; exit 1; }
 # cfn-lint and checkov come from PyPI when missing (pinned majors: their rule sets change).
 missing=()
 command -v cfn-lint >/dev/null 2>&1 || missing+=('cfn-lint>=1,<2')

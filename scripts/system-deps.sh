@@ -13,6 +13,9 @@ ensure_system_deps() {
   local missing=()
   command -v ffmpeg >/dev/null 2>&1 && command -v ffprobe >/dev/null 2>&1 || missing+=(ffmpeg)
   command -v mkvinfo >/dev/null 2>&1 || missing+=(mkvtoolnix)
+  # The console's browser test (crates/kvs-emulator/tests/console_browser.rs).
+  command -v chromium >/dev/null 2>&1 || missing+=(chromium)
+  command -v npm >/dev/null 2>&1 || missing+=(npm)
   ((${#missing[@]})) || return 0
   local sudo=()
   if [[ $(id -u) -ne 0 ]]; then

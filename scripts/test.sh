@@ -18,6 +18,24 @@ cargo clippy --workspace --all-targets --locked -- -D warnings
 step "cargo test"
 cargo test --workspace --locked
 
+# The emulator's binary and its test need the `cli` feature, which the workspace build leaves off so
+# that library users do not compile clap, anyhow and tracing-subscriber.
+step "kvs-emulator binary (feature cli)"
+cargo clippy -p kvs-emulator --features cli --all-targets --locked -- -D warnings
+cargo test -p kvs-emulator --features cli --test binary --locked
+
+# The three libraries as crates.io would receive them: packaged in dependency order and each built
+# from its package against the others' packages (not the registry), so a file missing from a
+# package or a path-only dependency fails here. About 10 minutes on 2 cores (dependencies are
+# rebuilt for the packaged manifests).
+step "cargo publish --dry-run (kvs-emulator, kvs-putmedia, ffmpeg-source)"
+cargo publish --dry-run --allow-dirty --locked -p kvs-emulator -p kvs-putmedia -p ffmpeg-source
+
+# The emulator's web console in headless Chromium (opt-in test: it needs chromium and npm deps).
+step "console in headless chromium"
+(cd crates/kvs-emulator/tests/browser && npm ci --no-audit --no-fund --loglevel=error)
+cargo test -p kvs-emulator --locked --test console_browser -- --ignored
+
 # Fuzzing: each target runs for FUZZ_SECONDS (bounded, so CI time is predictable). cargo-fuzz needs
 # nightly flags; RUSTC_BOOTSTRAP=1 enables them on the stable toolchain (AddressSanitizer included).
 step "cargo fuzz (${FUZZ_SECONDS:=20} s per target)"

@@ -1,6 +1,7 @@
 //! Fuzzes the emulator's pure request parsing: SigV4 Authorization and presigned-query parsing,
-//! canonical request building and verification, KVS JSON request validation, and PutMedia
-//! header validation. None may panic, whatever the bytes.
+//! SigV2 detection (header and presigned query), canonical request building and verification,
+//! KVS JSON request validation, PutMedia header validation and web identity tokens. None may
+//! panic, whatever the bytes.
 #![no_main]
 
 use kvs_emulator::{api, sigv4};
@@ -26,6 +27,7 @@ fuzz_target!(|data: &[u8]| {
     match selector % 4 {
         0 => {
             let _ = sigv4::scope_service(Some(&text), None);
+            let _ = sigv4::sigv2(Some(&text), None);
             if let Ok(auth) = sigv4::parse_authorization(&text) {
                 // Headers built from the input itself, so signed-header lookups hit and miss.
                 let headers: Vec<(String, String)> = text
@@ -53,6 +55,7 @@ fuzz_target!(|data: &[u8]| {
         }
         1 => {
             let _ = sigv4::scope_service(None, Some(&text));
+            let _ = sigv4::sigv2(None, Some(&text));
             let _ = sigv4::parse_presigned(&text);
             let _ = sigv4::canonical_query(&text);
             let _ = sigv4::canonical_uri(&text);
@@ -71,6 +74,7 @@ fuzz_target!(|data: &[u8]| {
             let _ = api::parse_put_media_headers(&headers);
             let _ = api::parse_producer_timestamp(&text);
             let _ = api::stream_name_from_arn(&text);
+            let _ = api::parse_web_identity_token(&text, 1_700_000_000_000);
         }
     }
 });

@@ -567,3 +567,65 @@ mod tests {
         );
     }
 }
+
+/// What the emulator reads from a web identity token.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WebIdentity {
+    /// `sub`: `SubjectFromWebIdentityToken` in the response.
+    pub subject: String,
+    /// `aud` (the first one when it is a list): `Audience`.
+    pub audience: String,
+    /// `iss`: `Provider`.
+    pub provider: String,
+}
+
+/// Checks an STS `AssumeRoleWithWebIdentity` token: a JWT (`header.payload.signature`,
+/// base64url JSON header and payload) whose payload has `sub` and, if present, an `exp` after
+/// `now_ms`. The signature is not verified (the emulator has no OIDC provider). Errors are STS's:
+/// 400 `InvalidIdentityToken`, or 400 `ExpiredTokenException` for a past `exp`.
+pub fn parse_web_identity_token(token: &str, now_ms: u64) -> Result<WebIdentity, ApiError> {
+    use base64::Engine as _;
+    let invalid = |why: &str| {
+        ApiError::new(
+            400,
+            "InvalidIdentityToken",
+            format!("Couldn't parse the web identity token: {why}"),
+        )
+    };
+    if token.len() < 4 || token.len() > 20_000 {
+        return Err(invalid("it must be 4-20000 characters"));
+    }
+    let parts: Vec<&str> = token.trim().split('.').collect();
+    let [header, payload, _signature] = parts[..] else {
+        return Err(invalid("a JWT has three dot-separated parts"));
+    };
+    let decode = |part: &str| {
+        base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .decode(part.trim_end_matches('='))
+            .ok()
+            .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok())
+            .filter(serde_json::Value::is_object)
+    };
+    decode(header).ok_or_else(|| invalid("the header is not base64url JSON"))?;
+    let claims = decode(payload).ok_or_else(|| invalid("the payload is not base64url JSON"))?;
+    let text = |k: &str| match &claims[k] {
+        serde_json::Value::String(s) => Some(s.clone()),
+        serde_json::Value::Array(a) => a.first().and_then(|v| v.as_str()).map(str::to_owned),
+        _ => None,
+    };
+    let subject = text("sub").ok_or_else(|| invalid("the payload has no \"sub\" claim"))?;
+    if let Some(exp) = claims["exp"].as_u64()
+        && exp.saturating_mul(1000) <= now_ms
+    {
+        return Err(ApiError::new(
+            400,
+            "ExpiredTokenException",
+            "Token expired: current date/time is after the token's exp claim",
+        ));
+    }
+    Ok(WebIdentity {
+        subject,
+        audience: text("aud").unwrap_or_default(),
+        provider: text("iss").unwrap_or_default(),
+    })
+}

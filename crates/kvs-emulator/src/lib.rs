@@ -25,6 +25,7 @@
 
 pub mod api;
 pub mod media;
+pub mod playback;
 pub mod sigv4;
 pub mod xml;
 

@@ -25,7 +25,7 @@ struct Args {
     /// Port (0 picks a free one).
     #[arg(long, env = "KVS_EMULATOR_PORT", default_value_t = 0)]
     port: u16,
-    /// Keep streams, fragments and S3 objects here so they survive a restart (in memory when absent).
+    /// Keep streams, fragments, S3 objects and SQS queues here so they survive a restart (in memory when absent).
     #[arg(long, env = "KVS_EMULATOR_DATA_DIR")]
     data_dir: Option<PathBuf>,
     /// Region served.

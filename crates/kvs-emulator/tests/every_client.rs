@@ -4,7 +4,8 @@
 
 mod support;
 
-use kvs_emulator::Emulator;
+use kvs_emulator::{Emulator, api, sigv4};
+use proptest::prelude::*;
 use support::raw_exchange;
 
 async fn emulator_with_object() -> Emulator {
@@ -102,4 +103,56 @@ async fn unsigned_requests_other_than_web_identity_are_still_refused() {
     let (status, text) = raw_exchange(&emu, req.as_bytes()).await;
     assert_eq!(status, 403, "{text}");
     assert_eq!(code(&text), "MissingAuthenticationToken", "{text}");
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 256, ..ProptestConfig::default() })]
+
+    /// The SigV2 header form is found wherever it is, and SigV4 is never taken for it.
+    #[test]
+    fn sigv2_header_detection(akid in "[A-Z0-9]{1,40}", sig in "[A-Za-z0-9+/=]{1,40}", junk in ".{0,200}") {
+        let header = format!("AWS {akid}:{sig}");
+        let v2 = sigv4::sigv2(Some(&header), None);
+        prop_assert_eq!(v2.map(|v| v.access_key_id().to_owned()), Some(akid.clone()));
+        let v4 = format!("AWS4-HMAC-SHA256 Credential={akid}/20240101/us-east-1/s3/aws4_request, SignedHeaders=host, Signature={sig}");
+        prop_assert!(sigv4::sigv2(Some(&v4), None).is_none());
+        prop_assert_eq!(sigv4::scope_service(Some(&v4), None), Some("s3".to_owned()));
+        let _ = sigv4::sigv2(Some(&junk), Some(&junk));
+        let _ = sigv4::scope_service(Some(&junk), Some(&junk));
+    }
+
+    /// The presigned SigV2 form needs all of AWSAccessKeyId and Signature, in any order.
+    #[test]
+    fn sigv2_query_detection(akid in "[A-Z0-9]{1,20}", expires in 0u64..4_000_000_000, shuffle in any::<bool>()) {
+        let parts = [format!("AWSAccessKeyId={akid}"), format!("Expires={expires}"), "Signature=abc%3D".to_owned()];
+        let q = if shuffle { format!("{}&{}&{}", parts[2], parts[0], parts[1]) } else { parts.join("&") };
+        match sigv4::sigv2(None, Some(&q)) {
+            Some(sigv4::SigV2::Query { access_key_id, expires: e, security_token }) => {
+                prop_assert_eq!(&access_key_id, &akid);
+                prop_assert_eq!(e, Some(expires as i64));
+                prop_assert_eq!(security_token, None);
+            }
+            other => prop_assert!(false, "{other:?}"),
+        }
+        prop_assert_eq!(sigv4::scope_service(None, Some(&q)), Some("s3".to_owned()));
+        let unsigned = format!("AWSAccessKeyId={akid}&Expires={expires}");
+        prop_assert!(sigv4::sigv2(None, Some(&unsigned)).is_none());
+    }
+
+    /// Web identity tokens: a well-formed one always parses to its claims; anything else is an
+    /// STS error, never a panic.
+    #[test]
+    fn web_identity_tokens(sub in "[a-z:/.-]{1,60}", aud in "[a-z.]{0,30}", junk in ".{0,300}") {
+        use base64::Engine as _;
+        let enc = |v: serde_json::Value| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(v.to_string());
+        let token = format!("{}.{}.sig", enc(serde_json::json!({"alg": "RS256"})), enc(serde_json::json!({"sub": sub, "aud": [aud], "exp": 2_000_000_000u64})));
+        let id = api::parse_web_identity_token(&token, 1_700_000_000_000).unwrap();
+        prop_assert_eq!(&id.subject, &sub);
+        prop_assert_eq!(&id.audience, &aud);
+        let expired = api::parse_web_identity_token(&token, 2_000_000_000_000).unwrap_err();
+        prop_assert_eq!(expired.error_type, "ExpiredTokenException");
+        if let Err(e) = api::parse_web_identity_token(&junk, 1_700_000_000_000) {
+            prop_assert!(e.status == 400);
+        }
+    }
 }

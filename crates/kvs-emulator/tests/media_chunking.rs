@@ -36,6 +36,20 @@ fn samples() -> &'static [Vec<u8>] {
             header(&[1, 2, 3, 4]),                                     // 4012
             cat(&[header(&[1]), cluster(NOW + 60_000, &blocks(2))]),   // 4007
             cat(&[header(&[1]), tags(&[("AWS_X", "1")])]),             // 4009
+            cat(&[
+                header(&[1]),
+                cluster_unknown(0, &blocks(5)),
+                tags(&[("AWS_X", "1")]),
+                cluster_unknown(1000, &blocks(5)),
+            ]), // 4009 naming the second fragment
+            cat(&[
+                header(&[1]),
+                tags(&[
+                    ("AWS_KINESISVIDEO_NOTIFICATION", ""),
+                    ("AWS_KINESISVIDEO_IMAGE_PREFIX", "p/"),
+                ]),
+                cluster(0, &blocks(5)),
+            ]), // reserved event-metadata tags
             cat(&[header(&[1]), cluster(0, &blocks(10))[..40].to_vec()]), // truncated: 4006
             cat(&[valid_stream(0, 1), ebml_header()]),                 // 4006
             (0..8)

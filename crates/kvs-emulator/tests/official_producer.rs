@@ -298,6 +298,7 @@ async fn expect_100_continue_is_answered_before_the_200() {
     let mut o = PutMediaOptions::new(&emu, "cont");
     o.extra_headers
         .push(("expect".into(), "100-continue".into()));
+    o.extra_headers.push(("connection".into(), "close".into()));
     let head = put_media_head(&emu, &o);
     let mut tcp = TcpStream::connect(emu.addr()).await.unwrap();
     tcp.write_all(head.as_bytes()).await.unwrap();

@@ -472,3 +472,108 @@ async fn errors_carry_the_documented_codes() {
         .into_service_error();
     assert!(err.is_queue_does_not_exist(), "{err:?}");
 }
+
+#[tokio::test]
+async fn concurrent_long_polls_never_share_a_message() {
+    let emu = emulator().await;
+    let c = sqs(&emu).await;
+    let url = c
+        .create_queue()
+        .queue_name("many")
+        .send()
+        .await
+        .unwrap()
+        .queue_url
+        .unwrap();
+    let pollers: Vec<_> = (0..6)
+        .map(|_| {
+            let c = c.clone();
+            let url = url.clone();
+            tokio::spawn(async move {
+                c.receive_message()
+                    .queue_url(url)
+                    .wait_time_seconds(2)
+                    .max_number_of_messages(10)
+                    .send()
+                    .await
+                    .unwrap()
+                    .messages
+                    .unwrap_or_default()
+                    .into_iter()
+                    .map(|m| m.body.unwrap())
+                    .collect::<Vec<_>>()
+            })
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    for i in 0..4 {
+        c.send_message()
+            .queue_url(&url)
+            .message_body(format!("m{i}"))
+            .send()
+            .await
+            .unwrap();
+    }
+    let mut got = Vec::new();
+    for p in pollers {
+        got.extend(p.await.unwrap());
+    }
+    got.sort();
+    assert_eq!(
+        got,
+        ["m0", "m1", "m2", "m3"],
+        "each message to exactly one poller"
+    );
+
+    // A waiting poll is woken when an in-flight message is made visible again.
+    let handle = {
+        c.send_message()
+            .queue_url(&url)
+            .message_body("back")
+            .send()
+            .await
+            .unwrap();
+        let r = c
+            .receive_message()
+            .queue_url(&url)
+            .max_number_of_messages(10)
+            .send()
+            .await
+            .unwrap();
+        let m = r
+            .messages()
+            .iter()
+            .find(|m| m.body() == Some("back"))
+            .unwrap();
+        m.receipt_handle().unwrap().to_owned()
+    };
+    let c2 = c.clone();
+    let url2 = url.clone();
+    let waiter = tokio::spawn(async move {
+        let t = Instant::now();
+        let r = c2
+            .receive_message()
+            .queue_url(url2)
+            .wait_time_seconds(10)
+            .send()
+            .await
+            .unwrap();
+        (
+            t.elapsed(),
+            r.messages()
+                .first()
+                .and_then(|m| m.body().map(str::to_owned)),
+        )
+    });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    c.change_message_visibility()
+        .queue_url(&url)
+        .receipt_handle(&handle)
+        .visibility_timeout(0)
+        .send()
+        .await
+        .unwrap();
+    let (took, body) = waiter.await.unwrap();
+    assert_eq!(body.as_deref(), Some("back"));
+    assert!(took < Duration::from_secs(3), "{took:?}");
+}

@@ -42,7 +42,8 @@ pub enum Metric {
     FragmentsPersisted,
     /// Fragments KVS refused or never acknowledged (`Count`); the failed-fragments alarm.
     FragmentsFailed,
-    /// Time from sending a fragment to its PERSISTED acknowledgement (`Milliseconds`).
+    /// Time from sending a fragment to its acknowledgement (`Milliseconds`; the worker reports
+    /// the median RECEIVED latency of each object).
     PutMediaLatency,
     /// Objects streamed completely, every fragment persisted (`Count`).
     ObjectsDone,

@@ -105,7 +105,7 @@ impl PipelineError {
                 E::Auth { .. } | E::Credentials { .. } => FailureKind::Auth,
                 E::StreamNotFound { .. } => FailureKind::StreamNotFound,
                 E::InvalidMedia { .. } => FailureKind::BadInput,
-                E::Ack { .. } => FailureKind::Partial,
+                E::Ack { .. } | E::Incomplete { .. } => FailureKind::Partial,
                 _ => FailureKind::Transient,
             },
             PipelineError::Cancelled => FailureKind::Cancelled,

@@ -58,9 +58,58 @@
 //!     // Any chunking: the sink re-fragments. Backpressure: `send` waits at the buffer bound.
 //!     sink.send(Bytes::copy_from_slice(&buf[..n])).await?;
 //! }
-//! let summary = sink.close().await?; // waits (bounded) for the last PERSISTED ack
-//! tracing::info!(persisted = summary.fragments_persisted, failed = summary.fragments_failed.len());
+//! // Waits for the last PERSISTED ack; `Err(Error::Incomplete { summary, .. })` when any
+//! // fragment was refused, skipped or dropped: a lossy session never looks like a success.
+//! let summary = sink.close().await?;
+//! tracing::info!(persisted = summary.fragments_persisted);
 //! acks.await?;
+//! # Ok(()) }
+//! ```
+//!
+//! # Pacing: live media, and recordings
+//!
+//! The service refuses a fragment whose producer timestamp lies in the future (4007,
+//! docs/protocol.md §4.10). By default ([`Pacing::Realtime`]) a session never sends one: each
+//! fragment waits until its last frame's producer time has passed. A live source (ffmpeg `-re`,
+//! a camera) is never held; a file read faster than real time goes out at real time.
+//!
+//! A recording of known duration can go as fast as the network allows instead: give it
+//! timecodes that lie in the past ([`mkv::TimecodeMode::backfill`]) and say so with
+//! [`Pacing::Backfill`].
+//!
+//! ```no_run
+//! # #[cfg(feature = "client")]
+//! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+//! use std::time::{Duration, SystemTime};
+//!
+//! use bytes::Bytes;
+//! use futures::SinkExt;
+//! use kvs_putmedia::mkv::TimecodeMode;
+//! use kvs_putmedia::{Error, Pacing, PutMediaClientBuilder};
+//!
+//! let recording = tokio::fs::read("recording.mkv").await?;
+//! let duration = Duration::from_secs(40); // from ffprobe, or the container's Duration
+//! let client = PutMediaClientBuilder::from_env()
+//!     .await
+//!     .with_stream_name("archive")
+//!     // ABSOLUTE timecodes that end one second before now: every one lies in the past.
+//!     .with_timecode_mode(TimecodeMode::backfill(duration, SystemTime::now()))
+//!     .with_pacing(Pacing::Backfill)
+//!     .build()?;
+//! let (mut sink, _acks) = client.start().await?;
+//! for chunk in recording.chunks(64 * 1024) {
+//!     sink.send(Bytes::copy_from_slice(chunk)).await?;
+//! }
+//! match sink.close().await {
+//!     Ok(summary) => tracing::info!(persisted = summary.fragments_persisted),
+//!     Err(Error::Incomplete { summary, .. }) => {
+//!         for f in &summary.fragments_failed {
+//!             tracing::error!(timecode = ?f.timecode, error = %f.error.id, "refused");
+//!         }
+//!         return Err("the recording was not stored whole".into());
+//!     }
+//!     Err(e) => return Err(e.into()),
+//! }
 //! # Ok(()) }
 //! ```
 #![forbid(clippy::print_stdout, clippy::print_stderr)]

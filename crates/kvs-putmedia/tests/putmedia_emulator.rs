@@ -15,8 +15,8 @@ use kvs_emulator::{Emulator, FaultRule, Scope};
 use kvs_putmedia::ack::{AckErrorId, AckEventType};
 use kvs_putmedia::mkv::{RefragmentConfig, TimecodeMode};
 use kvs_putmedia::{
-    CompletionAck, Error, MIN_BUFFER_BOUND, PayloadHash, PutMediaClient, PutMediaClientBuilder,
-    SessionEvent,
+    CompletionAck, Error, MIN_BUFFER_BOUND, Pacing, PayloadHash, PutMediaClient,
+    PutMediaClientBuilder, SessionEvent,
 };
 use putmedia_common::{SynthMkv, chunks, ffmpeg_clip};
 
@@ -30,7 +30,10 @@ async fn emulator() -> Emulator {
 }
 
 fn client(emu: &Emulator, stream: &str) -> PutMediaClientBuilder {
-    putmedia_common::emulator_client(emu, stream)
+    // These clips (RELATIVE from now) are shorter than the emulator's 10 s tolerance for
+    // producer timestamps in the future, so they go out at once; tests/putmedia_pacing.rs
+    // covers pacing.
+    putmedia_common::emulator_client(emu, stream).with_pacing(Pacing::Backfill)
 }
 
 /// `frames` frames of 40 ms (a keyframe every second, one Cluster per second) of
@@ -331,7 +334,12 @@ async fn putmedia_4006_fragment_is_skipped_reported_and_the_rest_persists() {
     });
     let (mkv, b) = six_fragments(&emu, "err");
     let (summary, events) = stream_all(b, &mkv, 1000).await;
-    let summary = summary.unwrap();
+    // Issue 12: a refused fragment makes close() an error that carries the summary.
+    let summary = match summary {
+        Err(Error::Incomplete { summary, .. }) => *summary,
+        other => panic!("expected Error::Incomplete, got {other:?}"),
+    };
+    assert_eq!(summary.fragments_delivered, 5, "{summary:?}");
     assert_eq!(summary.fragments_skipped, 1, "{summary:?}");
     let failed = &summary.fragments_failed[0];
     assert_eq!(failed.timecode, Some(2000));

@@ -271,6 +271,13 @@ export class KvsStreamStack extends cdk.Stack {
       resources: [this.bucket.arnForObjects('*')],
     }));
     this.taskRole.addToPolicy(new iam.PolicyStatement({
+      // Without it S3 answers 403 instead of 404 for a missing key, and the worker could not
+      // tell "deleted before it was streamed" (dead-letter at once) from a permission problem.
+      sid: 'MissingKeysAre404',
+      actions: ['s3:ListBucket'],
+      resources: [this.bucket.bucketArn],
+    }));
+    this.taskRole.addToPolicy(new iam.PolicyStatement({
       sid: 'DecryptUploads',
       actions: ['kms:Decrypt'],
       resources: [key.keyArn],
@@ -286,6 +293,13 @@ export class KvsStreamStack extends cdk.Stack {
       sid: 'EnqueueWork',
       actions: ['sqs:SendMessage'],
       resources: [this.workQueue.queueArn],
+    }));
+    this.taskRole.addToPolicy(new iam.PolicyStatement({
+      // A message retrying cannot help (not media, no such key) goes to the queue's DLQ at once:
+      // the worker finds it through the RedrivePolicy (GetQueueUrl) and sends it there.
+      sid: 'DeadLetterAtOnce',
+      actions: ['sqs:SendMessage', 'sqs:GetQueueUrl'],
+      resources: [this.intakeDlq.queueArn, this.workDlq.queueArn],
     }));
     if (props.putMediaRoleArn) {
       this.taskRole.addToPolicy(new iam.PolicyStatement({
@@ -395,6 +409,17 @@ export class KvsStreamStack extends cdk.Stack {
 
     // Alarms.
     const topic = new sns.Topic(this, 'Alarms', { masterKey: key, enforceSSL: true });
+    // The topic's own policy replaces SNS's default one, so CloudWatch needs naming.
+    topic.addToResourcePolicy(new iam.PolicyStatement({
+      sid: 'CloudWatchAlarms',
+      principals: [new iam.ServicePrincipal('cloudwatch.amazonaws.com')],
+      actions: ['sns:Publish'],
+      resources: [topic.topicArn],
+      conditions: {
+        ArnLike: { 'aws:SourceArn': `arn:${this.partition}:cloudwatch:${this.region}:${this.account}:alarm:*` },
+        StringEquals: { 'aws:SourceAccount': this.account },
+      },
+    }));
     if (props.alarmEmail) {
       new sns.Subscription(this, 'AlarmEmail', { topic, protocol: sns.SubscriptionProtocol.EMAIL, endpoint: props.alarmEmail });
     }

@@ -23,7 +23,7 @@ type Statement = { Effect: string; Action: string | string[]; Resource: unknown;
 
 function statementsOf(template: Template, type: string): Statement[] {
   return Object.values(template.findResources(type)).flatMap(
-    (r) => (r.Properties.PolicyDocument?.Statement ?? []) as Statement[],
+    (r) => ((r.Properties.PolicyDocument ?? r.Properties.KeyPolicy)?.Statement ?? []) as Statement[],
   );
 }
 
@@ -71,6 +71,17 @@ describe('KvsStreamStack', () => {
     const all = statements.flatMap(actions);
     expect(all).toEqual(expect.arrayContaining(['s3:GetObject', 'sqs:ReceiveMessage', 'sqs:DeleteMessage', 'sqs:ChangeMessageVisibility', 'sqs:SendMessage']));
     expect(all).not.toContain('sts:AssumeRole');
+    // Sending is allowed to the work queue and the two DLQs (dead-letter at once), not the intake.
+    const sendTargets = statements.filter((s) => actions(s).includes('sqs:SendMessage')).map((s) => JSON.stringify(s.Resource));
+    const sent = sendTargets.join(' ');
+    expect(sent).toMatch(/WorkQueue/);
+    expect(sent).toMatch(/IntakeDlq/);
+    expect(sent).toMatch(/WorkDlq/);
+    expect(sent).not.toMatch(/IntakeQueue/);
+    // s3:ListBucket on the bucket itself only (a missing key is then 404, not 403).
+    const list = statements.filter((s) => actions(s).includes('s3:ListBucket'));
+    expect(list).toHaveLength(1);
+    expect(JSON.stringify(list[0].Resource)).not.toContain('/*');
     expect(all).not.toContain('s3:PutObject');
   });
 
@@ -252,6 +263,11 @@ describe('KvsStreamStack', () => {
       expect(alarm?.Properties.Dimensions).toBeUndefined();
     }
     template.hasResourceProperties('AWS::SNS::Topic', { KmsMasterKeyId: Match.anyValue() });
+    // CloudWatch may publish to the topic (its policy replaces SNS's default) and use its key.
+    const publish = statementsOf(template, 'AWS::SNS::TopicPolicy').filter((s) => s.Effect === 'Allow');
+    expect(publish).toEqual([expect.objectContaining({ Principal: { Service: 'cloudwatch.amazonaws.com' }, Action: 'sns:Publish' })]);
+    const keyStatements = statementsOf(template, 'AWS::KMS::Key');
+    expect(keyStatements.some((s) => JSON.stringify(s.Principal).includes('cloudwatch.amazonaws.com'))).toBe(true);
   });
 
   test('no Lambda function and no NAT gateway are deployed', () => {

@@ -4,6 +4,7 @@ use std::time::Duration;
 
 use clap::{Parser, ValueEnum};
 use ffmpeg_source::{EncodeSettings, Pacing, Size, X264Preset};
+use kvs_putmedia::OverflowPolicy;
 
 const AFTER_HELP: &str = "\
 INPUT:
@@ -65,7 +66,7 @@ pub struct Cli {
     /// Pacing. `fast` (the default) reads as fast as ffmpeg and KVS allow and backfills: the
     /// timestamps start one media duration in the past, so none lies in the future. `realtime`
     /// reads at the native frame rate like the Node sample (`-re`): the stream looks live.
-    #[arg(long, default_value_t = Pacing::Fast)]
+    #[arg(long, value_name = "realtime|fast", default_value_t = Pacing::Fast)]
     pub pace: Pacing,
 
     /// `auto` copies H.264/AAC that KVS accepts as is and transcodes anything else; `always`
@@ -89,8 +90,9 @@ pub struct Cli {
     #[arg(long, default_value_t = 128)]
     pub audio_bitrate: u32,
 
-    /// x264 preset when transcoding.
-    #[arg(long, default_value_t = X264Preset::Veryfast)]
+    /// x264 preset when transcoding: ultrafast, superfast, veryfast, faster, fast, medium, slow,
+    /// slower or veryslow.
+    #[arg(long, value_name = "PRESET", default_value_t = X264Preset::Veryfast)]
     pub preset: X264Preset,
 
     /// Keyframe interval in seconds when transcoding, which is also the fragment length (1-20).
@@ -124,10 +126,10 @@ pub struct Cli {
     #[arg(long, value_name = "SECONDS", default_value_t = 120, value_parser = clap::value_parser!(u64).range(1..=3600))]
     pub buffer_seconds: u64,
 
-    /// What to do when a buffer cap is reached: wait (nothing lost; right for files) or drop
-    /// the oldest whole fragments (live sources; each drop is reported).
-    #[arg(long, value_enum, default_value_t = OnFull::Wait)]
-    pub on_full: OnFull,
+    /// What to do when a buffer cap is reached: `backpressure` (or `wait`: nothing lost; right
+    /// for files) or `drop-oldest` whole fragments (live sources; each drop is reported).
+    #[arg(long, value_name = "backpressure|drop-oldest", default_value_t = OverflowPolicy::Backpressure)]
+    pub on_full: OverflowPolicy,
 
     /// Consecutive failed attempts without progress before giving up (0: never retry).
     #[arg(long, default_value_t = 10)]
@@ -136,15 +138,6 @@ pub struct Cli {
     /// Print one JSON summary object on stdout (and nothing else there).
     #[arg(long)]
     pub json: bool,
-}
-
-/// Replay-buffer overflow policy.
-#[derive(Debug, Clone, Copy, ValueEnum, PartialEq, Eq)]
-pub enum OnFull {
-    /// Backpressure: slow the input down.
-    Wait,
-    /// Drop the oldest whole fragments.
-    DropOldest,
 }
 
 /// Copy or transcode.
@@ -215,6 +208,31 @@ mod tests {
     #[test]
     fn cli_is_consistent() {
         Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn policies_parse_with_the_libraries_from_str() {
+        let cli = Cli::try_parse_from([
+            "kvs-put",
+            "--pace",
+            "realtime",
+            "--on-full",
+            "drop-oldest",
+            "--preset",
+            "slow",
+            "x.mp4",
+        ])
+        .unwrap();
+        assert_eq!(cli.pace, Pacing::Realtime);
+        assert_eq!(cli.on_full, OverflowPolicy::DropOldest);
+        assert_eq!(cli.preset, X264Preset::Slow);
+        let cli = Cli::try_parse_from(["kvs-put", "--on-full", "wait", "x.mp4"]).unwrap();
+        assert_eq!(cli.on_full, OverflowPolicy::Backpressure);
+        let e = Cli::try_parse_from(["kvs-put", "--pace", "warp", "x.mp4"]).unwrap_err();
+        assert!(
+            e.to_string().contains("expected one of: realtime, fast"),
+            "{e}"
+        );
     }
 
     #[test]

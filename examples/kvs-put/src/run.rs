@@ -10,11 +10,11 @@ use kvs_emulator::Emulator;
 use kvs_pipeline::object::{self, ObjectError, ObjectRef};
 use kvs_pipeline::streams::{self, Sessions, StreamError};
 use kvs_pipeline::{ByteStream, FailureKind, MediaSource, Pipeline, Timing};
-use kvs_putmedia::{OverflowPolicy, PutMediaClientBuilder, RetryPolicy, StreamId};
+use kvs_putmedia::{PutMediaClientBuilder, RetryPolicy, StreamId};
 use tokio::io::AsyncReadExt;
 use tokio_util::sync::CancellationToken;
 
-use crate::cli::{Cli, OnFull, Timecode, Transcode};
+use crate::cli::{Cli, Timecode, Transcode};
 use crate::report::{Outcome, Progress, Report};
 
 /// Stream name used with `--emulator` when none is given.
@@ -260,10 +260,7 @@ async fn execute(cli: &Cli, report: &mut Report) -> Result<()> {
         .with_allow_http(allow_http)
         .with_buffer_bound(usize::try_from(cli.buffer_mib << 20).unwrap_or(usize::MAX))
         .with_buffer_duration(Duration::from_secs(cli.buffer_seconds))
-        .with_overflow_policy(match cli.on_full {
-            OnFull::Wait => OverflowPolicy::Backpressure,
-            OnFull::DropOldest => OverflowPolicy::DropOldest,
-        })
+        .with_overflow_policy(cli.on_full)
         .with_retry_policy(RetryPolicy::default().with_max_attempts(cli.max_retries));
     let run = Run {
         sessions: Sessions::new(builder)

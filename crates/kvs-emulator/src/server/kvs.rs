@@ -70,6 +70,9 @@ async fn handle_json(
         uri_encoding: UriEncoding::Double,
     };
     shared.authenticate(&rp, "kinesisvideo", &hashes)?;
+    if let Some(r) = super::playback::dispatch_api(router, parts.uri.path(), &body).await {
+        return r;
+    }
     let request = api::parse_kvs_request(parts.uri.path(), &body)?;
     dispatch(router, request).await
 }

@@ -1,10 +1,13 @@
 //! The HTTP server: one port, requests routed by the service in their SigV4 credential scope.
 
 pub(crate) mod auth;
+mod console;
 pub mod faults;
 mod header_case;
 mod kvs;
+mod playback;
 mod putmedia;
+mod remux;
 pub use putmedia::error_code as putmedia_error_code;
 mod notify;
 pub use notify::encode_event_key;
@@ -147,7 +150,8 @@ impl EmulatorBuilder {
         self.bind = addr;
         self
     }
-    /// Keep streams, fragments and S3 objects in this directory so they survive a restart.
+    /// Keep streams, fragments, S3 objects and SQS queues (with their messages) in this directory
+    /// so they survive a restart.
     /// Default: in memory, with S3 objects in a temporary directory removed on drop.
     pub fn data_dir(mut self, dir: impl Into<PathBuf>) -> Self {
         self.data_dir = Some(dir.into());
@@ -343,6 +347,7 @@ impl EmulatorBuilder {
             shared: shared.clone(),
             s3: s3.clone(),
             shutdown: shutdown_rx.clone(),
+            playback: Arc::new(playback::Playback::new()),
         };
         header_case::init().await;
         let accept = tokio::spawn(accept_loop(listener, router, shutdown_rx));
@@ -490,6 +495,12 @@ impl Emulator {
             .with_stream(stream, |s| s.connections.clone())
             .unwrap_or_default()
     }
+    /// The web console's page for `stream`: live playback, the fragment timeline with
+    /// thumbnails, and the stream's recent acks and errors (see `docs/emulator.md`).
+    pub fn console_url(&self, stream: &str) -> String {
+        let q: String = url::form_urlencoded::byte_serialize(stream.as_bytes()).collect();
+        format!("{}/console/?stream={q}", self.url)
+    }
     /// The fault script.
     pub fn faults(&self) -> &Faults {
         &self.shared.faults
@@ -517,6 +528,7 @@ pub(crate) struct Router {
     pub(crate) shared: Arc<Shared>,
     pub(crate) s3: Arc<s3s::service::S3Service>,
     pub(crate) shutdown: watch::Receiver<bool>,
+    pub(crate) playback: Arc<playback::Playback>,
 }
 
 async fn accept_loop(listener: TcpListener, router: Router, mut shutdown: watch::Receiver<bool>) {
@@ -709,6 +721,15 @@ impl Router {
                     other.chars().take(32).collect::<String>()
                 ),
             )),
+            // Session URLs carry a SessionToken, not a signature (GetHLSStreamingSessionURL).
+            None if req.uri().path().starts_with("/hls/v1/")
+                || req.uri().path().starts_with("/dash/v1/") =>
+            {
+                playback::handle_session(&self, req).await
+            }
+            None if req.uri().path() == "/console" || req.uri().path().starts_with("/console/") => {
+                console::handle(&self, req).await
+            }
             None if req.uri().path() == "/health" => {
                 json_response(&serde_json::json!({"status": "ok"}))
             }

@@ -850,6 +850,10 @@ fn create_queue(cx: &Ctx<'_>, p: &Params) -> Result<Value, SqsError> {
     if checked.get("RedrivePolicy").is_some_and(String::is_empty) {
         checked.remove("RedrivePolicy");
     }
+    if !fifo {
+        // `FifoQueue=false` is accepted on a standard queue, which never lists it.
+        checked.remove("FifoQueue");
+    }
     all.extend(checked);
     let now_s = cx.now() / 1000;
     let q = Queue {

@@ -208,63 +208,6 @@ fn issue(shared: &Shared, role_arn: &str, session: &str, duration_secs: u64) -> 
     }
 }
 
-/// What the emulator reads from a web identity token.
-#[derive(Debug)]
-struct WebIdentity {
-    subject: String,
-    audience: String,
-    provider: String,
-}
-
-/// Checks a web identity token's shape and claims (see the module docs). Errors are STS's:
-/// 400 `InvalidIdentityToken`, or 400 `ExpiredTokenException` for a past `exp`.
-fn parse_web_identity_token(token: &str, now_ms: u64) -> Result<WebIdentity, ApiError> {
-    use base64::Engine as _;
-    let invalid = |why: &str| {
-        ApiError::new(
-            400,
-            "InvalidIdentityToken",
-            format!("Couldn't parse the web identity token: {why}"),
-        )
-    };
-    if token.len() < 4 || token.len() > 20_000 {
-        return Err(invalid("it must be 4-20000 characters"));
-    }
-    let parts: Vec<&str> = token.trim().split('.').collect();
-    let [header, payload, _signature] = parts[..] else {
-        return Err(invalid("a JWT has three dot-separated parts"));
-    };
-    let decode = |part: &str| {
-        base64::engine::general_purpose::URL_SAFE_NO_PAD
-            .decode(part.trim_end_matches('='))
-            .ok()
-            .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok())
-            .filter(serde_json::Value::is_object)
-    };
-    decode(header).ok_or_else(|| invalid("the header is not base64url JSON"))?;
-    let claims = decode(payload).ok_or_else(|| invalid("the payload is not base64url JSON"))?;
-    let text = |k: &str| match &claims[k] {
-        serde_json::Value::String(s) => Some(s.clone()),
-        serde_json::Value::Array(a) => a.first().and_then(|v| v.as_str()).map(str::to_owned),
-        _ => None,
-    };
-    let subject = text("sub").ok_or_else(|| invalid("the payload has no \"sub\" claim"))?;
-    if let Some(exp) = claims["exp"].as_u64()
-        && exp.saturating_mul(1000) <= now_ms
-    {
-        return Err(ApiError::new(
-            400,
-            "ExpiredTokenException",
-            "Token expired: current date/time is after the token's exp claim",
-        ));
-    }
-    Ok(WebIdentity {
-        subject,
-        audience: text("aud").unwrap_or_default(),
-        provider: text("iss").unwrap_or_default(),
-    })
-}
-
 /// An unsigned request that may be STS: `AssumeRoleWithWebIdentity` needs no signature.
 /// Anything else unsigned is refused as `MissingAuthenticationToken`.
 pub(crate) async fn handle_unsigned(router: &Router, req: Request<Incoming>) -> Response<RespBody> {
@@ -299,7 +242,7 @@ fn assume_role_with_web_identity<'a>(
     let (role_arn, session, duration) = role_params(get)?;
     let token =
         get("WebIdentityToken").ok_or_else(|| validation("WebIdentityToken is required"))?;
-    let identity = parse_web_identity_token(token, shared.now_ms())?;
+    let identity = crate::api::parse_web_identity_token(token, shared.now_ms())?;
     let Issued {
         akid,
         secret,

@@ -201,12 +201,7 @@ impl PutMediaClient {
         let mut driver = Driver::new(shared.clone(), client, producer_start, b.jitter_seed);
         driver.connect_first().await?;
         let task = tokio::spawn(driver.run());
-        Ok(session::halves(
-            shared,
-            events,
-            task,
-            b.timeouts.final_drain,
-        ))
+        Ok(session::halves(shared, events, task))
     }
 
     /// The cached data endpoint of `stream`, or a fresh one from `GetDataEndpoint(PUT_MEDIA)`
@@ -342,6 +337,11 @@ pub(crate) struct SessionClient {
 impl SessionClient {
     pub(crate) fn config(&self) -> &PutMediaClientBuilder {
         &self.client.inner.builder
+    }
+
+    /// This session's resolved choices (stream, timecodes, pacing, buffer caps).
+    pub(crate) fn session(&self) -> &SessionConfig {
+        &self.session
     }
 
     pub(crate) async fn invalidate_credentials(&self) {

@@ -8,7 +8,7 @@ use aws_types::SdkConfig;
 
 use super::credentials::{Clock, SharedClock, SystemClock};
 use super::error::{Error, Result};
-use super::policy::{OverflowPolicy, RetryPolicy, Rotation};
+use super::policy::{OverflowPolicy, Pacing, RetryPolicy, Rotation};
 use super::sign::PayloadHash;
 use super::transport::{ProxySettings, Trust};
 use crate::mkv::{RefragmentConfig, TimecodeMode};
@@ -215,6 +215,7 @@ pub struct SessionOptions {
     buffer_bound: Option<usize>,
     buffer_duration: Option<Duration>,
     overflow: Option<OverflowPolicy>,
+    pacing: Option<Pacing>,
 }
 
 impl SessionOptions {
@@ -228,6 +229,7 @@ impl SessionOptions {
             buffer_bound: None,
             buffer_duration: None,
             overflow: None,
+            pacing: None,
         }
     }
 
@@ -272,6 +274,13 @@ impl SessionOptions {
         self
     }
 
+    /// When complete fragments are sent relative to the wall clock (default: the builder's
+    /// [`with_pacing`](PutMediaClientBuilder::with_pacing)).
+    pub fn with_pacing(mut self, pacing: Pacing) -> Self {
+        self.pacing = Some(pacing);
+        self
+    }
+
     /// The options with the builder's defaults filled in, validated.
     pub(crate) fn resolve(self, b: &PutMediaClientBuilder) -> Result<SessionConfig> {
         self.stream.validate()?;
@@ -282,6 +291,7 @@ impl SessionOptions {
             buffer_bound: self.buffer_bound.unwrap_or(b.buffer_bound),
             buffer_duration: self.buffer_duration.unwrap_or(b.buffer_duration),
             overflow: self.overflow.unwrap_or(b.overflow),
+            pacing: self.pacing.unwrap_or(b.pacing),
         };
         check_buffer(c.buffer_bound, c.buffer_duration)?;
         Ok(c)
@@ -297,6 +307,7 @@ pub(crate) struct SessionConfig {
     pub(crate) buffer_bound: usize,
     pub(crate) buffer_duration: Duration,
     pub(crate) overflow: OverflowPolicy,
+    pub(crate) pacing: Pacing,
 }
 
 fn check_buffer(bound: usize, duration: Duration) -> Result<()> {
@@ -344,6 +355,7 @@ pub struct PutMediaClientBuilder {
     pub(crate) jitter_seed: Option<u64>,
     pub(crate) trust: Trust,
     pub(crate) proxy: ProxySettings,
+    pub(crate) pacing: Pacing,
 }
 
 impl Default for PutMediaClientBuilder {
@@ -385,6 +397,7 @@ impl PutMediaClientBuilder {
             jitter_seed: None,
             trust: Trust::default(),
             proxy: ProxySettings::none(),
+            pacing: Pacing::default(),
         }
     }
 
@@ -613,6 +626,15 @@ impl PutMediaClientBuilder {
     /// seeded from the clock).
     pub fn with_jitter_seed(mut self, seed: u64) -> Self {
         self.jitter_seed = Some(seed);
+        self
+    }
+
+    /// When complete fragments are sent relative to the wall clock (default
+    /// [`Pacing::Realtime`]: never before their producer timestamps, so the service does not
+    /// refuse them as in the future; [`Pacing::Backfill`] with
+    /// [`TimecodeMode::backfill`] for recorded media as fast as the network allows).
+    pub fn with_pacing(mut self, pacing: Pacing) -> Self {
+        self.pacing = pacing;
         self
     }
 

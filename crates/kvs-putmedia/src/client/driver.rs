@@ -11,11 +11,12 @@ use tokio::time::Instant;
 
 use super::api::{OpenConnection, SessionClient};
 use super::error::{Error, Result};
-use super::policy::{Jitter, RetryPolicy, Rotation};
+use super::policy::{Jitter, Pacing, RetryPolicy, Rotation};
 use super::session::{
     BodyChunk, ConnEnd, ConnShared, ConnectCause, SessionEvent, Shared, read_acks,
 };
 use crate::ack::ErrorAction;
+use crate::mkv::TimecodeMode;
 
 /// The request fragments are sent on now.
 #[derive(Debug)]
@@ -72,6 +73,10 @@ pub(crate) struct Driver {
     refresh_endpoint: bool,
     /// Reconnects that are not failures, in a row without progress.
     free_reconnects: NoProgress,
+    /// Under [`Pacing::Realtime`], what turns a fragment's last-frame timecode (ms) into its
+    /// producer timestamp (epoch ms): the producer start with RELATIVE timecodes, 0 with
+    /// ABSOLUTE ones (docs/protocol.md §4.10). `None` under [`Pacing::Backfill`].
+    pace_offset_ms: Option<u64>,
 }
 
 /// Counts events in a row during which no fragment made progress (was RECEIVED or skipped).
@@ -93,6 +98,13 @@ impl NoProgress {
     }
 }
 
+/// Fragments a request may carry that it has not acknowledged RECEIVED yet. When acks stall or
+/// the connection dies, these are what the service may hold without having said so: resent,
+/// they are the duplicates a fault can cause (docs/protocol.md §6 replays everything not
+/// RECEIVED). Eight keeps a healthy request busy (a RECEIVED arrives one round trip after a
+/// fragment's last byte) while bounding that loss.
+pub(crate) const MAX_UNRECEIVED: usize = 8;
+
 /// Reconnects that are not failures (4003, skip, idle close) allowed in a row without progress
 /// before they are treated as one.
 const FREE_RECONNECTS: u32 = 3;
@@ -105,7 +117,14 @@ impl Driver {
         seed: Option<u64>,
     ) -> Self {
         let b = client.config();
+        let s = client.session();
+        let pace_offset_ms = match (s.pacing, s.timecode_mode) {
+            (Pacing::Backfill, _) => None,
+            (_, TimecodeMode::Relative) => Some(epoch_ms(producer_start)),
+            (_, TimecodeMode::Absolute { .. }) => Some(0),
+        };
         Self {
+            pace_offset_ms,
             retry: b.retry,
             rotation: b.rotation,
             pause_flush: b.pause_flush,
@@ -216,7 +235,7 @@ impl Driver {
         let mut free = false;
         let ended_any = !st.ended.is_empty();
         for (id, end) in std::mem::take(&mut st.ended) {
-            let reachable = matches!(end, ConnEnd::Closed { .. });
+            let reachable = end.reachable();
             let requeued = st.requeue(id, reachable, shared.completion);
             let is_current = self.cur.as_ref().is_some_and(|c| c.id == id);
             if !is_current {
@@ -274,7 +293,7 @@ impl Driver {
                         }));
                     }
                 },
-                ConnEnd::Failed(e) => {
+                ConnEnd::Failed(e) | ConnEnd::Stalled(e) => {
                     // Not a clean end of stream: the service must not take it as one.
                     if let Some(c) = &ended {
                         c.conn.abort();
@@ -338,6 +357,11 @@ impl Driver {
             self.cur = None;
             self.cause = ConnectCause::Rotation;
         }
+        // Under realtime pacing, the largest last-frame timecode that is not in the future now.
+        let pace_limit = self
+            .pace_offset_ms
+            .map(|offset| epoch_ms(self.client.now()).saturating_sub(offset));
+        let mut pace_at = None;
         let Some(cur) = self.cur.as_mut() else {
             if want {
                 match self.reconnect_at {
@@ -358,6 +382,11 @@ impl Driver {
                 .find(|(_, e)| e.in_flight_elsewhere(cur.id))
                 .map(|(tc, _)| *tc);
             let header = st.header.clone();
+            let mut unreceived = st
+                .ledger
+                .values()
+                .filter(|e| e.unreceived_on(cur.id))
+                .count();
             let mut next = match cur.last_sent {
                 Some(l) => st
                     .ledger
@@ -371,7 +400,16 @@ impl Driver {
                     .map(|(tc, _)| *tc),
             };
             while let Some(tc) = next {
-                if barrier.is_some_and(|b| tc > b) {
+                if barrier.is_some_and(|b| tc > b) || unreceived >= MAX_UNRECEIVED {
+                    // A RECEIVED wakes the driver again.
+                    break;
+                }
+                // Docs/protocol.md §4.10: a producer timestamp in the future is refused (4007).
+                // Fragments go in timecode order, so the first one not due holds the rest.
+                if let (Some(limit), Some(e)) = (pace_limit, st.ledger.get(&tc))
+                    && e.last_frame_ms > limit
+                {
+                    pace_at = Some(now + Duration::from_millis(e.last_frame_ms - limit));
                     break;
                 }
                 if cur.last_sent.is_none() {
@@ -392,6 +430,7 @@ impl Driver {
                     continue;
                 };
                 cur.last_sent = Some(tc);
+                unreceived += 1;
                 tracing::trace!(stream = %shared.stream, connection = cur.id, timecode = tc, "fragment queued");
                 if cur.tx.send(chunk).is_err() {
                     // The request is gone; its reader reports why and the fragment is requeued.
@@ -407,7 +446,7 @@ impl Driver {
         // Rotation waits for something to send; with nothing to send, a passed rotation time
         // must not make the wait return at once (a busy loop).
         let rotate_at = (cur.rotate_at > now).then_some(cur.rotate_at);
-        Step::Wait(min_opt(rotate_at, pause_at))
+        Step::Wait(min_opt(min_opt(rotate_at, pause_at), pace_at))
     }
 
     /// Records a failed attempt: backoff and retry, or end the session.
@@ -557,6 +596,11 @@ fn classify(e: Error) -> Failure {
     } else {
         Failure::Fatal(e)
     }
+}
+
+fn epoch_ms(t: SystemTime) -> u64 {
+    t.duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }
 
 fn min_opt(a: Option<Instant>, b: Option<Instant>) -> Option<Instant> {

@@ -3,6 +3,8 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use super::summary::SessionSummary;
+
 /// Result alias used by the client.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
@@ -218,6 +220,26 @@ pub enum Error {
         source: Option<BoxError>,
     },
 
+    /// The session ended without delivering every fragment: some were refused for good and
+    /// skipped (4007 for a producer timestamp in the future, 4006...), dropped from a full
+    /// replay buffer, or are still owed. Returned by
+    /// [`PutMediaSink::close`](crate::PutMediaSink::close) in place of the summary, which it
+    /// carries, so a lossy session never looks like a success.
+    #[error(
+        "stream {stream}: {} of {} fragments delivered ({} refused and skipped, {} dropped from a full replay buffer, {} undelivered in all)",
+        summary.fragments_delivered,
+        summary.fragments,
+        summary.fragments_skipped,
+        summary.fragments_dropped,
+        summary.undelivered()
+    )]
+    Incomplete {
+        /// The stream.
+        stream: String,
+        /// What the session did; [`SessionSummary::fragments_failed`] names the refused fragments.
+        summary: Box<SessionSummary>,
+    },
+
     /// The session already ended (closed, or failed earlier with the error reported then).
     #[error("stream {stream}: the session is closed")]
     SessionClosed {
@@ -235,7 +257,9 @@ impl Error {
             | Self::Auth { .. }
             | Self::StreamNotFound { .. }
             | Self::InvalidMedia { .. }
-            | Self::SessionClosed { .. } => false,
+            | Self::SessionClosed { .. }
+            // The session is over; what was refused would be refused again.
+            | Self::Incomplete { .. } => false,
             Self::Credentials { retryable, .. } => *retryable,
             Self::Throttled { .. } | Self::ConnectionLimit { .. } => true,
             // Reference §2: InvalidEndpointException means "call GetDataEndpoint again".
@@ -264,6 +288,7 @@ impl Error {
             | Self::AckStream { stream, .. }
             | Self::Transport { stream, .. }
             | Self::ControlPlane { stream, .. }
+            | Self::Incomplete { stream, .. }
             | Self::SessionClosed { stream } => stream,
         }
     }

@@ -33,11 +33,14 @@
 //!     }
 //! });
 //!
-//! // MKV bytes from anywhere: a file, ffmpeg's stdout, S3.
+//! // MKV bytes from anywhere: a file, ffmpeg's stdout, S3. Read from a file this goes out at
+//! // real time (the default `Pacing::Realtime`: no producer timestamp in the future); see
+//! // `Pacing::Backfill` with `TimecodeMode::backfill` for recordings as fast as the network.
 //! let mkv = tokio::fs::read("clip.mkv").await?;
 //! for chunk in mkv.chunks(64 * 1024) {
 //!     sink.send(Bytes::copy_from_slice(chunk)).await?;
 //! }
+//! // `Err(Error::Incomplete { summary, .. })` when a fragment was refused, skipped or dropped.
 //! let summary = sink.close().await?;
 //! tracing::info!(persisted = summary.fragments_persisted, bytes = summary.bytes_sent);
 //! reporter.await?;
@@ -49,9 +52,11 @@ mod config;
 mod credentials;
 mod driver;
 mod error;
+mod parse;
 mod policy;
 mod session;
 mod sign;
+mod summary;
 mod transport;
 
 pub use api::{PutMediaClient, STREAM_CACHE_CAPACITY};
@@ -61,10 +66,12 @@ pub use config::{
 };
 pub use credentials::{Clock, SharedClock, SystemClock};
 pub use error::{BoxError, Error, Result, TimeoutPhase};
-pub use policy::{OverflowPolicy, RetryPolicy, Rotation};
+pub use parse::ParsePolicyError;
+pub use policy::{OverflowPolicy, Pacing, RetryPolicy, Rotation};
 pub use session::{
-    AckStream, BodyBuf, ChannelBody, ConnectCause, DroppedFragment, EVENT_CAPACITY, FailedFragment,
-    FragmentAck, LatencyStats, PutMediaSink, SessionEvent, SessionSummary,
+    AckStream, BodyBuf, ChannelBody, ConnectCause, DroppedFragment, EVENT_CAPACITY, FragmentAck,
+    PutMediaSink, SessionEvent,
 };
 pub use sign::{PayloadHash, SIGNING_SERVICE};
+pub use summary::{FailedFragment, LatencyStats, SessionSummary};
 pub use transport::ProxySettings;

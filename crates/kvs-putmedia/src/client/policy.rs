@@ -143,6 +143,65 @@ pub enum OverflowPolicy {
     DropOldest,
 }
 
+/// When a session sends a complete fragment, relative to the wall clock.
+///
+/// The service refuses a fragment whose producer timestamp lies in the future with 4007
+/// `INVALID_PRODUCER_TIMESTAMP` (docs/protocol.md §4.10). With RELATIVE timecodes a fragment's
+/// producer timestamp is the session's producer start plus its timecode; with ABSOLUTE ones it
+/// is the timecode itself. A recording read from a file is complete long before those times:
+/// sent at once, most of it would be refused.
+///
+/// Parses from and prints as `realtime` / `backfill`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum Pacing {
+    /// Hold each fragment until the producer timestamp of its last frame is no longer in the
+    /// future on the client's clock, then send it. A live source is never held (its fragments
+    /// complete after their media happened); a file read faster than real time goes out at
+    /// real time, and the replay buffer's caps slow the reader down meanwhile. With timecodes
+    /// that already lie in the past ([`TimecodeMode::backfill`](crate::mkv::TimecodeMode::backfill))
+    /// nothing is held. The default.
+    #[default]
+    Realtime,
+    /// Send each fragment as soon as it is complete, without looking at the clock: recorded
+    /// media backfilled as fast as the network allows, for timecodes that lie in the past
+    /// (ABSOLUTE ones from [`TimecodeMode::backfill`](crate::mkv::TimecodeMode::backfill), the
+    /// media's duration and "now"). A fragment that is in the future after all is refused with
+    /// 4007, skipped, and [`PutMediaSink::close`](crate::PutMediaSink::close) returns
+    /// [`Error::Incomplete`](crate::Error::Incomplete).
+    Backfill,
+}
+
+impl Pacing {
+    /// The name `FromStr` accepts: `realtime` or `backfill`.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Self::Realtime => "realtime",
+            Self::Backfill => "backfill",
+        }
+    }
+}
+
+impl std::fmt::Display for Pacing {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl std::str::FromStr for Pacing {
+    type Err = crate::Error;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s.to_ascii_lowercase().as_str() {
+            "realtime" => Ok(Self::Realtime),
+            "backfill" => Ok(Self::Backfill),
+            _ => Err(crate::Error::Config {
+                reason: format!("pacing {s:?} is neither \"realtime\" nor \"backfill\""),
+            }),
+        }
+    }
+}
+
 /// A small, seedable generator for jitter (SplitMix64): deterministic under a seed, so tests of
 /// backoff and rotation are reproducible; seeded from the clock and the address space otherwise.
 #[derive(Debug, Clone)]
@@ -197,6 +256,17 @@ mod tests {
             .with_interval(Duration::from_secs(1))
             .with_jitter(Duration::from_secs(5));
         assert_eq!(short.lifetime(0.9), Duration::ZERO);
+    }
+
+    #[test]
+    fn pacing_parses_what_it_prints() {
+        for p in [Pacing::Realtime, Pacing::Backfill] {
+            assert_eq!(p.to_string().parse::<Pacing>().unwrap(), p);
+        }
+        assert_eq!("BackFill".parse::<Pacing>().unwrap(), Pacing::Backfill);
+        assert_eq!(Pacing::default(), Pacing::Realtime);
+        let err = "fast".parse::<Pacing>().unwrap_err().to_string();
+        assert!(err.contains("\"fast\""), "{err}");
     }
 
     #[test]

@@ -258,6 +258,9 @@ fn vint_value(b: &[u8]) -> usize {
 /// response open.
 pub type Script = Box<dyn FnOnce(&[(u64, usize)]) -> Vec<Vec<u8>> + Send>;
 
+/// A script chunk that aborts the connection (no terminating chunk) instead of writing.
+pub const ABORT: &[u8] = b"\0abort";
+
 /// A PutMedia server on 127.0.0.1:0: answers 200 at once, reads the body, then writes the
 /// scripted ack chunks (each its own HTTP chunk) and ends the response. The script drives the
 /// first connection; later ones (the client reconnecting) get RECEIVED and PERSISTED for every
@@ -306,7 +309,7 @@ async fn serve_one(tcp: tokio::net::TcpStream, n: usize, script: Script, seen: A
                     s.later.push(Vec::new());
                     Some(s.later.len() - 1)
                 };
-                let (tx, rx) = mpsc::channel::<Result<Frame<Bytes>, Infallible>>(64);
+                let (tx, rx) = mpsc::channel::<Result<Frame<Bytes>, std::io::Error>>(64);
                 let mut body = req.into_body();
                 let (quiet_tx, quiet_rx) = tokio::sync::oneshot::channel::<()>();
                 let reader_seen = seen.clone();
@@ -356,6 +359,11 @@ async fn serve_one(tcp: tokio::net::TcpStream, n: usize, script: Script, seen: A
                         if chunk.is_empty() {
                             // An empty chunk in the script: keep the response open, silent.
                             std::future::pending::<()>().await;
+                        }
+                        if chunk == ABORT {
+                            // The response fails mid-stream: the connection is aborted.
+                            let _ = tx.send(Err(std::io::Error::other("scripted abort"))).await;
+                            return;
                         }
                         if tx.send(Ok(Frame::data(Bytes::from(chunk)))).await.is_err() {
                             return;
