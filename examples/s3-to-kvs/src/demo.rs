@@ -445,6 +445,9 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
         per_stream.len(),
         started.elapsed().as_secs_f64()
     );
+    for stream in per_stream.keys() {
+        println!("watch         {}", emu.console_url(stream));
+    }
     if args.keep_running {
         println!(
             "keep running: the emulator stays up at {} until Ctrl-C",
