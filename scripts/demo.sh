@@ -1,5 +1,7 @@
 #!/usr/bin/env bash
-# The main job: S3 object -> ffmpeg -> KVS PutMedia, all on the embedded emulator (no AWS account).
+# The main job, as a system: uploads to a bucket that notifies a queue -> the s3-to-kvs worker ->
+# one KVS stream per prefix, streamed concurrently, each read back and verified; all on the
+# embedded emulator (no AWS account). `--keep-running` leaves it up to watch; `--help` for more.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/system-deps.sh

@@ -101,6 +101,9 @@ pub struct Probe {
     pub duration: Option<Duration>,
     /// Overall bit rate in bit/s, when known.
     pub bit_rate: Option<u64>,
+    /// When the media was recorded: the container's `creation_time` tag (MP4/MOV `mvhd`,
+    /// Matroska `DateUTC`), when present and valid.
+    pub creation_time: Option<std::time::SystemTime>,
     /// All streams, in input order.
     pub streams: Vec<StreamInfo>,
     /// Keyframe statistics of [`Probe::video`]; `None` without video, or when the job's profile
@@ -149,6 +152,14 @@ struct RawFormat {
     duration: Option<String>,
     #[serde(default)]
     bit_rate: Option<String>,
+    #[serde(default)]
+    tags: Option<RawFormatTags>,
+}
+
+#[derive(Deserialize)]
+struct RawFormatTags {
+    #[serde(default)]
+    creation_time: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -272,9 +283,50 @@ pub(crate) fn parse_probe_json(json: &[u8]) -> std::result::Result<Probe, serde_
         bit_rate: format
             .and_then(|f| f.bit_rate.as_deref())
             .and_then(|b| b.parse().ok()),
+        creation_time: format
+            .and_then(|f| f.tags.as_ref()?.creation_time.as_deref())
+            .and_then(parse_utc),
         streams,
         keyframes: None,
     })
+}
+
+/// Parses ffprobe's `creation_time` (`2024-05-01T12:34:56.123456Z`, UTC) into a time; `None`
+/// for anything else (a crafted file can put any text there).
+fn parse_utc(s: &str) -> Option<std::time::SystemTime> {
+    let s = s.trim().strip_suffix('Z')?;
+    let (date, time) = s.split_once('T')?;
+    let num = |v: &str| -> Option<i64> {
+        (!v.is_empty() && v.bytes().all(|b| b.is_ascii_digit())).then(|| v.parse().ok())?
+    };
+    let mut d = date.splitn(3, '-');
+    let (y, m, day) = (num(d.next()?)?, num(d.next()?)?, num(d.next()?)?);
+    let (hms, frac) = time.split_once('.').unwrap_or((time, ""));
+    let mut t = hms.splitn(3, ':');
+    let (hh, mm, ss) = (num(t.next()?)?, num(t.next()?)?, num(t.next()?)?);
+    if !(1..=12).contains(&m) || !(1..=31).contains(&day) || hh > 23 || mm > 59 || ss > 60 {
+        return None;
+    }
+    let micros = if frac.is_empty() {
+        0
+    } else {
+        let digits: String = frac.chars().chain("000000".chars()).take(6).collect();
+        num(&digits)?
+    };
+    // Days from the civil date (Howard Hinnant's algorithm).
+    let yy = if m <= 2 { y - 1 } else { y };
+    let era = yy.div_euclid(400);
+    let yoe = yy - era * 400;
+    let mp = (m + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + day - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    let days = era * 146_097 + doe - 719_468;
+    let secs = u64::try_from(days * 86_400 + hh * 3600 + mm * 60 + ss).ok()?;
+    Some(
+        std::time::UNIX_EPOCH
+            + Duration::from_secs(secs)
+            + Duration::from_micros(u64::try_from(micros).ok()?),
+    )
 }
 
 /// Parses `ffprobe -show_entries packet=pts_time,dts_time,flags -of compact=p=0` lines.
@@ -490,6 +542,41 @@ mod tests {
     use super::*;
 
     #[test]
+    fn creation_time_is_parsed_as_utc_and_garbage_is_none() {
+        let t = parse_utc("2024-05-01T12:34:56.123456Z").unwrap();
+        let d = t.duration_since(std::time::UNIX_EPOCH).unwrap();
+        assert_eq!(d.as_secs(), 1_714_566_896);
+        assert_eq!(d.subsec_micros(), 123_456);
+        assert_eq!(
+            parse_utc("1970-01-01T00:00:00Z"),
+            Some(std::time::UNIX_EPOCH)
+        );
+        assert_eq!(
+            parse_utc("2000-03-01T00:00:00.5Z")
+                .unwrap()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .as_millis(),
+            951_868_800_500
+        );
+        for bad in [
+            "",
+            "2024-13-01T00:00:00Z",
+            "2024-05-01 12:00:00",
+            "x-y-zTa:b:cZ",
+            "2024-05-01T12:34:56+02:00",
+            "-1-01-01T00:00:00Z",
+        ] {
+            assert_eq!(parse_utc(bad), None, "{bad:?}");
+        }
+        let json = br#"{"streams":[],"format":{"format_name":"mov","tags":{"creation_time":"2024-05-01T12:34:56.000000Z"}}}"#;
+        assert_eq!(
+            parse_probe_json(json).unwrap().creation_time,
+            parse_utc("2024-05-01T12:34:56Z")
+        );
+    }
+
+    #[test]
     fn parses_ffprobe_json() {
         let json = br#"{"streams":[
           {"index":0,"codec_name":"h264","codec_type":"video","profile":"High","width":1280,"height":720,
@@ -505,6 +592,7 @@ mod tests {
         assert_eq!(p.audio().unwrap().channels, Some(6));
         assert!(p.streams[2].attached_pic);
         assert_eq!(p.duration, Some(Duration::from_millis(2005)));
+        assert_eq!(p.creation_time, None);
         assert!(p.has_b_frames());
     }
 

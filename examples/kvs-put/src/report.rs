@@ -1,7 +1,6 @@
 //! Progress while streaming, and the final summary (human on stderr, or `--json` on stdout).
 
 use std::io::IsTerminal;
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
@@ -151,6 +150,44 @@ impl Report {
     }
 }
 
+impl Report {
+    /// Copies the pipeline's outcome into the report.
+    pub fn fill(&mut self, o: &kvs_pipeline::Outcome) {
+        let s = &o.summary;
+        self.first_fragment_number = o.first_fragment_number.clone();
+        self.fragments = s.fragments;
+        self.fragments_delivered = s.fragments_delivered;
+        self.fragments_sent = s.fragments_sent;
+        self.fragments_resent = s.fragments_resent;
+        self.fragments_received = s.fragments_received;
+        self.fragments_persisted = s.fragments_persisted;
+        // The list also names the fragment whose error ended the session; past 1024 only the
+        // skipped count grows.
+        self.fragments_failed = s.fragments_skipped.max(s.fragments_failed.len() as u64);
+        self.fragments_dropped = s.fragments_dropped;
+        self.connections = s.connections;
+        self.retries = s.retries;
+        self.rotations = s.rotations;
+        self.bytes_sent = s.bytes_sent;
+        self.first_ack_latency_ms = s.first_ack_latency.map(|d| d.as_secs_f64() * 1000.0);
+        let ms = |d: Duration| d.as_secs_f64() * 1000.0;
+        if s.received_latency.count > 0 {
+            self.received_latency_ms =
+                Some([ms(s.received_latency.p50), ms(s.received_latency.p99)]);
+        }
+        self.failures = s
+            .fragments_failed
+            .iter()
+            .map(|f| FailedFragment {
+                timecode: f.timecode,
+                fragment_number: f.fragment_number.as_ref().map(|n| n.as_str().to_owned()),
+                error_id: f.error.id.id(),
+                error_code: f.error.code.clone(),
+            })
+            .collect();
+    }
+}
+
 /// Prints the summary: one JSON object on stdout with `--json`, readable lines on stderr
 /// otherwise.
 #[allow(clippy::print_stderr)]
@@ -206,21 +243,6 @@ pub fn finish(report: &Report, json: bool) {
     }
 }
 
-/// Counters updated while streaming, read by the progress display.
-#[derive(Debug, Default)]
-pub struct Live {
-    /// Input bytes handed to the PutMedia sink.
-    pub bytes_in: u64,
-    /// RECEIVED acks.
-    pub received: u64,
-    /// PERSISTED acks.
-    pub persisted: u64,
-    /// ERROR acks.
-    pub failed: u64,
-    /// Latency of the latest acknowledgement that had one.
-    pub last_latency: Option<Duration>,
-}
-
 /// The progress display: an indicatif bar when stderr is a terminal, periodic log lines
 /// otherwise. Dropping it (or [`Progress::stop`]) ends it.
 pub struct Progress {
@@ -229,13 +251,10 @@ pub struct Progress {
 }
 
 impl Progress {
-    /// Starts the display of `live` and, when ffmpeg runs, its progress.
-    pub fn start(
-        live: Arc<Mutex<Live>>,
-        ffmpeg: Option<watch::Receiver<ffmpeg_source::Progress>>,
-    ) -> Progress {
+    /// Starts the display of the pipeline's progress.
+    pub fn start(progress: watch::Receiver<kvs_pipeline::Progress>) -> Progress {
         let terminal = std::io::stderr().is_terminal();
-        let duration = ffmpeg.as_ref().and_then(|p| p.borrow().duration);
+        let duration = progress.borrow().duration;
         let bar = terminal.then(|| {
             let bar = match duration {
                 Some(d) => {
@@ -264,37 +283,29 @@ impl Progress {
             tick.tick().await;
             loop {
                 tick.tick().await;
-                let p = ffmpeg.as_ref().map(|p| p.borrow().clone());
-                let (bytes, persisted, received, failed, latency) = {
-                    let l = live.lock().unwrap_or_else(|e| e.into_inner());
-                    (
-                        l.bytes_in,
-                        l.persisted,
-                        l.received,
-                        l.failed,
-                        l.last_latency,
-                    )
-                };
-                let media = p.as_ref().map(|p| p.out_time);
-                let kbps = p.as_ref().and_then(|p| p.bitrate_kbps).or_else(|| {
-                    let secs = started.elapsed().as_secs_f64();
-                    (secs > 0.0).then(|| bytes as f64 * 8.0 / 1000.0 / secs)
-                });
+                let p = progress.borrow().clone();
+                let s = &p.session;
+                let secs = started.elapsed().as_secs_f64();
+                let kbps = p.bytes_in as f64 * 8.0 / 1000.0 / secs.max(0.001);
+                let failed = s.fragments_skipped + s.fragments_dropped;
                 let msg = format!(
-                    "media {} / {}  received {received}  persisted {persisted}{}  {}  ack {}",
-                    media.map_or_else(|| "-".to_owned(), |m| format!("{:.1}s", m.as_secs_f64())),
+                    "media {} / {}  received {}  persisted {}{}  {kbps:.0} kbit/s  ack {}",
+                    p.media_time
+                        .map_or_else(|| "-".to_owned(), |m| format!("{:.1}s", m.as_secs_f64())),
                     duration.map_or_else(|| "?".to_owned(), |d| format!("{:.1}s", d.as_secs_f64())),
+                    s.fragments_received,
+                    s.fragments_persisted,
                     if failed > 0 {
                         format!("  FAILED {failed}")
                     } else {
                         String::new()
                     },
-                    kbps.map_or_else(|| "- kbit/s".to_owned(), |k| format!("{k:.0} kbit/s")),
-                    latency.map_or_else(|| "-".to_owned(), |l| format!("{} ms", l.as_millis())),
+                    p.last_latency
+                        .map_or_else(|| "-".to_owned(), |l| format!("{} ms", l.as_millis())),
                 );
                 match &shown {
                     Some(bar) => {
-                        if let Some(m) = media {
+                        if let Some(m) = p.media_time {
                             bar.set_position(m.as_millis() as u64);
                         } else {
                             bar.tick();

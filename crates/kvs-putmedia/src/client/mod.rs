@@ -78,5 +78,5 @@ pub use session::{
     SessionEvent,
 };
 pub use sign::{PayloadHash, SIGNING_SERVICE};
-pub use transport::ProxySettings;
 pub use summary::{FailedFragment, LatencyStats, SessionSummary};
+pub use transport::ProxySettings;

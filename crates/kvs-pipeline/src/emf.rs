@@ -9,10 +9,12 @@
 //! aggregate across streams, which the deployment's alarms watch, since a stream template
 //! makes the set of streams open-ended). Logs go to stderr, so stdout holds metrics only.
 //!
-//! ```ignore
-//! // (a binary crate: doc examples are not compiled)
-//! let metrics = Emf::stdout(DEFAULT_NAMESPACE)?;
+//! ```no_run
+//! # fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! use kvs_pipeline::emf::{DEFAULT_NAMESPACE, Emf, Metric};
+//! let metrics = Emf::new(DEFAULT_NAMESPACE, std::io::stdout())?;
 //! metrics.emit("cam-front", &[(Metric::FragmentsPersisted, 12.0), (Metric::PutMediaLatency, 830.0)])?;
+//! # Ok(()) }
 //! ```
 
 use std::io::{self, Write};
@@ -113,13 +115,6 @@ impl std::error::Error for InvalidNamespace {}
 pub struct Emf<W> {
     namespace: String,
     out: Mutex<W>,
-}
-
-impl Emf<io::Stdout> {
-    /// Metrics on stdout under `namespace`.
-    pub fn stdout(namespace: impl Into<String>) -> Result<Self, InvalidNamespace> {
-        Emf::new(namespace, io::stdout())
-    }
 }
 
 impl<W: Write> Emf<W> {

@@ -14,14 +14,7 @@ use serde::Serialize;
 use tokio::sync::{Notify, watch};
 use uuid::Uuid;
 
-/// An S3 object to stream.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize)]
-pub struct ObjectRef {
-    /// Bucket name.
-    pub bucket: String,
-    /// Object key, already URL-decoded.
-    pub key: String,
-}
+pub use crate::object::ObjectRef;
 
 /// Where a job is in its life.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -79,6 +72,33 @@ pub struct Progress {
     pub rotations: u64,
 }
 
+impl Progress {
+    /// Copies the pipeline's live progress (the session's own metrics).
+    pub fn update(&mut self, p: &crate::Progress) {
+        self.media_time_ms = p.media_time.map_or(0, |d| d.as_millis() as u64);
+        self.duration_ms = p.duration.map(|d| d.as_millis() as u64);
+        self.summary(&p.session);
+    }
+
+    /// Copies the final outcome.
+    pub fn finish(&mut self, o: &crate::Outcome) {
+        self.summary(&o.summary);
+    }
+
+    fn summary(&mut self, s: &kvs_putmedia::SessionSummary) {
+        self.fragments_sent = s.fragments_sent;
+        self.bytes_sent = s.bytes_sent;
+        self.fragments_received = s.fragments_received;
+        self.fragments_persisted = s.fragments_persisted;
+        self.fragments_failed = s.fragments_skipped.max(s.fragments_failed.len() as u64);
+        self.fragments_dropped = s.fragments_dropped;
+        self.fragments_resent = s.fragments_resent;
+        self.connections = s.connections;
+        self.retries = s.retries;
+        self.rotations = s.rotations;
+    }
+}
+
 /// What `GET /jobs/{id}` returns.
 #[derive(Debug, Clone, Serialize)]
 pub struct JobView {
@@ -102,7 +122,7 @@ pub struct JobView {
     pub error: Option<String>,
     /// The failure's class, which picks the HTTP status of a request still waiting on the job.
     #[serde(skip)]
-    pub failure_kind: Option<crate::http::JobErrorKind>,
+    pub failure_kind: Option<super::JobErrorKind>,
 }
 
 /// Shared handle to one job's state.
@@ -344,10 +364,7 @@ mod tests {
     use super::*;
 
     fn obj(k: &str) -> ObjectRef {
-        ObjectRef {
-            bucket: "b".into(),
-            key: k.into(),
-        }
+        ObjectRef::new("b", k)
     }
 
     fn limits(concurrency: usize, queue: usize) -> Limits {

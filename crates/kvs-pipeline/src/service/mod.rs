@@ -1,4 +1,12 @@
-//! The HTTP API: `POST /processObject`, `GET /` (health), `GET /jobs`, `GET /jobs/{id}`.
+//! The `s3-to-kvs` HTTP API: `POST /processObject`, `GET /` (health), `GET /jobs`,
+//! `GET /jobs/{id}`. In serve mode each object is a job streamed by a [`JobRunner`] (the real
+//! one is [`Runner`]); in worker mode `processObject` enqueues and `/jobs` lists the worker's
+//! jobs.
+
+pub mod jobs;
+mod runner;
+
+pub use runner::Runner;
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -17,8 +25,9 @@ use serde_json::json;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
-use crate::jobs::{Admitted, Job, JobState, JobView, ObjectRef, Refused, Registry};
-use crate::request;
+use crate::object as request;
+use crate::worker::{EnqueueError, Worker};
+use jobs::{Admitted, Job, JobState, JobView, ObjectRef, Refused, Registry};
 
 /// Request bodies above this are refused with `413`: a `processObject` body or an S3 event with
 /// a few records is well under it, and nothing larger is ever buffered.
@@ -44,7 +53,7 @@ pub struct JobError {
     pub message: String,
 }
 
-/// Runs jobs; the real one streams S3 -> ffmpeg -> KVS ([`crate::pipeline::Pipeline`]).
+/// Runs jobs; the real one streams S3 -> ffmpeg -> KVS ([`Runner`]).
 pub trait JobRunner: Send + Sync + 'static {
     /// Checks that the object exists before a job is admitted.
     fn check(&self, object: &ObjectRef) -> impl Future<Output = Result<(), JobError>> + Send;
@@ -63,8 +72,10 @@ pub trait JobRunner: Send + Sync + 'static {
 pub struct App<R> {
     /// Admission and job state.
     pub registry: Arc<Registry>,
-    /// The pipeline.
-    pub runner: Arc<R>,
+    /// The pipeline (serve mode).
+    pub runner: Option<Arc<R>>,
+    /// The queue worker (worker mode): `processObject` enqueues, `/jobs` lists its jobs.
+    pub worker: Option<Arc<Worker>>,
     /// Cancelled on shutdown: running jobs stop at a fragment boundary.
     pub stop: CancellationToken,
     /// How long `processObject` waits for the first acknowledgement before answering with the
@@ -89,6 +100,21 @@ fn error(status: StatusCode, message: impl Into<String>) -> Resp {
 impl<R: JobRunner> App<R> {
     async fn handle(self: Arc<Self>, req: Request<Incoming>) -> Resp {
         let path = req.uri().path().to_owned();
+        if let Some(worker) = self.worker.clone() {
+            match (req.method(), path.as_str()) {
+                (&Method::GET, "/") | (&Method::GET, "/health") => {
+                    return json_response(
+                        StatusCode::OK,
+                        json!({ "status": "ok", "activeJobs": worker.active() }),
+                    );
+                }
+                (&Method::GET, "/jobs") => {
+                    return json_response(StatusCode::OK, json!({ "jobs": worker.jobs() }));
+                }
+                (&Method::POST, "/processObject") => return enqueue(&worker, req).await,
+                _ => {}
+            }
+        }
         match (req.method(), path.as_str()) {
             (&Method::GET, "/") | (&Method::GET, "/health") => json_response(
                 StatusCode::OK,
@@ -113,22 +139,9 @@ impl<R: JobRunner> App<R> {
     }
 
     async fn process_object(self: Arc<Self>, req: Request<Incoming>) -> Resp {
-        let body = match Limited::new(req.into_body(), MAX_BODY_BYTES)
-            .collect()
-            .await
-        {
-            Ok(b) => b.to_bytes(),
-            Err(e) if e.is::<http_body_util::LengthLimitError>() => {
-                return error(
-                    StatusCode::PAYLOAD_TOO_LARGE,
-                    format!("request body over {MAX_BODY_BYTES} bytes"),
-                );
-            }
-            Err(e) => return error(StatusCode::BAD_REQUEST, format!("reading body: {e}")),
-        };
-        let objects = match request::parse(&body) {
+        let objects = match read_objects(req).await {
             Ok(o) => o,
-            Err(e) => return error(StatusCode::BAD_REQUEST, e.to_string()),
+            Err(resp) => return resp,
         };
         let mut answers = Vec::with_capacity(objects.len());
         for object in objects {
@@ -157,7 +170,10 @@ impl<R: JobRunner> App<R> {
     }
 
     async fn start(self: Arc<Self>, object: ObjectRef) -> (StatusCode, serde_json::Value) {
-        if let Err(e) = self.runner.check(&object).await {
+        let Some(runner) = self.runner.clone() else {
+            return (StatusCode::NOT_FOUND, json!({ "message": "no runner" }));
+        };
+        if let Err(e) = runner.check(&object).await {
             return failure_answer(&object, None, &e);
         }
         let job = match self.registry.admit(object.clone()) {
@@ -191,7 +207,10 @@ impl<R: JobRunner> App<R> {
     }
 
     fn answer(&self, object: &ObjectRef, view: JobView) -> (StatusCode, serde_json::Value) {
-        let (label, stream) = self.runner.stream_label();
+        let (label, stream) = self
+            .runner
+            .as_ref()
+            .map_or(("streamName", String::new()), |r| r.stream_label());
         match (&view.start_fragment_number, view.state) {
             (Some(n), _) => (
                 StatusCode::OK,
@@ -210,10 +229,13 @@ impl<R: JobRunner> App<R> {
     }
 
     async fn drive(self: Arc<Self>, job: Arc<Job>) {
+        let Some(runner) = self.runner.clone() else {
+            return;
+        };
         if !self.registry.acquire_slot(&job).await {
             return;
         }
-        let result = self.runner.run(job.clone(), self.stop.child_token()).await;
+        let result = runner.run(job.clone(), self.stop.child_token()).await;
         match result {
             Ok(()) if self.stop.is_cancelled() && job.view().state == JobState::Running => {
                 self.registry.finish(
@@ -231,6 +253,43 @@ impl<R: JobRunner> App<R> {
             }
         }
     }
+}
+
+/// Reads and parses a `processObject` body; an error is the response to send.
+async fn read_objects(req: Request<Incoming>) -> Result<Vec<ObjectRef>, Resp> {
+    let body = match Limited::new(req.into_body(), MAX_BODY_BYTES)
+        .collect()
+        .await
+    {
+        Ok(b) => b.to_bytes(),
+        Err(e) if e.is::<http_body_util::LengthLimitError>() => {
+            return Err(error(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                format!("request body over {MAX_BODY_BYTES} bytes"),
+            ));
+        }
+        Err(e) => return Err(error(StatusCode::BAD_REQUEST, format!("reading body: {e}"))),
+    };
+    request::parse(&body).map_err(|e| error(StatusCode::BAD_REQUEST, e.to_string()))
+}
+
+/// Worker mode: `processObject` puts each object on the work queue (`202`).
+async fn enqueue(worker: &Worker, req: Request<Incoming>) -> Resp {
+    let objects = match read_objects(req).await {
+        Ok(o) => o,
+        Err(resp) => return resp,
+    };
+    let mut queued = Vec::with_capacity(objects.len());
+    for o in &objects {
+        match worker.enqueue(o).await {
+            Ok(id) => {
+                queued.push(json!({ "bucketName": o.bucket, "keyName": o.key, "messageId": id }))
+            }
+            Err(e @ EnqueueError::Send(_)) => return error(StatusCode::BAD_GATEWAY, e.to_string()),
+            Err(e) => return error(StatusCode::BAD_REQUEST, e.to_string()),
+        }
+    }
+    json_response(StatusCode::ACCEPTED, json!({ "queued": queued }))
 }
 
 fn failure_answer(
