@@ -1,7 +1,7 @@
 //! Throughput of the acknowledgement decoder over a realistic ack stream.
 //!
 //! The stream: 10 000 fragments, each acknowledged BUFFERING, RECEIVED and PERSISTED with
-//! 47-digit fragment numbers and epoch-millisecond timecodes, interleaved as the reference shows
+//! 47-digit fragment numbers and epoch-millisecond timecodes, interleaved as docs/protocol.md §2 shows
 //! (`RECEIVED n, BUFFERING n+1, ..., PERSISTED n`), an IDLE every 50 fragments and an ERROR at
 //! the end. Two read patterns: one ack per push (the service sends each ack as its own HTTP
 //! chunk) and 16 KiB reads (a proxy coalescing acks).

@@ -45,7 +45,7 @@ impl ApiError {
     }
 }
 
-/// Reference §1.3: stream name `[a-zA-Z0-9_.-]{1,256}`.
+/// docs/protocol.md §1.3: stream name `[a-zA-Z0-9_.-]{1,256}`.
 pub fn validate_stream_name(name: &str) -> Result<(), ApiError> {
     if name.is_empty() || name.len() > 256 {
         return Err(ApiError::invalid_argument(format!(
@@ -91,7 +91,7 @@ pub enum StreamRef {
 }
 
 impl StreamRef {
-    /// From optional name and ARN; exactly one must be set (reference §1.3).
+    /// From optional name and ARN; exactly one must be set (docs/protocol.md §1.3).
     pub fn from_parts(name: Option<String>, arn: Option<String>) -> Result<Self, ApiError> {
         match (name, arn) {
             (Some(n), None) => {
@@ -128,7 +128,7 @@ pub enum TimecodeKind {
     Relative,
 }
 
-/// The validated PutMedia headers (reference §1.3).
+/// The validated PutMedia headers (docs/protocol.md §1.3).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PutMediaHeaders {
     /// Which stream.

@@ -2,7 +2,7 @@
 //!
 //! One port serves every service; each request is routed by the service in its SigV4
 //! credential scope (`kinesisvideo`, `s3`, `sts`), so `AWS_ENDPOINT_URL=http://127.0.0.1:PORT`
-//! is all a client sets. The contract is `kvs-putmedia-reference.md`; `docs/emulator.md` lists
+//! is all a client sets. The contract is `docs/protocol.md`; `docs/emulator.md` lists
 //! every rule enforced and what is deliberately left out.
 //!
 //! With the default `server` feature this crate offers [`Emulator`]; without it, only the pure

@@ -4,9 +4,9 @@
 //! Pure and synchronous: the clock comes in as an argument. The server module feeds it the
 //! request parts; the fuzz target feeds it arbitrary bytes.
 //!
-//! Reference §1.4: "The emulator must accept all three forms [sha256 of the empty string,
+//! docs/protocol.md §1.4: "The emulator must accept all three forms [sha256 of the empty string,
 //! `UNSIGNED-PAYLOAD`, `STREAMING-AWS4-HMAC-SHA256-PAYLOAD`] and still verify the signature over
-//! the headers." Reference §1.6: "Clock skew over 5 minutes: `403 {"message":"Signature expired:
+//! the headers." docs/protocol.md §1.6: "Clock skew over 5 minutes: `403 {"message":"Signature expired:
 //! ..."}`".
 
 use std::fmt;
@@ -569,7 +569,7 @@ fn ct_eq(a: &str, b: &str) -> bool {
 
 /// Checks a header-signed request: the date against the clock, then the signature over the
 /// canonical request for each candidate payload hash (a streaming request may have been
-/// signed with any of the three forms of reference §1.4, and does not always say which).
+/// signed with any of the three forms of docs/protocol.md §1.4, and does not always say which).
 pub fn verify_header_signed(
     parts: &RequestParts<'_>,
     auth: &Authorization,
@@ -657,7 +657,7 @@ mod tests {
             verify_header_signed(&parts, &auth, "wrong", &[EMPTY_PAYLOAD_SHA256], now, 300),
             Err(SigV4Error::SignatureMismatch)
         );
-        // Six minutes later the same request is refused as expired (reference §1.6).
+        // Six minutes later the same request is refused as expired (docs/protocol.md §1.6).
         let err = verify_header_signed(
             &parts,
             &auth,

@@ -1,4 +1,4 @@
-//! One test per media rule of `kvs-putmedia-reference.md` that the emulator enforces, on
+//! One test per media rule of `docs/protocol.md` that the emulator enforces, on
 //! hand-built MKV byte strings (written by the test-only writer in `media_support`).
 
 mod media_support;

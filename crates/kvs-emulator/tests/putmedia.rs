@@ -1,5 +1,5 @@
 //! PutMedia over a raw full-duplex HTTP/1.1 connection: the ack timeline, errors, limits and
-//! fault injection (reference §1-§3).
+//! fault injection (docs/protocol.md §1-§3).
 
 mod support;
 
@@ -31,7 +31,7 @@ async fn happy_path_acks_timeline_and_stored_fragments() {
     let start = producer_start_secs(60);
     o.producer_start = Some(start.clone());
     let mut pm = PutMedia::open(&emu, o).await;
-    // Reference §1.7: 200 before any media was sent.
+    // docs/protocol.md §1.7: 200 before any media was sent.
     assert_eq!(pm.status, 200, "{}", pm.head);
     assert!(pm.header("x-amzn-requestid").is_some());
     let clip = clip();
@@ -46,7 +46,7 @@ async fn happy_path_acks_timeline_and_stored_fragments() {
         6,
         "one fragment per keyframe cluster: {frags:?}"
     );
-    // Per fragment: BUFFERING, RECEIVED, PERSISTED, matched by timecode (reference §2).
+    // Per fragment: BUFFERING, RECEIVED, PERSISTED, matched by timecode (docs/protocol.md §2).
     for f in &frags {
         let mine: Vec<&str> = acks
             .iter()
@@ -178,7 +178,7 @@ async fn bad_signature_unknown_key_and_clock_skew_are_403() {
         Some("UnrecognizedClientException")
     );
 
-    // Reference §1.6: more than 5 minutes of skew is refused with "Signature expired".
+    // docs/protocol.md §1.6: more than 5 minutes of skew is refused with "Signature expired".
     let mut o = PutMediaOptions::new(&emu, "s");
     o.time = SystemTime::now() - Duration::from_secs(6 * 60);
     let mut pm = PutMedia::open(&emu, o).await;
@@ -281,7 +281,7 @@ async fn invalid_mkv_gets_4006_then_close_and_stream_is_free_again() {
     assert_eq!(pm.status, 200);
 }
 
-/// Reference §3: one connection per stream, with a brief rotation overlap: a second request
+/// docs/protocol.md §3: one connection per stream, with a brief rotation overlap: a second request
 /// supersedes the first (see `official_producer.rs`), a third while both are open is refused.
 #[tokio::test]
 async fn third_concurrent_connection_is_refused() {
@@ -300,7 +300,7 @@ async fn third_concurrent_connection_is_refused() {
     assert!(third.error_body().await["message"].is_string());
 }
 
-/// Reference §3: "a brief overlap during rotation is tolerated". Once the first request's body
+/// docs/protocol.md §3: "a brief overlap during rotation is tolerated". Once the first request's body
 /// has ended, a new connection is accepted while the first response still owes PERSISTED acks.
 #[tokio::test]
 async fn rotation_overlap_is_accepted_once_the_old_body_ended() {
@@ -726,7 +726,7 @@ async fn keep_streaming(pm: &mut PutMedia, total: usize) -> bool {
     true
 }
 
-/// Reference §2: "After any ERROR ack the service ends the connection": the service ends the
+/// docs/protocol.md §2: "After any ERROR ack the service ends the connection": the service ends the
 /// response (ERROR ack, then the terminating chunk). The emulator drains the rest of the body
 /// after the ERROR, so closing the socket with unread bytes (a TCP RST) cannot destroy the ack
 /// before the client reads it. Without the drain this failed with "Connection reset by peer".

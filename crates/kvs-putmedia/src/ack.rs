@@ -225,14 +225,14 @@ pub enum ErrorAction {
 
 macro_rules! ack_error_ids {
     ($( $(#[$doc:meta])* $variant:ident = $id:literal, $code:literal, $desc:literal, $action:ident; )*) => {
-        /// The `ErrorId` of an `ERROR` acknowledgement: every id in the reference's table, plus
+        /// The `ErrorId` of an `ERROR` acknowledgement: every id in the table of docs/protocol.md §2, plus
         /// [`AckErrorId::Unknown`] for ids it does not list ("Treat an unknown id as retryable and
         /// keep its `ErrorCode` string", reference, section 2).
         #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
         #[non_exhaustive]
         pub enum AckErrorId {
             $( $(#[$doc])* $variant, )*
-            /// An id not in the reference's table.
+            /// An id not in the table of docs/protocol.md §2.
             Unknown(u32),
         }
 

@@ -1,8 +1,8 @@
-//! Golden ack sequences from the reference (section 2) and scripted chunk boundaries, in the
+//! Golden ack sequences from docs/protocol.md §2 and scripted chunk boundaries, in the
 //! style of tokio-util's `tests/framed_read.rs`.
 //!
 //! Each `testdata/acks/NAME.jsonl` is a response body; `NAME.expected` holds one line per item
-//! the decoder must produce, written by hand from the reference's tables.
+//! the decoder must produce, written by hand from the table of docs/protocol.md §2s.
 
 use std::path::PathBuf;
 

@@ -1,4 +1,4 @@
-//! The ack types pin the reference's tables (section 2): every error id with its code and the
+//! The ack types pin the table of docs/protocol.md §2s (section 2): every error id with its code and the
 //! official producer's reaction, fragment numbers as strings, and the wire form.
 
 use kvs_putmedia::ack::{
@@ -9,7 +9,7 @@ use kvs_putmedia::ack::{
 #[test]
 fn error_table_matches_the_reference() {
     use ErrorAction::*;
-    // (id, code, official producer on replay), copied from the reference's table.
+    // (id, code, official producer on replay), copied from the table of docs/protocol.md §2.
     let table: &[(u32, &str, ErrorAction)] = &[
         (4000, "STREAM_READ_ERROR", Retry),
         (4001, "MAX_FRAGMENT_SIZE_REACHED", Skip),

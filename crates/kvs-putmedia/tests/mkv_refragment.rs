@@ -1,4 +1,4 @@
-//! The re-fragmenter on real ffmpeg and mkvmerge output generated at test time (reference §4,
+//! The re-fragmenter on real ffmpeg and mkvmerge output generated at test time (docs/protocol.md §4,
 //! §5): after re-fragmenting, every fragment starts with a keyframe, durations and sizes are
 //! within the KVS limits, cluster timecodes rise strictly above the previous last frame, and
 //! mkvinfo and ffprobe accept the output and decode as many frames as the input holds.
@@ -267,7 +267,7 @@ fn input_timecode_scale_is_converted_to_1ms() {
 
 #[test]
 fn bframes_keep_every_frame() {
-    // KVS refuses B-frames (reference §4.8) but the re-fragmenter must not lose them.
+    // KVS refuses B-frames (docs/protocol.md §4.8) but the re-fragmenter must not lose them.
     let input = ffmpeg_mkv(&[
         "-f",
         "lavfi",
@@ -317,7 +317,7 @@ fn header_is_what_kvs_wants() {
     let h = run.header.as_ref().expect("header");
     let b = h.bytes();
     assert_eq!(&b[..4], &[0x1A, 0x45, 0xDF, 0xA3]);
-    // Unknown-size Segment (reference §4.2).
+    // Unknown-size Segment (docs/protocol.md §4.2).
     let seg = b
         .windows(12)
         .position(|w| w == [0x18, 0x53, 0x80, 0x67, 1, 255, 255, 255, 255, 255, 255, 255]);

@@ -1,5 +1,5 @@
 //! The re-fragmenter on hand-made Matroska: exact timestamps for the timecode rules of
-//! reference §4.6-4.8 and §5, odd layouts, and the limits of §3.
+//! docs/protocol.md §4.6-4.8 and §5, odd layouts, and the limits of §3.
 
 #[path = "common/mkv_media.rs"]
 mod mkv_media;
@@ -22,7 +22,7 @@ fn run_default(input: &[u8]) -> Run {
 
 #[test]
 fn ffmpeg_held_back_audio_joins_the_fragment_it_belongs_to() {
-    // Reference §5: the muxer holds one audio packet back, so in file order an audio frame timed
+    // docs/protocol.md §5: the muxer holds one audio packet back, so in file order an audio frame timed
     // below a keyframe follows it. Move each audio frame just below a keyframe after it.
     let mut frames = av_frames(5000, 25);
     let mut i = 1;
@@ -78,7 +78,7 @@ fn audio_ahead_of_video_moves_to_the_next_fragment() {
 #[test]
 fn equal_timestamps_get_one_tick_compensation() {
     // A video frame before the keyframe in decode order with the keyframe's own timestamp:
-    // the next Cluster must be strictly greater (reference §4.6), so the keyframe moves one tick.
+    // the next Cluster must be strictly greater (docs/protocol.md §4.6), so the keyframe moves one tick.
     let mut frames = av_frames(4000, 25);
     let k = frames
         .iter()
@@ -604,7 +604,7 @@ fn absurd_timecodes_are_refused_not_overflowed() {
     }
 }
 
-/// Reference §3 "Idle": when the source pauses, the open fragment is closed so it can be
+/// docs/protocol.md §3 "Idle": when the source pauses, the open fragment is closed so it can be
 /// acknowledged at once. Input that resumes mid-GOP restarts at the next keyframe; the video in
 /// between is dropped and reported, no audio is lost, timecodes keep increasing.
 #[test]
@@ -671,7 +671,7 @@ fn flush_closes_the_open_fragment_and_input_resumes_at_the_next_keyframe() {
     for w in frags.windows(2) {
         assert!(
             w[1].timecode() > w[0].last_frame_timecode(),
-            "reference §4.6"
+            "docs/protocol.md §4.6"
         );
     }
     let skipped_video = frames

@@ -320,7 +320,7 @@ async fn putmedia_unknown_stream_is_not_found() {
     assert!(matches!(err, Error::StreamNotFound { .. }), "{err:?}");
 }
 
-/// Reference §6: "Fragments rejected with a non-retryable error are skipped, never resent." A
+/// docs/protocol.md §6: "Fragments rejected with a non-retryable error are skipped, never resent." A
 /// 4006 on the third of six fragments is reported (event and summary, naming the fragment) and
 /// the session reconnects and delivers the rest.
 #[tokio::test]
@@ -366,7 +366,7 @@ async fn putmedia_4006_fragment_is_skipped_reported_and_the_rest_persists() {
     assert_eq!(emu.connections("err").len(), 2);
 }
 
-/// Reference §2 table: 4008 STREAM_NOT_ACTIVE means stop: the session ends with a typed error
+/// docs/protocol.md §2 table: 4008 STREAM_NOT_ACTIVE means stop: the session ends with a typed error
 /// naming the fragment, without retrying.
 #[tokio::test]
 async fn putmedia_4008_ends_the_session_with_a_typed_error() {
@@ -414,7 +414,7 @@ async fn putmedia_memory_stays_under_bound_over_100x_the_bound() {
     emu.create_stream("mem", 24).await.unwrap();
     let bound = MIN_BUFFER_BOUND;
     // 100x the bound: 6.5 MB of media, 1 s fragments of ~12.5 KB. Absolute timecodes an hour
-    // in the past so 520 s of media is never "in the future" (reference §4.10, error 4007).
+    // in the past so 520 s of media is never "in the future" (docs/protocol.md §4.10, error 4007).
     let mkv = synth(13_000, 500);
     assert!(mkv.len() >= 100 * bound, "{}", mkv.len());
     let origin = SystemTime::now()

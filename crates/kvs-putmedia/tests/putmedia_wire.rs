@@ -128,7 +128,7 @@ fn fragment_acks(events: &[kvs_putmedia::Result<SessionEvent>]) -> Vec<FragmentA
 #[tokio::test]
 async fn putmedia_interleaved_acks_two_per_chunk_and_split_are_matched_by_timecode() {
     let (addr, seen) = scripted_server(Box::new(|clusters| {
-        // Interleaved as in reference §2, then re-chunked: two acks in one chunk, one ack split
+        // Interleaved as in docs/protocol.md §2, then re-chunked: two acks in one chunk, one ack split
         // across two chunks, and the rest one byte per chunk for the last ack.
         let tcs: Vec<u64> = clusters.iter().map(|c| c.0).collect();
         let mut lines = String::new();
@@ -237,7 +237,7 @@ async fn putmedia_request_headers_follow_the_reference() {
     assert_eq!(get("x-amz-security-token").unwrap(), TOKEN);
 }
 
-/// Reference §6: a fragment refused with a non-retryable id (4006) is reported and skipped; the
+/// docs/protocol.md §6: a fragment refused with a non-retryable id (4006) is reported and skipped; the
 /// session reconnects and resends, whole, the fragments after it that were not RECEIVED.
 #[tokio::test]
 async fn putmedia_error_ack_skips_the_fragment_and_replays_the_rest_on_a_new_connection() {
@@ -722,7 +722,7 @@ async fn a_sink_waiting_at_the_cap_wakes_when_a_connection_end_settles_fragments
     assert!(summary.connections >= 2, "{summary:?}");
 }
 
-/// Reference §2 table: 5001 ARCHIVAL_ERROR ("failed to persist") is retried. Naming a fragment
+/// docs/protocol.md §2 table: 5001 ARCHIVAL_ERROR ("failed to persist") is retried. Naming a fragment
 /// already RECEIVED, it means that fragment is not safe: it is resent.
 #[tokio::test]
 async fn a_retryable_error_naming_a_received_fragment_resends_it() {
@@ -812,7 +812,7 @@ async fn a_skip_error_without_a_timecode_is_retried_not_skipped() {
     ));
 }
 
-/// Reference §2: InvalidEndpointException means "call GetDataEndpoint again": retryable.
+/// docs/protocol.md §2: InvalidEndpointException means "call GetDataEndpoint again": retryable.
 #[test]
 fn invalid_endpoint_is_retryable() {
     let e = Error::Http {

@@ -1,5 +1,5 @@
 //! Issue 7's proof: a session survives every fault the emulator can inject, without losing or
-//! corrupting a fragment (reference §6), keeps its memory under the configured cap while the
+//! corrupting a fragment (docs/protocol.md §6), keeps its memory under the configured cap while the
 //! service stalls, and rotates its connection before the service's maximum duration.
 //!
 //! Everything runs against the real emulator over HTTP on 127.0.0.1, with real ffmpeg media.
@@ -28,7 +28,7 @@ use kvs_putmedia::{
 };
 use putmedia_common::chunks;
 
-/// Fragments of the source in the fault run (reference §3: 1 s fragments, keyframe every second).
+/// Fragments of the source in the fault run (docs/protocol.md §3: 1 s fragments, keyframe every second).
 const FRAGMENTS: u32 = 320;
 /// Connections that get a fault, in the fault run.
 const FAULTY_CONNECTIONS: u32 = 54;
@@ -157,7 +157,7 @@ impl Rng {
     }
 }
 
-/// Reference §6 end to end: at least 300 fragments through at least 50 injected faults of every
+/// docs/protocol.md §6 end to end: at least 300 fragments through at least 50 injected faults of every
 /// kind; the store ends with every source fragment, in order, playable, and a duplicate only
 /// where a connection ended by a fault after storing it (its acknowledgement was lost), at most
 /// one extra copy per such fault.
@@ -168,7 +168,7 @@ async fn stream_survives_every_fault_kind_without_losing_a_fragment() {
         Emulator::builder()
             .seed(SEED)
             .persist_delay(Duration::from_millis(5))
-            // Every connection that lives this long gets 4003 (reference §3, "45 minutes").
+            // Every connection that lives this long gets 4003 (docs/protocol.md §3, "45 minutes").
             .max_connection_duration(Duration::from_millis(1000))
             // IDLE acks well inside the client's 500 ms staleness limit while media waits.
             .idle_ack_interval(Duration::from_millis(150))
@@ -773,7 +773,7 @@ async fn drop_oldest_reports_whole_fragments_and_never_blocks_while_acks_stall()
     );
 }
 
-/// Reference §3: the official producer rotates at about 40 minutes, before the service's 45.
+/// docs/protocol.md §3: the official producer rotates at about 40 minutes, before the service's 45.
 /// Here the emulator's limit is 2 s and rotation 1 s (jittered): every connection is replaced
 /// before its limit, no 4003 is ever sent, and no fragment is lost or duplicated.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -822,7 +822,7 @@ async fn rotation_happens_before_the_maximum_connection_duration() {
     assert_eq!(stored, source, "each fragment once, in order");
 }
 
-/// Reference §6: "Rotation before 45 minutes and before credentials expire." Credentials that
+/// docs/protocol.md §6: "Rotation before 45 minutes and before credentials expire." Credentials that
 /// expire in 62 s with a 60 s margin make each connection live about 2 s.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rotation_happens_before_the_credentials_expire() {
@@ -908,7 +908,7 @@ async fn paced(session: &PutMediaClient, mkv: &Bytes, over: Duration) -> Session
     summary
 }
 
-/// Reference §3 "Idle": when the source pauses, the open fragment is closed so it is
+/// docs/protocol.md §3 "Idle": when the source pauses, the open fragment is closed so it is
 /// acknowledged during the pause, not when media resumes.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_pause_in_the_input_gets_the_open_fragment_acknowledged() {

@@ -147,7 +147,7 @@ async fn a_file_streams_and_json_reports_every_fragment_persisted() {
     );
     assert_eq!(v["media_duration_ms"], 3000);
     assert!(v["decision"].as_str().unwrap().starts_with("copy"), "{v}");
-    // Fast pacing backfills with ABSOLUTE timecodes (reference §4.10).
+    // Fast pacing backfills with ABSOLUTE timecodes (docs/protocol.md §4.10).
     let conn = &emu.connections("cam")[0];
     assert!(format!("{conn:?}").contains("ABSOLUTE"), "{conn:?}");
     // Not a terminal: plain periodic log lines, no bar; the summary is only on stdout.

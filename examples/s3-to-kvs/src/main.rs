@@ -137,7 +137,7 @@ pub struct ServeArgs {
     /// Objects admitted while another one streams, waiting their turn; more get `429` with
     /// `Retry-After`. Jobs run one at a time: they all target the one configured stream, and KVS
     /// allows one PutMedia connection per stream (a second is refused with
-    /// ConnectionLimitExceededException, reference §3).
+    /// ConnectionLimitExceededException, docs/protocol.md §3).
     #[arg(long, env = "MAX_QUEUED_OBJECTS", default_value_t = 16)]
     pub queue: usize,
     /// On SIGTERM, how long running streams get to end cleanly (ECS waits 30 s by default).

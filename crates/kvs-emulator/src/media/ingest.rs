@@ -70,7 +70,7 @@ pub struct IngestConfig {
     /// must anchor relative timecodes somewhere).
     pub producer_start_ms: Option<u64>,
     /// How far in the future (relative to `now_epoch_ms`) a producer timestamp may be before
-    /// 4007. Default 10 000 ms (an inference: the reference only says "in the future"; clocks of
+    /// 4007. Default 10 000 ms (an inference: the protocol account (docs/protocol.md) only says "in the future"; clocks of
     /// real producers drift, so the emulator tolerates a little).
     pub max_future_ms: u64,
 }
@@ -176,7 +176,7 @@ const FRAGMENT_METADATA_LIMIT_REACHED: Rule = Rule { id: 4009 };
 const TRACK_NUMBER_MISMATCH: Rule = Rule { id: 4010 };
 const FRAMES_MISSING_FOR_TRACK: Rule = Rule { id: 4011 };
 const MORE_THAN_ALLOWED_TRACKS_FOUND: Rule = Rule { id: 4012 };
-/// Inference: the reference names no error id for "more than 5 fragments per second" (the limits
+/// Inference: the protocol account (docs/protocol.md) names no error id for "more than 5 fragments per second" (the limits
 /// page's MIN_FRAGMENT_DURATION_REACHED has no known numeric id). Fragments that close together
 /// are fragments shorter than 200 ms, so the emulator answers with the fragment-duration id 4002,
 /// and with that id's own code (`MAX_FRAGMENT_DURATION_REACHED`): a client that maps `ErrorId`

@@ -16,7 +16,7 @@
 //!
 //! # Rules enforced
 //!
-//! Section numbers refer to `kvs-putmedia-reference.md`. After any error the validator emits
+//! Section numbers refer to `docs/protocol.md`. After any error the validator emits
 //! nothing more (the service closes the connection after an ERROR ack, section 2). A metadata
 //! error (4009) is reported when the Cluster the Tags apply to starts, so it names that
 //! fragment's timecode and the fragment open when the Tags arrived is still received.
@@ -32,12 +32,12 @@
 //! | an element over its cap: Info/Tracks/Tags over `max_element_size` (1 MiB), EBML header over 4 KiB, a skipped element over `max_fragment_bytes` | 4006 | `INVALID_MKV_DATA` | §2 |
 //! | fragment (Cluster) over `max_fragment_bytes` (50 MiB), checked as each child arrives and against a known declared size | 4001 | `MAX_FRAGMENT_SIZE_REACHED` | §2, §3 |
 //! | a frame more than `max_fragment_duration_ms` (20 s) after the Cluster timecode | 4002 | `MAX_FRAGMENT_DURATION_REACHED` | §2, §3 |
-//! | more than `max_fragments_per_second` (5) fragments whose producer timestamps lie within one second. **Inference**: the reference names no error id for this (the limits page's `MIN_FRAGMENT_DURATION_REACHED` has none); fragments that close together are under 200 ms long, so the emulator sends the fragment-duration id 4002 with that id's own code, and counts producer time, not arrival time, so that uploading a recording faster than real time (§4.10) is not refused | 4002 | `MAX_FRAGMENT_DURATION_REACHED` | §3 |
+//! | more than `max_fragments_per_second` (5) fragments whose producer timestamps lie within one second. **Inference**: the protocol account (docs/protocol.md) names no error id for this (the limits page's `MIN_FRAGMENT_DURATION_REACHED` has none); fragments that close together are under 200 ms long, so the emulator sends the fragment-duration id 4002 with that id's own code, and counts producer time, not arrival time, so that uploading a recording faster than real time (§4.10) is not refused | 4002 | `MAX_FRAGMENT_DURATION_REACHED` | §3 |
 //! | Cluster timecode not strictly greater than the previous Cluster's timecode and the previous fragment's last frame (equal fails too) | 4004 | `FRAGMENT_TIMECODE_LESSER_THAN_PREVIOUS` | §2, §4.6 |
 //! | a frame at or before the previous fragment's last frame (e.g. a negative block timecode), or earlier than the previous frame of the same track (B-frames) | 4004 | `FRAGMENT_TIMECODE_LESSER_THAN_PREVIOUS` | §4.6, §4.8 |
 //! | producer timestamp (ABSOLUTE: Cluster timecode as epoch ms; RELATIVE: `producer_start_ms` + timecode) more than `max_future_ms` (10 s, an inference) after `now_epoch_ms` | 4007 | `INVALID_PRODUCER_TIMESTAMP` | §2, §4.10 |
 //! | more than `max_metadata_tags` (10) metadata tags for one fragment, counted over all level-1 Tags since the previous Cluster. **Inference**: SimpleTags of a Tag whose Targets name a track, edition, chapter or attachment (ffmpeg writes an ENCODER tag per track) describe that target and are not counted; nor are the [`RECOGNISED_RESERVED_TAGS`] | 4009 | `FRAGMENT_METADATA_LIMIT_REACHED` | §2, §3, §4.9 |
-//! | a metadata tag name starting with `AWS` other than `AWS_KINESISVIDEO_END_OF_FRAGMENT` and the [`RECOGNISED_RESERVED_TAGS`] (`AWS_KINESISVIDEO_NOTIFICATION`, `_IMAGE_GENERATION`, `_IMAGE_PREFIX`), a name over 128 bytes or a value over 256 bytes. **Inference**: the reference gives the rule, not its error id | 4009 | `FRAGMENT_METADATA_LIMIT_REACHED` | §4.9 |
+//! | a metadata tag name starting with `AWS` other than `AWS_KINESISVIDEO_END_OF_FRAGMENT` and the [`RECOGNISED_RESERVED_TAGS`] (`AWS_KINESISVIDEO_NOTIFICATION`, `_IMAGE_GENERATION`, `_IMAGE_PREFIX`), a name over 128 bytes or a value over 256 bytes. **Inference**: the protocol account (docs/protocol.md) gives the rule, not its error id | 4009 | `FRAGMENT_METADATA_LIMIT_REACHED` | §4.9 |
 //! | a block for a track number Tracks does not declare | 4010 | `TRACK_NUMBER_MISMATCH` | §2, §4.7 |
 //! | a declared track without a frame in a fragment (checked when the fragment ends) | 4011 | `FRAMES_MISSING_FOR_TRACK` | §2, §4.7 |
 //! | more than `max_tracks` (3) TrackEntry elements | 4012 | `MORE_THAN_ALLOWED_TRACKS_FOUND` | §2, §4.4 |
@@ -48,7 +48,7 @@
 //! keyframe (reported in [`CompletedFragment::first_frame_keyframe`]), any CodecPrivate (section
 //! 4.4), past producer timestamps (section 4.10).
 //!
-//! Not enforced: the 1 s minimum fragment duration (the reference knows no error id for it), the
+//! Not enforced: the 1 s minimum fragment duration (the protocol account (docs/protocol.md) knows no error id for it), the
 //! 12.5 MB/s rate, connection age and idle time (the server's job).
 //!
 //! # Fragments and events

@@ -28,7 +28,7 @@ pub(crate) fn sigv4_error(e: SigV4Error) -> ApiError {
         | SigV4Error::ScopeDateMismatch { .. } => {
             ApiError::new(403, "IncompleteSignatureException", e.to_string())
         }
-        // Reference §1.6: 403 with a message starting "Signature expired".
+        // docs/protocol.md §1.6: 403 with a message starting "Signature expired".
         SigV4Error::Expired { .. }
         | SigV4Error::PresignExpired { .. }
         | SigV4Error::SignatureMismatch => {
@@ -78,7 +78,7 @@ impl Shared {
         if let Some(exp) = cred.expires_ms
             && self.now_ms() >= exp
         {
-            // Reference §2: "401 NotAuthorizedException (also: token expired)".
+            // docs/protocol.md §2: "401 NotAuthorizedException (also: token expired)".
             return Err(ApiError::new(
                 401,
                 "NotAuthorizedException",

@@ -83,7 +83,7 @@ pub enum FaultRule {
         scope: Scope,
         /// 0-based fragment index within the connection.
         fragment_index: u32,
-        /// The error id to send (its code name is filled in from the reference table).
+        /// The error id to send (its code name is filled in from the protocol table (docs/protocol.md)).
         error_id: u32,
     },
     /// Delay every ack of matching connections by this much (order is kept).

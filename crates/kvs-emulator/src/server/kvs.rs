@@ -289,7 +289,7 @@ async fn dispatch(router: &Router, request: KvsRequest) -> Result<Response<RespB
         }
         KvsRequest::GetDataEndpoint(r, _api) => {
             resolve(shared, &r)?;
-            // Reference §1.1: the data endpoint; here, this emulator itself.
+            // docs/protocol.md §1.1: the data endpoint; here, this emulator itself.
             Ok(json_response(&json!({ "DataEndpoint": shared.url })))
         }
         KvsRequest::GetMedia(..) | KvsRequest::GetMediaForFragmentList(..)

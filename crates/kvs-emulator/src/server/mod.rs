@@ -167,7 +167,7 @@ impl EmulatorBuilder {
         self.idle_ack_interval = d;
         self
     }
-    /// A PutMedia connection without data for this long is closed (default 30 s, reference §2).
+    /// A PutMedia connection without data for this long is closed (default 30 s, docs/protocol.md §2).
     /// Also bounds how long any request body may stall.
     pub fn idle_timeout(mut self, d: Duration) -> Self {
         self.idle_timeout = d;
@@ -178,14 +178,14 @@ impl EmulatorBuilder {
         self.max_connection_duration = d;
         self
     }
-    /// Per-stream ingest rate in bytes/s (default 12.5 MB/s, reference §3); faster producers
+    /// Per-stream ingest rate in bytes/s (default 12.5 MB/s, docs/protocol.md §3); faster producers
     /// are slowed down by reading their body more slowly.
     pub fn ingest_rate_limit(mut self, bytes_per_sec: u64) -> Self {
         self.ingest_rate_limit = bytes_per_sec;
         self
     }
     /// Largest accepted difference between a request's `x-amz-date` and the emulator clock
-    /// (default 5 min, reference §1.6).
+    /// (default 5 min, docs/protocol.md §1.6).
     pub fn max_clock_skew(mut self, d: Duration) -> Self {
         self.max_clock_skew = d;
         self
@@ -195,7 +195,7 @@ impl EmulatorBuilder {
         self.header_read_timeout = d;
         self
     }
-    /// PutMedia requests accepted per stream within any one second (default 5, reference §3);
+    /// PutMedia requests accepted per stream within any one second (default 5, docs/protocol.md §3);
     /// more get `400 ClientLimitExceededException`. 0 turns the limit off.
     pub fn put_media_requests_per_second(mut self, n: u32) -> Self {
         self.put_media_requests_per_second = n;
@@ -205,7 +205,7 @@ impl EmulatorBuilder {
     /// discarding the rest of the request body (default 2 s, counted from the end of the
     /// response) before it closes. Closing with unread bytes makes the kernel send a TCP RST,
     /// which can destroy the ERROR ack in flight; the service ends the response cleanly
-    /// (reference §2). `Duration::ZERO` closes at once.
+    /// (docs/protocol.md §2). `Duration::ZERO` closes at once.
     pub fn error_drain_timeout(mut self, d: Duration) -> Self {
         self.error_drain_timeout = d;
         self

@@ -1,8 +1,8 @@
 //! PutMedia: a full-duplex session that reads the MKV body through the independent validator
 //! in [`crate::media`] while it writes acks.
 //!
-//! Reference §1.7: "The service answers `200` with response headers **before** it has read
-//! media [...] and acknowledgements flow back while the body is still being sent." Reference §2:
+//! docs/protocol.md §1.7: "The service answers `200` with response headers **before** it has read
+//! media [...] and acknowledgements flow back while the body is still being sent." docs/protocol.md §2:
 //! one ack per HTTP chunk, JSON plus `\n`; BUFFERING when a fragment starts, RECEIVED when it
 //! ends, PERSISTED once stored when retention is above zero, IDLE while no media arrives; "After
 //! any ERROR ack the service ends the connection."
@@ -49,7 +49,7 @@ async fn open(router: &Router, req: Request<Incoming>) -> Result<Response<RespBo
         ));
     }
     let headers = super::header_pairs(&parts.headers);
-    // Reference §1.4: sha256(""), UNSIGNED-PAYLOAD or STREAMING-AWS4-HMAC-SHA256-PAYLOAD; the
+    // docs/protocol.md §1.4: sha256(""), UNSIGNED-PAYLOAD or STREAMING-AWS4-HMAC-SHA256-PAYLOAD; the
     // body is never hashed. Without the header, the client signed one of the first two.
     let hashes: Vec<&str> = match sigv4::header(&headers, "x-amz-content-sha256") {
         Some(
@@ -97,7 +97,7 @@ async fn open(router: &Router, req: Request<Incoming>) -> Result<Response<RespBo
         let s = streams
             .get_mut(&name)
             .ok_or_else(|| ApiError::not_found(format!("stream {name} not found")))?;
-        // Reference §3: "PutMedia: 5 requests/s per stream".
+        // docs/protocol.md §3: "PutMedia: 5 requests/s per stream".
         let limit = shared.cfg.put_media_requests_per_second as usize;
         if limit > 0 {
             let now = Instant::now();
@@ -314,7 +314,7 @@ async fn writer(
 /// Reads and discards the rest of the request body after an ERROR ack, until the body ends, or
 /// `error_drain_limit` bytes, or `error_drain_timeout` after the response ended.
 ///
-/// Reference §2: "After any ERROR ack the service ends the connection", cleanly: the ERROR ack,
+/// docs/protocol.md §2: "After any ERROR ack the service ends the connection", cleanly: the ERROR ack,
 /// then the terminating zero-length chunk. Closing the socket while the producer's bytes sit
 /// unread makes the kernel answer with a TCP RST, which discards whatever of the response is
 /// still unsent or unread, so the producer would see a reset instead of the ERROR.
@@ -401,7 +401,7 @@ impl Session {
                 biased;
                 _ = shutdown.changed() => break ConnectionEnd::Shutdown,
                 _ = sleep_until(deadline) => {
-                    // Reference §3: "closed by the service after 45 minutes with 4003".
+                    // docs/protocol.md §3: "closed by the service after 45 minutes with 4003".
                     let _ = self.error_ack(4003, None).await;
                     break ConnectionEnd::ErrorAck { error_id: 4003 };
                 }
@@ -424,7 +424,7 @@ impl Session {
                 frame = next_frame(&mut self.first_frame, &mut body), if !body_done => match frame {
                     None => {
                         body_done = true;
-                        // Reference §3: "a brief overlap during rotation is tolerated". A
+                        // docs/protocol.md §3: "a brief overlap during rotation is tolerated". A
                         // producer rotating ends this body and opens the next request at once,
                         // while this response still carries the last RECEIVED/PERSISTED acks:
                         // the stream's one-connection slot is free as soon as the body ended.
@@ -455,7 +455,7 @@ impl Session {
                             let _ = self.acks.send(Out::Abort).await;
                             break ConnectionEnd::FaultDrop;
                         }
-                        // Reference §3: 12.5 MB/s per stream; read no faster than the limit.
+                        // docs/protocol.md §3: 12.5 MB/s per stream; read no faster than the limit.
                         let due = started + std::time::Duration::from_secs_f64(self.bytes as f64 / cfg.ingest_rate_limit as f64);
                         if due > Instant::now() {
                             sleep_until(due).await;
@@ -464,7 +464,7 @@ impl Session {
                 },
                 _ = sleep_until(next_idle), if !body_done => {
                     if last_data.elapsed() >= cfg.idle_timeout {
-                        // Reference §2: "after 30 s without data the service closes the request".
+                        // docs/protocol.md §2: "after 30 s without data the service closes the request".
                         break ConnectionEnd::IdleTimeout;
                     }
                     next_idle += cfg.idle_ack_interval;
@@ -482,7 +482,7 @@ impl Session {
         let drain = ends_early && !body_done;
         let writer = self.writer.take();
         if ends_early && let Some(close) = &self.close {
-            // Reference §2: "After any ERROR ack the service ends the connection", so no
+            // docs/protocol.md §2: "After any ERROR ack the service ends the connection", so no
             // keep-alive once the drain reaches the end of the body.
             close.close();
         }
@@ -690,7 +690,7 @@ impl Session {
                         })
                         .is_some();
                     if !stored {
-                        // Reference §2: 4008 STREAM_NOT_ACTIVE (stream deleted).
+                        // docs/protocol.md §2: 4008 STREAM_NOT_ACTIVE (stream deleted).
                         let _ = self
                             .send(
                                 AckEventType::Error,

@@ -18,7 +18,7 @@ pub const ACCOUNT_ID: &str = "123456789012";
 #[derive(Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct StoredFragment {
-    /// 47 decimal digits, increasing across the emulator (reference §2: never parse it).
+    /// 47 decimal digits, increasing across the emulator (docs/protocol.md §2: never parse it).
     pub fragment_number: String,
     /// Producer timestamp, epoch ms (RELATIVE: start timestamp + cluster timecode).
     pub producer_timestamp_ms: u64,
@@ -57,7 +57,7 @@ impl std::fmt::Debug for StoredFragment {
     }
 }
 
-/// Ack event types (reference §2).
+/// Ack event types (docs/protocol.md §2).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "UPPERCASE")]
 #[non_exhaustive]
@@ -307,7 +307,7 @@ impl Shared {
     }
 
     /// A new fragment number: 47 decimal digits, strictly increasing across the emulator and
-    /// derived from the clock so numbers also increase across restarts (reference §2: "a decimal
+    /// derived from the clock so numbers also increase across restarts (docs/protocol.md §2: "a decimal
     /// of up to 128 digits (47 in practice)").
     pub(crate) fn next_fragment_number(&self) -> String {
         let mut c = self.fragment_counter.lock().expect("counter lock");

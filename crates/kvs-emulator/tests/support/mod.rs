@@ -32,7 +32,7 @@ pub async fn sdk_config_with(emu: &Emulator, creds: Credentials) -> aws_config::
         .build()
 }
 
-/// Which payload hash a PutMedia request signs (reference §1.4).
+/// Which payload hash a PutMedia request signs (docs/protocol.md §1.4).
 #[derive(Clone, Copy, Debug)]
 pub enum Payload {
     EmptyHash,
@@ -157,7 +157,7 @@ pub fn put_media_head(emu: &Emulator, o: &PutMediaOptions) -> String {
         o.time,
     );
     headers.extend(signed);
-    // Reference §1.5: hop-by-hop headers are never signed.
+    // docs/protocol.md §1.5: hop-by-hop headers are never signed.
     headers.push(("transfer-encoding".into(), "chunked".into()));
     headers.extend(o.extra_headers.iter().cloned());
     let mut req = "POST /putMedia HTTP/1.1\r\n".to_string();

@@ -25,7 +25,7 @@ pub const DEFAULT_BUFFER_DURATION: Duration = Duration::from_secs(120);
 /// [`PutMediaClientBuilder::with_pause_flush`]).
 pub const DEFAULT_PAUSE_FLUSH: Duration = Duration::from_secs(5);
 
-/// Which stream a client puts media on: a name or an ARN, exactly one (reference §1.3).
+/// Which stream a client puts media on: a name or an ARN, exactly one (docs/protocol.md §1.3).
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 #[non_exhaustive]
 pub enum StreamId {
@@ -116,7 +116,7 @@ pub enum CompletionAck {
     Auto,
     /// PERSISTED: the stream keeps data (retention above zero).
     Persisted,
-    /// RECEIVED: the stream has zero retention, so KVS never sends PERSISTED (reference §2).
+    /// RECEIVED: the stream has zero retention, so KVS never sends PERSISTED (docs/protocol.md §2).
     Received,
 }
 
@@ -127,12 +127,12 @@ pub struct Timeouts {
     /// TCP and TLS connection to the data endpoint (5 s).
     pub connect: Duration,
     /// From sending the request head to the response status and headers (10 s). KVS answers
-    /// before it reads media (reference §1.7).
+    /// before it reads media (docs/protocol.md §1.7).
     pub response_head: Duration,
     /// From the first media byte handed to the socket to the first acknowledgement (10 s).
     pub first_ack: Duration,
     /// No acknowledgement of any kind, IDLE included, for this long resets the session (60 s,
-    /// the official producer's default; reference §6).
+    /// the official producer's default; docs/protocol.md §6).
     pub staleness: Duration,
     /// After the body ends, how long `close()` waits for the last fragment's completion ack
     /// (30 s).
@@ -614,7 +614,7 @@ impl PutMediaClientBuilder {
 
     /// When the caller gives no media for this long, the open fragment is closed and sent with
     /// an end-of-fragment tag so that it is acknowledged now rather than when media resumes
-    /// (reference §3, "Idle"); `None` never does (default 5 s). Video frames that arrive after
+    /// (docs/protocol.md §3, "Idle"); `None` never does (default 5 s). Video frames that arrive after
     /// the cut and before the next keyframe are dropped and reported, since a fragment must start
     /// on a keyframe.
     pub fn with_pause_flush(mut self, after: Option<Duration>) -> Self {

@@ -1,6 +1,6 @@
 //! The connection driver of a session: one task that keeps a PutMedia request open, sends the
 //! ledger's fragments over it in order, and replaces it after failures (with backoff and
-//! replay) and before its time runs out (rotation). Reference §6 is the model.
+//! replay) and before its time runs out (rotation). docs/protocol.md §6 is the model.
 
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
@@ -54,7 +54,7 @@ struct Current {
     tx: mpsc::UnboundedSender<BodyChunk>,
     conn: Arc<ConnShared>,
     /// Timecode of the last fragment sent on it: fragments go out in timecode order, and a
-    /// Cluster timecode must exceed the previous fragment's within one request (reference §4.6).
+    /// Cluster timecode must exceed the previous fragment's within one request (docs/protocol.md §4.6).
     last_sent: Option<u64>,
     header_version: u64,
     rotate_at: Instant,
@@ -174,7 +174,7 @@ impl<C: Connector> Driver<C> {
     }
 
     /// Opens the first connection before `start()` returns, so that authorization and stream
-    /// errors reach the caller directly (reference §1.7). Retryable failures are retried under
+    /// errors reach the caller directly (docs/protocol.md §1.7). Retryable failures are retried under
     /// the same policy as later ones.
     pub(crate) async fn connect_first(&mut self) -> Result<()> {
         loop {
@@ -372,7 +372,7 @@ impl<C: Connector> Driver<C> {
             if now >= c.rotate_at {
                 tracing::info!(stream = %shared.stream, connection = c.id, "rotating the PutMedia connection");
                 st.summary.rotations += 1;
-                // Reference §3: rotation takes a new GetDataEndpoint.
+                // docs/protocol.md §3: rotation takes a new GetDataEndpoint.
                 self.refresh_endpoint = true;
             }
             self.cur = None;
@@ -393,7 +393,7 @@ impl<C: Connector> Driver<C> {
             return Step::Wait(pause_at);
         };
         if want {
-            // Reference §4.6 across requests: a fragment still in flight on an older request
+            // docs/protocol.md §4.6 across requests: a fragment still in flight on an older request
             // (rotated away, acks pending) may yet have to be resent here, and it must then go
             // before anything later. So nothing after it is sent until it is RECEIVED or
             // requeued: at most a brief pause after a rotation.
@@ -434,7 +434,7 @@ impl<C: Connector> Driver<C> {
                     break;
                 }
                 if cur.last_sent.is_none() {
-                    // Reference §2 and §4.1: every request starts with the whole header.
+                    // docs/protocol.md §2 and §4.1: every request starts with the whole header.
                     let Some(h) = header.clone() else { break };
                     cur.header_version = st.header_version;
                     if cur.tx.send(BodyChunk::header(h)).is_err() {

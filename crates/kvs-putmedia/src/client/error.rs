@@ -23,7 +23,7 @@ pub enum TimeoutPhase {
     ResponseHead,
     /// Waiting for the first acknowledgement after the first media byte was sent.
     FirstAck,
-    /// No acknowledgement of any kind (not even IDLE) for too long; reference §6 "Staleness".
+    /// No acknowledgement of any kind (not even IDLE) for too long; docs/protocol.md §6 "Staleness".
     Staleness,
     /// Waiting, after the body ended, for the last fragment to be acknowledged.
     FinalDrain,
@@ -115,7 +115,7 @@ pub enum Error {
     },
 
     /// Another PutMedia connection is open on the stream (`ConnectionLimitExceededException`;
-    /// reference §3: one connection per stream).
+    /// docs/protocol.md §3: one connection per stream).
     #[error(
         "another connection is already putting media on stream {stream}: {message} (request id {request_id})"
     )]
@@ -143,7 +143,7 @@ pub enum Error {
         request_id: String,
     },
 
-    /// The service sent an ERROR acknowledgement; it ends the connection after one (reference §2).
+    /// The service sent an ERROR acknowledgement; it ends the connection after one (docs/protocol.md §2).
     #[error(
         "stream {stream}: fragment {} (number {}) rejected with error {code} ({})",
         fragment_timecode.map_or_else(|| "?".to_owned(), |t| t.to_string()),
@@ -153,7 +153,7 @@ pub enum Error {
     Ack {
         /// The stream.
         stream: String,
-        /// The numeric error id (4000-5001, reference §2 table).
+        /// The numeric error id (4000-5001, docs/protocol.md §2 table).
         id: crate::ack::AckErrorId,
         /// The symbolic error code as sent (`INVALID_MKV_DATA`...).
         code: String,
@@ -249,7 +249,7 @@ pub enum Error {
 }
 
 impl Error {
-    /// Whether reconnecting and resending can help (reference §2 "official producer on replay"
+    /// Whether reconnecting and resending can help (docs/protocol.md §2 "official producer on replay"
     /// and the HTTP error list).
     pub fn is_retryable(&self) -> bool {
         match self {
@@ -262,7 +262,7 @@ impl Error {
             | Self::Incomplete { .. } => false,
             Self::Credentials { retryable, .. } => *retryable,
             Self::Throttled { .. } | Self::ConnectionLimit { .. } => true,
-            // Reference §2: InvalidEndpointException means "call GetDataEndpoint again".
+            // docs/protocol.md §2: InvalidEndpointException means "call GetDataEndpoint again".
             Self::Http {
                 status, error_type, ..
             } => *status >= 500 || *status == 429 || error_type == "InvalidEndpointException",
@@ -300,7 +300,7 @@ impl Error {
     }
 
     /// Maps an HTTP error answer (status, `x-amzn-ErrorType`, JSON `message`, request id) to
-    /// the semantic variant (reference §2 "HTTP-level errors").
+    /// the semantic variant (docs/protocol.md §2 "HTTP-level errors").
     pub(crate) fn from_http(
         stream: &str,
         status: u16,

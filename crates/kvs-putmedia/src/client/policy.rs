@@ -1,7 +1,7 @@
 //! Reliability policies of a session: retry with backoff, connection rotation, the replay
 //! buffer's limits, and the injectable randomness behind their jitter.
 //!
-//! Reference §6 ("How the official producer recovers") is the model: back off, reconnect,
+//! docs/protocol.md §6 ("How the official producer recovers") is the model: back off, reconnect,
 //! resend the header, replay; rotate before 45 minutes and before the credentials expire; keep a
 //! bounded store and drop whole fragments, oldest first, on pressure.
 
@@ -72,7 +72,7 @@ impl RetryPolicy {
     }
 }
 
-/// When a session replaces its connection by a new one on its own (reference §3: the service
+/// When a session replaces its connection by a new one on its own (docs/protocol.md §3: the service
 /// closes a connection after 45 minutes with 4003; "the official producer rotates at about 40
 /// minutes (with jitter)"; §6: "Rotation before 45 minutes and before credentials expire").
 ///
@@ -136,7 +136,7 @@ pub enum OverflowPolicy {
     /// slowed down. Right for files and anything that can wait. The default.
     #[default]
     Backpressure,
-    /// Free the oldest whole fragments, never a part of one (reference §6: "on pressure the
+    /// Free the oldest whole fragments, never a part of one (docs/protocol.md §6: "on pressure the
     /// producer reports and drops whole fragments, oldest first"), each reported as
     /// [`SessionEvent::Dropped`](crate::SessionEvent::Dropped). The sink never waits. Right for
     /// live sources, where waiting would only lose media at the source instead.

@@ -4,7 +4,7 @@
 //! A session outlives its connections. The sink feeds the re-fragmenter and puts each fragment in
 //! the ledger; a driver task (see `driver.rs`) sends the ledger's fragments over one PutMedia
 //! request after another, and one reader task per request applies its acknowledgements to the
-//! ledger. Reference §6: "Ledger per fragment, keyed by cluster timecode: sent -> buffering ->
+//! ledger. docs/protocol.md §6: "Ledger per fragment, keyed by cluster timecode: sent -> buffering ->
 //! received -> persisted | error. A fragment's bytes are freed on PERSISTED (or on RECEIVED when
 //! the stream keeps no data)."
 
@@ -50,7 +50,7 @@ pub enum SessionEvent {
     Fragment(FragmentAck),
     /// An IDLE acknowledgement: the connection is alive, no media is arriving.
     Idle,
-    /// The re-fragmenter had to adjust the media (reference §5: never silent).
+    /// The re-fragmenter had to adjust the media (docs/protocol.md §5: never silent).
     Warning(Warning),
     /// An acknowledgement naming no fragment this session knows (or none at all), kept as is.
     UnmatchedAck(Ack),
@@ -61,7 +61,7 @@ pub enum SessionEvent {
         reason: String,
     },
     /// The service refused a fragment with a non-retryable error id (4001, 4002, 4004, 4006,
-    /// 4007, 4009-4012): it is never resent (reference §6) and the stream carries on.
+    /// 4007, 4009-4012): it is never resent (docs/protocol.md §6) and the stream carries on.
     Skipped(FailedFragment),
     /// A whole fragment left the replay buffer under [`OverflowPolicy::DropOldest`].
     Dropped(DroppedFragment),
@@ -116,7 +116,7 @@ pub struct DroppedFragment {
     pub received: bool,
 }
 
-/// Where a fragment is (reference §6: "sent -> buffering -> received -> persisted | error").
+/// Where a fragment is (docs/protocol.md §6: "sent -> buffering -> received -> persisted | error").
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub(crate) enum Status {
     /// Waiting to be taken by a connection.
@@ -209,7 +209,7 @@ pub(crate) enum ConnEnd {
 
 #[derive(Debug)]
 pub(crate) struct State {
-    /// The MKV header every connection starts with (reference §2: "resend the MKV header before
+    /// The MKV header every connection starts with (docs/protocol.md §2: "resend the MKV header before
     /// any further cluster"), and a version that changes if the input's header changes.
     pub(crate) header: Option<Bytes>,
     pub(crate) header_version: u64,
@@ -298,7 +298,7 @@ impl State {
         }
     }
 
-    /// Settles the fragments a connection that ended had taken (reference §6: "replay from the
+    /// Settles the fragments a connection that ended had taken (docs/protocol.md §6: "replay from the
     /// first fragment not RECEIVED when the service was reachable, or not PERSISTED when it was
     /// not"). When the service was reachable (the response ended, possibly after an ERROR ack),
     /// a RECEIVED fragment is delivered even if its PERSISTED ack was lost with the connection;
@@ -357,7 +357,7 @@ impl State {
         let data = e.data.as_ref()?;
         let mut parts = Vec::with_capacity(data.len() + 1);
         parts.extend(data.iter().cloned());
-        // Reference §3 "Idle" and §2: a fragment ends "at an end-of-fragment tag", so the tag
+        // docs/protocol.md §3 "Idle" and §2: a fragment ends "at an end-of-fragment tag", so the tag
         // after each whole fragment gets it RECEIVED at once instead of when the next one
         // starts (one fragment duration later).
         parts.push(eofr.clone());
@@ -669,7 +669,7 @@ impl Shared {
         Ok(())
     }
 
-    /// Reference §6: "on pressure the producer reports and drops whole fragments, oldest first,
+    /// docs/protocol.md §6: "on pressure the producer reports and drops whole fragments, oldest first,
     /// never partial ones". The newest fragment always stays.
     fn drop_oldest(&self, st: &mut State) {
         while st.retained.len() > 1 && self.over(st, 0) {
@@ -771,7 +771,7 @@ impl Shared {
     }
 
     /// Applies one acknowledgement to the ledger. Matching is by `FragmentTimecode`, never by
-    /// arrival order (reference §2). Returns the error of an ERROR ack, which ends the
+    /// arrival order (docs/protocol.md §2). Returns the error of an ERROR ack, which ends the
     /// connection.
     fn on_ack(&self, ack: Ack) -> Option<EndingError> {
         let now = Instant::now();
@@ -885,7 +885,7 @@ impl Shared {
     ) -> EndingError {
         let mut action = error.id.action();
         match action {
-            // Reference §2 table: 4008, KMS errors and 4507 mean the stream cannot take data.
+            // docs/protocol.md §2 table: 4008, KMS errors and 4507 mean the stream cannot take data.
             ErrorAction::Stop => {
                 // The refused fragment is reported like a skipped one, so every caller's
                 // summary names it, not only the error.
@@ -905,7 +905,7 @@ impl Shared {
                 };
                 self.fail(st, err);
             }
-            // Reference §6: "Fragments rejected with a non-retryable error are skipped, never
+            // docs/protocol.md §6: "Fragments rejected with a non-retryable error are skipped, never
             // resent."
             ErrorAction::Skip => {
                 let named = tc.filter(|t| st.ledger.get(t).is_some_and(|e| !e.done));
@@ -1142,7 +1142,7 @@ pub(crate) async fn read_acks(
                             break;
                         }
                     }
-                    // Reference §2: "After any ERROR ack the service ends the connection".
+                    // docs/protocol.md §2: "After any ERROR ack the service ends the connection".
                     if let Some(err) = ended {
                         break ConnEnd::Closed { error: Some(err) };
                     }
@@ -1263,7 +1263,7 @@ enum CloseState {
 /// enters the session's ledger and goes out on the current connection at once, followed by an
 /// end-of-fragment tag so the service acknowledges it without waiting for the next one.
 ///
-/// **Reliability** (reference §6). The session survives its connections: after a dropped
+/// **Reliability** (docs/protocol.md §6). The session survives its connections: after a dropped
 /// connection, a timeout, a retryable ERROR ack or HTTP error it backs off
 /// ([`RetryPolicy`](crate::RetryPolicy)), opens a new request (the data endpoint is resolved
 /// again when the failure calls for it), sends the MKV header, and resends, whole, every

@@ -12,10 +12,10 @@ use http::HeaderValue;
 
 use super::error::{Error, Result};
 
-/// The SigV4 service name of Kinesis Video Streams (reference §1.2).
+/// The SigV4 service name of Kinesis Video Streams (docs/protocol.md §1.2).
 pub const SIGNING_SERVICE: &str = "kinesisvideo";
 
-/// What the signature says about the streamed body (reference §1.4).
+/// What the signature says about the streamed body (docs/protocol.md §1.4).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
 #[non_exhaustive]
 pub enum PayloadHash {
@@ -31,7 +31,7 @@ pub enum PayloadHash {
 /// it), `x-amz-security-token` when the credentials carry one, and `x-amz-content-sha256` in
 /// [`PayloadHash::Unsigned`] mode.
 ///
-/// Reference §1.5: only `host` and the `x-amzn-*` headers are signed, never hop-by-hop headers
+/// docs/protocol.md §1.5: only `host` and the `x-amzn-*` headers are signed, never hop-by-hop headers
 /// (`transfer-encoding`, `connection`), which proxies and HTTP stacks rewrite. `host` is taken
 /// from the request's `host` header, which must be set.
 pub(crate) fn sign_request<B>(
@@ -88,7 +88,7 @@ pub(crate) fn sign_request<B>(
 }
 
 /// `x-amzn-producer-start-timestamp`: epoch seconds with a zero-padded millisecond fraction,
-/// `1700000000.005` (reference §1.3).
+/// `1700000000.005` (docs/protocol.md §1.3).
 pub(crate) fn producer_timestamp(t: SystemTime) -> HeaderValue {
     let ms = t
         .duration_since(SystemTime::UNIX_EPOCH)

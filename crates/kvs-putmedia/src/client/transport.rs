@@ -411,7 +411,7 @@ fn untrusted_certificate(e: &(dyn std::error::Error + 'static)) -> Option<String
 }
 
 /// Reads an error answer (bounded in size and time) and maps it to the semantic variant: the AWS
-/// error type from `x-amzn-ErrorType`, the JSON `message`, the request id (reference §2,
+/// error type from `x-amzn-ErrorType`, the JSON `message`, the request id (docs/protocol.md §2,
 /// "HTTP-level errors").
 pub(crate) async fn error_response(
     stream: &str,

@@ -4,16 +4,16 @@ use std::time::Duration;
 
 use super::ConfigError;
 
-/// KVS maximum fragment duration (reference §3: 20 s; older pages say 10 s).
+/// KVS maximum fragment duration (docs/protocol.md §3: 20 s; older pages say 10 s).
 pub const KVS_MAX_FRAGMENT_DURATION: Duration = Duration::from_secs(20);
-/// KVS maximum fragment size (reference §3: 50 MB; error 4001).
+/// KVS maximum fragment size (docs/protocol.md §3: 50 MB; error 4001).
 pub const KVS_MAX_FRAGMENT_BYTES: usize = 50_000_000;
-/// KVS maximum fragment rate (reference §3: at most 5 fragments per second).
+/// KVS maximum fragment rate (docs/protocol.md §3: at most 5 fragments per second).
 pub const KVS_MIN_FRAGMENT_INTERVAL: Duration = Duration::from_millis(200);
-/// KVS maximum number of tracks (reference §3, error 4012).
+/// KVS maximum number of tracks (docs/protocol.md §3, error 4012).
 pub const KVS_MAX_TRACKS: usize = 3;
 
-/// How output Cluster timecodes relate to wall-clock time (reference §4.10).
+/// How output Cluster timecodes relate to wall-clock time (docs/protocol.md §4.10).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum TimecodeMode {
     /// The first output Cluster timecode is 0; the producer start timestamp travels separately in
@@ -32,7 +32,7 @@ impl TimecodeMode {
     /// ABSOLUTE timecodes for media of `duration` sent faster than real time (a recording being
     /// backfilled): they start `duration` plus one second before `now`, so the last frame lies in
     /// the past. The service refuses producer timestamps in the future with 4007 and accepts past
-    /// ones (reference §4.10). `now` is passed in so the rule is a pure function.
+    /// ones (docs/protocol.md §4.10). `now` is passed in so the rule is a pure function.
     pub fn backfill(duration: std::time::Duration, now: std::time::SystemTime) -> Self {
         let now_ms = now
             .duration_since(std::time::UNIX_EPOCH)
@@ -197,13 +197,13 @@ impl RefragmentConfigBuilder {
     }
 
     /// Force the output SegmentUID, to reuse one across the connections of a logical stream
-    /// (reference §4.3). Without it the input's is kept, or a stable one derived from Tracks.
+    /// (docs/protocol.md §4.3). Without it the input's is kept, or a stable one derived from Tracks.
     pub fn segment_uid(mut self, uid: [u8; 16]) -> Self {
         self.config.segment_uid = Some(uid);
         self
     }
 
-    /// Validate against the KVS limits (reference §3).
+    /// Validate against the KVS limits (docs/protocol.md §3).
     pub fn build(self) -> Result<RefragmentConfig, ConfigError> {
         let c = self.config;
         let ms = |d: Duration| format!("{d:?}");

@@ -249,7 +249,7 @@ pub(crate) fn put_bytes_element(out: &mut BytesMut, id: u32, data: &[u8]) {
     out.put_slice(data);
 }
 
-/// The 8-byte unknown size (reference §4.2: `01 FF FF FF FF FF FF FF`).
+/// The 8-byte unknown size (docs/protocol.md §4.2: `01 FF FF FF FF FF FF FF`).
 pub(crate) const UNKNOWN_SIZE: [u8; 8] = [0x01, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF];
 
 #[cfg(test)]

@@ -117,13 +117,13 @@ pub enum MkvError {
         offset: u64,
     },
     /// A second EBML header or Segment: one PutMedia request carries exactly one Segment
-    /// (reference §4.1), and joining segments would need their tracks to match.
+    /// (docs/protocol.md §4.1), and joining segments would need their tracks to match.
     #[error("a second EBML header or Segment at byte {offset}: one input must hold one Segment")]
     MultipleSegments {
         /// Input byte offset of the second header.
         offset: u64,
     },
-    /// More tracks than KVS accepts (at most 3, reference §3, error 4012).
+    /// More tracks than KVS accepts (at most 3, docs/protocol.md §3, error 4012).
     #[error("Tracks at byte {offset} declares {count} tracks; KVS accepts at most {limit}")]
     TooManyTracks {
         /// Input byte offset of the Tracks element.

@@ -1,10 +1,10 @@
 //! Matroska reading and KVS re-fragmenting.
 //!
-//! ffmpeg's Matroska output on a pipe is not what KVS wants (reference §5): its clusters are cut
+//! ffmpeg's Matroska output on a pipe is not what KVS wants (docs/protocol.md §5): its clusters are cut
 //! every second or 32 KiB rather than at keyframes, carry CRC-32 and Void elements, and an audio
 //! packet held back by the muxer can start a cluster below the keyframe's timestamp (error 4004).
 //! [`Refragmenter`] reads any MKV byte stream incrementally and re-emits it in the shape KVS
-//! accepts (reference §4): one [`Header`], then [`Fragment`]s, each one unknown-size Cluster that
+//! accepts (docs/protocol.md §4): one [`Header`], then [`Fragment`]s, each one unknown-size Cluster that
 //! starts on a video keyframe.
 //!
 //! ```
@@ -50,15 +50,15 @@ pub use error::{ConfigError, InvalidReason, MkvError};
 pub use output::{DropReason, Fragment, Header, Output, Track, TrackFrames, TrackKind, Warning};
 pub use refragment::Refragmenter;
 
-/// The output TimecodeScale: 1 ms, the KVS norm (reference §4.3).
+/// The output TimecodeScale: 1 ms, the KVS norm (docs/protocol.md §4.3).
 pub const OUTPUT_TIMECODE_SCALE_NS: u64 = 1_000_000;
 
-/// The SimpleTag name KVS reads as "the open fragment ends here" (reference §3, "Idle").
+/// The SimpleTag name KVS reads as "the open fragment ends here" (docs/protocol.md §3, "Idle").
 pub const END_OF_FRAGMENT_TAG_NAME: &str = "AWS_KINESISVIDEO_END_OF_FRAGMENT";
 
 /// A level-1 Tags element holding one SimpleTag `AWS_KINESISVIDEO_END_OF_FRAGMENT` with an empty
 /// value: a producer that pauses sends it so KVS acknowledges the open fragment at once
-/// (reference §3, "Idle"). Send it between fragments, never inside one.
+/// (docs/protocol.md §3, "Idle"). Send it between fragments, never inside one.
 pub fn end_of_fragment_tag() -> Bytes {
     use ebml::{id, put_bytes_element};
     let mut simple = BytesMut::new();

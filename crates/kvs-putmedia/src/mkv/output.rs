@@ -56,7 +56,7 @@ impl Track {
     }
 }
 
-/// The MKV header to send at the start of every PutMedia request (reference §4.1): EBML header
+/// The MKV header to send at the start of every PutMedia request (docs/protocol.md §4.1): EBML header
 /// (DocType matroska), unknown-size Segment, Info (TimecodeScale 1 ms, SegmentUID, MuxingApp,
 /// WritingApp) and Tracks.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -76,7 +76,7 @@ impl Header {
     pub fn tracks(&self) -> &[Track] {
         &self.tracks
     }
-    /// The output TimecodeScale: always 1 ms (1 000 000 ns), the KVS norm (reference §4.3).
+    /// The output TimecodeScale: always 1 ms (1 000 000 ns), the KVS norm (docs/protocol.md §4.3).
     pub fn timecode_scale_ns(&self) -> u64 {
         super::OUTPUT_TIMECODE_SCALE_NS
     }
@@ -128,7 +128,7 @@ impl Fragment {
         self.first_frame_timecode
     }
     /// Highest absolute frame timecode in the fragment; the next Cluster timecode is strictly
-    /// greater (reference §4.6, error 4004).
+    /// greater (docs/protocol.md §4.6, error 4004).
     pub fn last_frame_timecode(&self) -> u64 {
         self.last_frame_timecode
     }
@@ -239,7 +239,7 @@ pub enum Warning {
         duration: Duration,
     },
     /// A frame's timecode was raised so that it is not below its Cluster's timecode and strictly
-    /// above the previous fragment's last frame (reference §4.6: one-tick compensation).
+    /// above the previous fragment's last frame (docs/protocol.md §4.6: one-tick compensation).
     TimecodeAdjusted {
         /// TrackNumber.
         track: u64,

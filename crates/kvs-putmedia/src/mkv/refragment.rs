@@ -20,20 +20,20 @@ const MAX_HEADER_LEN: usize = 12;
 const BLOCK_OVERHEAD: usize = 20;
 /// Cluster id, 8-byte unknown size, Timecode element of up to 10 bytes.
 const CLUSTER_OVERHEAD: usize = 24;
-/// Block timecodes are int16 relative to their Cluster (reference §4.8).
+/// Block timecodes are int16 relative to their Cluster (docs/protocol.md §4.8).
 const MAX_RELATIVE_TIMECODE: i64 = i16::MAX as i64;
 
 /// Turns an MKV byte stream, in any chunking, into KVS-shaped media: one [`Header`], then
 /// [`Fragment`]s, each one unknown-size Cluster.
 ///
-/// Cut policy (reference §3 and §4.5): a fragment starts on a keyframe of the first video track
+/// Cut policy (docs/protocol.md §3 and §4.5): a fragment starts on a keyframe of the first video track
 /// (for audio-only media, on any frame of the first track); it is cut at the first keyframe once
 /// it lasts [`target_fragment_duration`](RefragmentConfig::target_fragment_duration), never
 /// lasts more than the maximum (20 s) nor holds more than the maximum bytes (50 MB), and two
 /// fragment starts are at least 200 ms apart (5 fragments/s). When no keyframe comes before a
 /// limit the fragment is cut anyway and a [`Warning`] says so.
 ///
-/// Timecodes (reference §4.6, §5): frames of the other tracks are assigned to fragments by
+/// Timecodes (docs/protocol.md §4.6, §5): frames of the other tracks are assigned to fragments by
 /// timestamp, not by position, so ffmpeg's held-back audio packet (timed below the keyframe that
 /// follows it) joins the fragment it belongs to; a fragment waits for such late frames for at
 /// most [`late_frame_window`](RefragmentConfig::late_frame_window) of media time. Every Cluster
@@ -180,7 +180,7 @@ impl Refragmenter {
 
     /// Closes the open fragment now, because the source paused: the fragment waiting for late
     /// frames and the open one are emitted, so that they can be sent and acknowledged without
-    /// waiting for media that may not come soon (reference §3, "Idle"). Input may continue
+    /// waiting for media that may not come soon (docs/protocol.md §3, "Idle"). Input may continue
     /// afterwards: the next fragment starts at the next keyframe (for audio-only media, the next
     /// frame); video frames before it are dropped and reported
     /// ([`DropReason::AfterFlushBeforeKeyframe`]), and audio frames join that fragment.
@@ -372,7 +372,7 @@ impl Refragmenter {
                 self.need_whole(eid, size, header_len, cap)
             }
             _ => {
-                // Everything else is dropped (reference §5: SeekHead, Void, CRC-32, Cues, Tags,
+                // Everything else is dropped (docs/protocol.md §5: SeekHead, Void, CRC-32, Cues, Tags,
                 // Chapters, Attachments) without buffering, whatever its size.
                 let Some(s) = size else {
                     return Err(
@@ -849,7 +849,7 @@ impl Refragmenter {
 }
 
 /// A stable SegmentUID for inputs without one: a hash of the Tracks element, so that every
-/// connection of one input gets the same (reference §4.3).
+/// connection of one input gets the same (docs/protocol.md §4.3).
 fn stable_uid(tracks: &[u8]) -> [u8; 16] {
     let fnv = |seed: u64| {
         tracks.iter().fold(seed, |h, &b| {
@@ -1287,7 +1287,7 @@ impl Cutter {
         if frag.frames.is_empty() {
             return;
         }
-        // Reference §4.6: strictly above the previous fragment's last frame.
+        // docs/protocol.md §4.6: strictly above the previous fragment's last frame.
         let floor = self.last_max.map(|m| m + 1);
         let c = floor.map_or(frag.min_time, |fl| frag.min_time.max(fl));
         let origin = *self.origin.get_or_insert(c);
@@ -1396,7 +1396,7 @@ impl Cutter {
 }
 
 /// Whether adding `f` to `frag` would break the size limit, the duration limit, or the int16
-/// range of block timecodes (reference §4.8).
+/// range of block timecodes (docs/protocol.md §4.8).
 fn exceeds(max_bytes: usize, max_ms: i64, frag: &Frag, f: &Frame) -> Option<Forced> {
     if frag.bytes + f.payload.len() + BLOCK_OVERHEAD > max_bytes {
         return Some(Forced::Size(frag.bytes));

@@ -32,7 +32,7 @@ pub fn ffmpeg_mkv(args: &[&str]) -> Vec<u8> {
     out.stdout
 }
 
-/// The Node sample's exact settings, on a short lavfi source (reference §5: its clusters are
+/// The Node sample's exact settings, on a short lavfi source (docs/protocol.md §5: its clusters are
 /// not keyframe aligned).
 pub fn node_sample(seconds: u32) -> Vec<u8> {
     let t = seconds.to_string();
@@ -190,7 +190,7 @@ pub fn mkvinfo_ok(path: &Path) -> String {
     text
 }
 
-/// The KVS rules of reference §3/§4 every run must satisfy.
+/// The KVS rules of docs/protocol.md §3/§4 every run must satisfy.
 pub fn check_kvs_rules(run: &Run, config: &RefragmentConfig, expect_keyframes: bool) {
     let header = run.header.as_ref().expect("a header");
     assert!(!run.fragments.is_empty(), "at least one fragment");
@@ -216,7 +216,7 @@ pub fn check_kvs_rules(run: &Run, config: &RefragmentConfig, expect_keyframes: b
         assert!(f.first_frame_timecode() >= f.timecode());
         assert!(f.last_frame_timecode() >= f.first_frame_timecode());
         if let Some(p) = prev {
-            // Reference §4.6: strictly greater, equal gives 4004.
+            // docs/protocol.md §4.6: strictly greater, equal gives 4004.
             assert!(
                 f.timecode() > p.last_frame_timecode(),
                 "fragment {i}: cluster {} not above previous last frame {}",

@@ -316,7 +316,7 @@ async fn serve_one(tcp: tokio::net::TcpStream, n: usize, script: Script, seen: A
                 let received = Arc::new(Mutex::new(Vec::<u8>::new()));
                 let received2 = received.clone();
                 tokio::spawn(async move {
-                    // The client keeps the body open until its last ack (reference §2), so the
+                    // The client keeps the body open until its last ack (docs/protocol.md §2), so the
                     // script runs once the body ended or went quiet after some media.
                     let mut quiet_tx = Some(quiet_tx);
                     loop {
