@@ -481,7 +481,9 @@ async fn get_images_samples_formats_sizes_and_pages() {
     }
     for (k, img) in images[2..].iter().enumerate() {
         assert_eq!(
-            img.time_stamp().unwrap().to_millis().unwrap() as u64,
+            // Epoch seconds with a fraction are inexact in binary: round to the millisecond, as
+            // a client of the service must.
+            (img.time_stamp().unwrap().as_secs_f64() * 1000.0).round() as u64,
             t0 + k as u64 * 1000
         );
         use base64::Engine as _;

@@ -387,7 +387,9 @@ fn start_index(fragments: &[StoredFragment], sel: &api::StartSelector) -> Result
             let ts = sel
                 .start_timestamp
                 .ok_or_else(|| ApiError::invalid_argument("StartTimestamp is required"))?;
-            let ts_ms = (ts * 1000.0).max(0.0) as u64;
+            // Epoch seconds as a JSON number carry milliseconds inexactly (1.497 is 1.4969...): round,
+            // or a timestamp the client took from a fragment would miss that fragment by 1 ms.
+            let ts_ms = (ts * 1000.0).round().max(0.0) as u64;
             Ok(fragments
                 .iter()
                 .position(|f| {
@@ -499,8 +501,9 @@ fn list_fragments(
             }
             Some((
                 server,
-                (a * 1000.0).max(0.0) as u64,
-                (b * 1000.0).max(0.0) as u64,
+                // Rounded, as above: seconds with a fraction are inexact in binary.
+                (a * 1000.0).round().max(0.0) as u64,
+                (b * 1000.0).round().max(0.0) as u64,
             ))
         }
         None => None,
