@@ -114,6 +114,17 @@ impl Env {
     }
 
     fn worker(&self, queue: &str, stream: &str, pace: &str) -> std::process::Child {
+        self.worker_with(queue, stream, pace, &[])
+    }
+
+    /// [`worker`](Self::worker) with more (or overriding) environment variables.
+    fn worker_with(
+        &self,
+        queue: &str,
+        stream: &str,
+        pace: &str,
+        extra: &[(&str, &str)],
+    ) -> std::process::Child {
         let c = self.emu.credentials();
         Command::new(env!("CARGO_BIN_EXE_s3-to-kvs"))
             .arg("worker")
@@ -125,13 +136,15 @@ impl Env {
             .env("AWS_REGION", self.emu.region())
             .env("AWS_EC2_METADATA_DISABLED", "true")
             .env("QUEUE_URL", queue)
-            .env("STREAM_NAME", stream)
+            // No stream name: `extra` sets STREAM_TEMPLATE.
+            .envs((!stream.is_empty()).then_some(("STREAM_NAME", stream)))
             .env("CREATE_STREAMS", "true")
             .env("VISIBILITY_SECONDS", "4")
             .env("PACE", pace)
             .env("HOST", "127.0.0.1")
             .env("PORT", "0")
             .env("RUST_LOG", "info")
+            .envs(extra.iter().copied())
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::inherit())
@@ -302,4 +315,129 @@ async fn not_media_and_missing_objects_are_dead_lettered_at_once_with_the_reason
         "{reasons:?}"
     );
     assert!(env.emu.fragments("dl").is_empty());
+}
+
+/// The ffmpeg processes whose parent is `pid` (from /proc: `PID (COMM) STATE PPID ...`).
+fn ffmpeg_children(pid: u32) -> Vec<u32> {
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(child) = entry.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        let Ok(stat) = std::fs::read_to_string(entry.path().join("stat")) else {
+            continue;
+        };
+        let Some((head, rest)) = stat.rsplit_once(')') else {
+            continue;
+        };
+        let ppid = rest.split_whitespace().nth(1).and_then(|p| p.parse().ok());
+        if head.ends_with("(ffmpeg") && ppid == Some(pid) {
+            found.push(child);
+        }
+    }
+    found
+}
+
+/// Sends SIGTERM to `pid` (what ECS and Kubernetes send on scale-in).
+#[allow(unsafe_code)]
+fn sigterm(pid: u32) {
+    let pid = libc::pid_t::try_from(pid).unwrap();
+    // SAFETY: kill(2) takes two integers and touches no memory of ours.
+    assert_eq!(unsafe { libc::kill(pid, libc::SIGTERM) }, 0);
+}
+
+/// True when `pid` is gone: no such process, a zombie, or the pid reused by something other
+/// than ffmpeg.
+fn process_gone(pid: u32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Err(_) => true,
+        Ok(stat) => {
+            let (head, rest) = stat.rsplit_once(')').unwrap_or((&stat, ""));
+            !head.ends_with("(ffmpeg") || rest.split_whitespace().next() == Some("Z")
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_stops_receiving_and_returns_what_is_in_flight_within_the_drain_time() {
+    const DRAIN_SECONDS: u64 = 4;
+    let env = Env::start().await;
+    env.emu
+        .put_object(BUCKET, "cam/long.mp4", clip(20))
+        .await
+        .unwrap();
+    let q = env.fifo("drain.fifo").await;
+    env.send(&q, "drain", "cam/long.mp4").await;
+    // A long visibility timeout: the message is visible right after the exit only if the worker
+    // returned it (visibility 0), not because its timeout ran out.
+    let drain = DRAIN_SECONDS.to_string();
+    let mut w = env.worker_with(
+        &q,
+        "drain",
+        "realtime",
+        &[("DRAIN_SECONDS", &drain), ("VISIBILITY_SECONDS", "120")],
+    );
+    let pid = w.id();
+    env.wait_until(
+        "the worker stored 2 fragments",
+        Duration::from_secs(60),
+        async || producer_times(&env.emu, "drain").len() >= 2,
+    )
+    .await;
+    let ffmpeg = ffmpeg_children(pid);
+    assert!(
+        !ffmpeg.is_empty(),
+        "the worker streams through an ffmpeg child"
+    );
+
+    sigterm(pid);
+    let signalled = Instant::now();
+    // Sent after the signal: a worker that stopped receiving never takes it.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    env.send(&q, "later", "cam/long.mp4").await;
+
+    let status = loop {
+        if let Some(s) = w.try_wait().unwrap() {
+            break s;
+        }
+        if signalled.elapsed() > Duration::from_secs(DRAIN_SECONDS + 10) {
+            w.kill().unwrap();
+            panic!("the worker did not exit within the drain time");
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let took = signalled.elapsed();
+    assert_eq!(status.code(), Some(0), "{status}");
+    assert!(
+        took < Duration::from_secs(DRAIN_SECONDS + 3),
+        "exit {took:?} after SIGTERM, drain is {DRAIN_SECONDS} s"
+    );
+    for p in &ffmpeg {
+        assert!(process_gone(*p), "ffmpeg {p} outlived its worker");
+    }
+    assert!(ffmpeg_children(pid).is_empty());
+
+    // A 20 s object at native rate cannot finish within the drain: its message is back at once.
+    let stored = producer_times(&env.emu, "drain");
+    assert!(stored.len() < 10, "stopped mid-object: {stored:?}");
+    let left = env.emu.queue_messages(&q);
+    assert_eq!(left.len(), 2, "{left:?}");
+    let first = left
+        .iter()
+        .find(|m| m.group_id.as_deref() == Some("drain"))
+        .unwrap();
+    assert!(!first.in_flight, "returned with visibility 0: {first:?}");
+    assert_eq!(first.receive_count, 1);
+    let later = left
+        .iter()
+        .find(|m| m.group_id.as_deref() == Some("later"))
+        .unwrap();
+    assert_eq!(later.receive_count, 0, "received after SIGTERM: {later:?}");
+    let all = env.emu.fragments("drain");
+    assert!(
+        all.iter().all(|f| f.persisted),
+        "what was sent before the stop was persisted: {} stored, {} persisted",
+        all.len(),
+        stored.len()
+    );
 }
