@@ -296,7 +296,7 @@ impl Worker {
         let hard_stop = CancellationToken::new();
         if let Some(intake) = self.cfg.intake_queue_url.clone() {
             let (me, stop) = (self.clone(), shutdown.clone());
-            tracker.spawn(async move { me.forward(intake, stop).await });
+            tracker.spawn(async move { me.forward(&intake, stop).await });
         }
         let slots = Arc::new(Semaphore::new(self.cfg.concurrency.max(1)));
         loop {
@@ -372,12 +372,18 @@ impl Worker {
         Ok(out.messages.unwrap_or_default())
     }
 
-    /// The forwarder: intake (standard, S3 notifies it) -> work queue (FIFO, grouped by stream).
-    async fn forward(&self, intake: String, stop: CancellationToken) {
+    /// The forwarder, until `stop` is cancelled: each S3 event on `intake` (a standard queue S3
+    /// notifies) goes into the work queue with [`enqueue`](Self::enqueue) (FIFO: grouped by
+    /// its stream, deduplicated by [`dedup_id`], so an event delivered twice is one message),
+    /// then is deleted. The `s3:TestEvent` is deleted without forwarding; a body that names no
+    /// object or routes to no valid stream is dead-lettered at once; a failed send leaves the
+    /// event to come back. [`run`](Self::run) runs it when
+    /// [`WorkerConfig::intake_queue_url`] is set.
+    pub async fn forward(&self, intake: &str, stop: CancellationToken) {
         loop {
             let received = tokio::select! {
                 () = stop.cancelled() => return,
-                r = self.receive(&intake, 10) => r,
+                r = self.receive(intake, 10) => r,
             };
             let messages = match received {
                 Ok(m) => m,
@@ -414,7 +420,7 @@ impl Worker {
                         verdict
                     }
                 };
-                self.settle(&intake, &m, None, verdict).await;
+                self.settle(intake, &m, None, verdict).await;
             }
         }
     }
