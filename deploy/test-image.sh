@@ -70,7 +70,7 @@ python3 -c 'import boto3' 2>/dev/null || python3 -m pip install --quiet 'boto3>=
 work=$(mktemp -d)
 
 say "building kvs-emulator"
-cargo build --locked --quiet -p kvs-emulator
+cargo build --locked --quiet -p kvs-emulator --features cli
 emulator=target/debug/kvs-emulator
 "$emulator" --host 127.0.0.1 --port 0 --data-dir "$work/emu" --persist-delay-ms 50 \
   >"$work/emulator.out" 2>"$work/emulator.err" &

@@ -22,7 +22,7 @@ cargo test --workspace --locked
 # that library users do not compile clap, anyhow and tracing-subscriber.
 step "kvs-emulator binary (feature cli)"
 cargo clippy -p kvs-emulator --features cli --all-targets --locked -- -D warnings
-cargo test -p kvs-emulator --features cli --test binary --locked
+cargo test -p kvs-emulator --features cli --test binary --test python_boto3 --locked
 
 # The three libraries as crates.io would receive them: packaged in dependency order and each built
 # from its package against the others' packages (not the registry), so a file missing from a
