@@ -130,6 +130,10 @@ async fn main() -> anyhow::Result<()> {
         emu.faults().push(r);
     }
 
+    // Install the signal handlers before saying "listening": a supervisor (or a test) that sends
+    // SIGTERM as soon as it reads that line must get a clean stop, not the default action.
+    let signal = wait_for_signal()?;
+
     let url = emu.url();
     let creds = emu.credentials();
     println!("listening on {url}");
@@ -142,22 +146,27 @@ async fn main() -> anyhow::Result<()> {
     use std::io::Write as _;
     std::io::stdout().flush().ok();
 
-    wait_for_signal().await?;
+    signal.await?;
     tracing::info!("stopping");
     emu.shutdown().await;
     Ok(())
 }
 
-async fn wait_for_signal() -> anyhow::Result<()> {
+/// Registers SIGTERM and Ctrl-C now; the returned future completes on either.
+fn wait_for_signal() -> anyhow::Result<impl std::future::Future<Output = anyhow::Result<()>>> {
     #[cfg(unix)]
-    {
-        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    // `ctrl_c()` registers its handler on first poll: poll it once now through a pinned future.
+    let mut ctrl_c = Box::pin(tokio::signal::ctrl_c());
+    let _ = futures::FutureExt::now_or_never(&mut ctrl_c);
+    Ok(async move {
+        #[cfg(unix)]
         tokio::select! {
-            r = tokio::signal::ctrl_c() => r?,
+            r = &mut ctrl_c => r?,
             _ = term.recv() => {}
         }
-    }
-    #[cfg(not(unix))]
-    tokio::signal::ctrl_c().await?;
-    Ok(())
+        #[cfg(not(unix))]
+        ctrl_c.await?;
+        Ok(())
+    })
 }
