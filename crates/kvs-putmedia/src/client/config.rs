@@ -134,8 +134,10 @@ pub struct Timeouts {
     /// No acknowledgement of any kind, IDLE included, for this long resets the session (60 s,
     /// the official producer's default; docs/protocol.md §6).
     pub staleness: Duration,
-    /// After the body ends, how long `close()` waits for the last fragment's completion ack
-    /// (30 s).
+    /// After the input ended, how long a connection that still owes acknowledgements may go
+    /// without a fragment ack before it is reset and what is not complete is resent, within the
+    /// retry budget (30 s). A stall at the end is handled like any other: it does not end the
+    /// session by itself.
     pub final_drain: Duration,
     /// Each control-plane call: GetDataEndpoint, STS AssumeRole (10 s).
     pub control_plane: Duration,
