@@ -3,6 +3,8 @@
 //! filled with ffmpeg's H.264. Needs `npm ci` in `tests/browser` and `/usr/bin/chromium`, so it
 //! is opt-in: `scripts/test.sh` installs both and runs it with `--ignored`.
 
+mod support;
+
 use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
@@ -12,53 +14,6 @@ use kvs_putmedia::PutMediaClientBuilder;
 use kvs_putmedia::mkv::TimecodeMode;
 use serde_json::Value;
 
-fn h264_mkv(seconds: u32) -> Vec<u8> {
-    let dir = tempfile::tempdir().unwrap();
-    let out = dir.path().join("clip.mkv");
-    let status = std::process::Command::new("ffmpeg")
-        .args(["-nostdin", "-loglevel", "error", "-f", "lavfi", "-i"])
-        .arg(format!("testsrc=size=320x240:rate=25:duration={seconds}"))
-        .args([
-            "-c:v",
-            "libx264",
-            "-preset",
-            "ultrafast",
-            "-bf",
-            "0",
-            "-g",
-            "25",
-            "-pix_fmt",
-            "yuv420p",
-            "-f",
-            "matroska",
-        ])
-        .arg(&out)
-        .status()
-        .unwrap();
-    assert!(status.success());
-    std::fs::read(out).unwrap()
-}
-
-fn sdk(emu: &Emulator) -> aws_config::SdkConfig {
-    let c = emu.credentials();
-    aws_config::SdkConfig::builder()
-        .behavior_version(aws_config::BehaviorVersion::latest())
-        .endpoint_url(emu.url())
-        .region(aws_config::Region::new(emu.region().to_owned()))
-        .credentials_provider(
-            aws_credential_types::provider::SharedCredentialsProvider::new(
-                aws_credential_types::Credentials::new(
-                    c.access_key_id,
-                    c.secret_access_key,
-                    None,
-                    None,
-                    "t",
-                ),
-            ),
-        )
-        .build()
-}
-
 async fn fill(emu: &Emulator, stream: &str, seconds: u32) {
     let origin_epoch_ms = SystemTime::now()
         .duration_since(SystemTime::UNIX_EPOCH)
@@ -67,7 +22,7 @@ async fn fill(emu: &Emulator, stream: &str, seconds: u32) {
         - u64::from(seconds) * 1000
         - 1000;
     let client = PutMediaClientBuilder::new()
-        .with_sdk_config(sdk(emu))
+        .with_sdk_config(support::sdk_config(emu).await)
         .with_endpoint_url(emu.url())
         .with_allow_http(true)
         .with_stream_name(stream)
@@ -77,7 +32,9 @@ async fn fill(emu: &Emulator, stream: &str, seconds: u32) {
     let (mut sink, mut acks) = client.start().await.unwrap();
     let drain =
         tokio::spawn(async move { while futures::StreamExt::next(&mut acks).await.is_some() {} });
-    sink.send(Bytes::from(h264_mkv(seconds))).await.unwrap();
+    sink.send(Bytes::from(support::make_clip(seconds)))
+        .await
+        .unwrap();
     let summary = sink.close().await.unwrap();
     drain.await.unwrap();
     assert!(summary.fragments_failed.is_empty());
@@ -115,7 +72,7 @@ async fn console_plays_and_shows_the_timeline_in_chromium() {
         .unwrap();
     emu.create_stream("cam", 24).await.unwrap();
     fill(&emu, "cam", 8).await;
-    let am = aws_sdk_kinesisvideoarchivedmedia::Client::new(&sdk(&emu));
+    let am = aws_sdk_kinesisvideoarchivedmedia::Client::new(&support::sdk_config(&emu).await);
     let listed = am
         .list_fragments()
         .stream_name("cam")
