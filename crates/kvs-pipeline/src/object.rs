@@ -48,6 +48,9 @@ pub enum BodyError {
     Invalid(String),
     /// The `s3:TestEvent` S3 sends when a notification is configured: nothing to stream.
     TestEvent,
+    /// An S3 event whose records are all other than `ObjectCreated:*` (e.g. `ObjectRemoved`, sent
+    /// when a notification rule is broader than uploads): nothing to stream; the names are listed.
+    NotObjectCreated(String),
 }
 
 impl std::fmt::Display for BodyError {
@@ -56,6 +59,12 @@ impl std::fmt::Display for BodyError {
             BodyError::Malformed(e) => write!(f, "request body is not valid JSON: {e}"),
             BodyError::Invalid(e) => write!(f, "{e}"),
             BodyError::TestEvent => write!(f, "the S3 test event (s3:TestEvent) names no object"),
+            BodyError::NotObjectCreated(names) => {
+                write!(
+                    f,
+                    "the S3 event has no ObjectCreated record ({names}): nothing to stream"
+                )
+            }
         }
     }
 }
@@ -75,6 +84,8 @@ struct S3Event {
 
 #[derive(Deserialize)]
 struct S3Record {
+    #[serde(rename = "eventName", default)]
+    event_name: Option<String>,
     s3: S3Entity,
 }
 
@@ -109,7 +120,15 @@ pub fn parse(body: &[u8]) -> Result<Vec<ObjectRef>, BodyError> {
     if value.get("Records").is_some() {
         let event: S3Event = serde_json::from_value(value)
             .map_err(|e| BodyError::Invalid(format!("S3 event notification: {e}")))?;
+        let mut other_events = Vec::new();
         for r in event.records {
+            // Only uploads are media to stream: an ObjectRemoved record would otherwise be
+            // forwarded, then dead-lettered as a missing object. A record without a name (a
+            // hand-written event) is taken as an upload.
+            if let Some(name) = r.event_name.filter(|n| !n.starts_with("ObjectCreated")) {
+                other_events.push(name);
+                continue;
+            }
             // S3 event keys are form-encoded: '+' is a space, the rest percent-encoded.
             let key = decode_event_key(&r.s3.object.key)?;
             objects.push(ObjectRef {
@@ -117,6 +136,9 @@ pub fn parse(body: &[u8]) -> Result<Vec<ObjectRef>, BodyError> {
                 key,
                 sequencer: r.s3.object.sequencer,
             });
+        }
+        if objects.is_empty() && !other_events.is_empty() {
+            return Err(BodyError::NotObjectCreated(other_events.join(", ")));
         }
     } else {
         let b: SampleBody = serde_json::from_value(value).map_err(|e| {
@@ -293,6 +315,19 @@ mod tests {
             parse(br#"{"Service":"Amazon S3","Event":"s3:TestEvent","Bucket":"in"}"#),
             Err(BodyError::TestEvent)
         );
+    }
+
+    #[test]
+    fn only_object_created_records_are_objects() {
+        let removed = br#"{"Records":[{"eventName":"ObjectRemoved:Delete","s3":{"bucket":{"name":"in"},"object":{"key":"a.mp4"}}}]}"#;
+        assert_eq!(
+            parse(removed),
+            Err(BodyError::NotObjectCreated("ObjectRemoved:Delete".into()))
+        );
+        let mixed = br#"{"Records":[
+            {"eventName":"ObjectRemoved:Delete","s3":{"bucket":{"name":"in"},"object":{"key":"a.mp4"}}},
+            {"eventName":"ObjectCreated:CompleteMultipartUpload","s3":{"bucket":{"name":"in"},"object":{"key":"b.mp4"}}}]}"#;
+        assert_eq!(parse(mixed).unwrap(), vec![ObjectRef::new("in", "b.mp4")]);
     }
 
     #[test]

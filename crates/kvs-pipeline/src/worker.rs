@@ -402,6 +402,10 @@ impl Worker {
                         );
                         Verdict::Done
                     }
+                    Err(e @ BodyError::NotObjectCreated(_)) => {
+                        tracing::info!(reason = %e, "intake message dropped");
+                        Verdict::Done
+                    }
                     Err(e) => Verdict::DeadLetter(format!("intake message: {e}")),
                     Ok(objects) => {
                         let mut verdict = Verdict::Done;
@@ -476,7 +480,7 @@ impl Worker {
         // Keep the message invisible while it is handled.
         let heartbeat = self.heartbeat(m.receipt_handle.clone().unwrap_or_default());
         let verdict = match object::parse(m.body.as_deref().unwrap_or_default().as_bytes()) {
-            Err(BodyError::TestEvent) => Verdict::Done,
+            Err(BodyError::TestEvent | BodyError::NotObjectCreated(_)) => Verdict::Done,
             Err(e) => Verdict::DeadLetter(format!("message body: {e}")),
             Ok(objects) => {
                 let mut verdict = Verdict::Done;
