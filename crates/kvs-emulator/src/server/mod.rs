@@ -410,6 +410,39 @@ impl Emulator {
     pub fn credentials(&self) -> EmulatorCredentials {
         self.credentials.clone()
     }
+    /// An AWS SDK configuration that points every SDK client (Kinesis Video, its data plane
+    /// clients, S3, STS, SQS) at this emulator: its region, its URL as the endpoint, and its
+    /// long-term credentials. Built from nothing in the environment (no profile, no `AWS_*`
+    /// variables), so a developer's own AWS setup cannot leak into a test. The SDK fills in its
+    /// default HTTP client, sleep and time source when a client is built from it.
+    ///
+    /// ```no_run
+    /// # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+    /// let emu = kvs_emulator::Emulator::builder().start().await?;
+    /// let kvs = aws_sdk_kinesisvideo::Client::new(&emu.sdk_config());
+    /// # Ok(()) }
+    /// ```
+    #[cfg(feature = "sdk")]
+    pub fn sdk_config(&self) -> aws_types::SdkConfig {
+        let c = &self.credentials;
+        let credentials = aws_credential_types::Credentials::new(
+            c.access_key_id.clone(),
+            c.secret_access_key.clone(),
+            None,
+            None,
+            "kvs-emulator",
+        );
+        aws_types::SdkConfig::builder()
+            .behavior_version(
+                aws_smithy_runtime_api::client::behavior_version::BehaviorVersion::latest(),
+            )
+            .region(aws_types::region::Region::new(self.region.clone()))
+            .endpoint_url(self.url.clone())
+            .credentials_provider(
+                aws_credential_types::provider::SharedCredentialsProvider::new(credentials),
+            )
+            .build()
+    }
     /// Creates a stream as `CreateStream` would; returns its ARN.
     pub async fn create_stream(&self, name: &str, retention_hours: u32) -> Result<String, Error> {
         kvs::create_stream(&self.shared, name, retention_hours, None, None).map_err(|source| {
