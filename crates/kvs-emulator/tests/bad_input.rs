@@ -12,7 +12,7 @@ use tokio::net::TcpStream;
 
 /// The emulator still answers a normal SDK call.
 async fn still_serving(emu: &Emulator) {
-    let kv = aws_sdk_kinesisvideo::Client::new(&sdk_config(emu).await);
+    let kv = aws_sdk_kinesisvideo::Client::new(&emu.sdk_config());
     kv.list_streams()
         .send()
         .await
@@ -206,7 +206,7 @@ async fn path_traversal_in_s3_keys_and_stream_names() {
         .start()
         .await
         .unwrap();
-    let s3 = aws_sdk_s3::Client::new(&sdk_config(&emu).await);
+    let s3 = aws_sdk_s3::Client::new(&emu.sdk_config());
     s3.create_bucket().bucket("bkt").send().await.unwrap();
     for key in ["../../escape.txt", "../escape.txt", "a/../../../escape.txt"] {
         let _ = s3

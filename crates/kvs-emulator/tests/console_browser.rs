@@ -5,39 +5,17 @@
 
 mod support;
 
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
-use bytes::Bytes;
-use futures::SinkExt;
 use kvs_emulator::Emulator;
-use kvs_putmedia::PutMediaClientBuilder;
 use kvs_putmedia::mkv::TimecodeMode;
+use kvs_test_support::emu::{now_ms, put_mkv};
 use serde_json::Value;
 
 async fn fill(emu: &Emulator, stream: &str, seconds: u32) {
-    let origin_epoch_ms = SystemTime::now()
-        .duration_since(SystemTime::UNIX_EPOCH)
-        .unwrap()
-        .as_millis() as u64
-        - u64::from(seconds) * 1000
-        - 1000;
-    let client = PutMediaClientBuilder::new()
-        .with_sdk_config(support::sdk_config(emu).await)
-        .with_endpoint_url(emu.url())
-        .with_allow_http(true)
-        .with_stream_name(stream)
-        .with_timecode_mode(TimecodeMode::Absolute { origin_epoch_ms })
-        .build()
-        .unwrap();
-    let (mut sink, mut acks) = client.start().await.unwrap();
-    let drain =
-        tokio::spawn(async move { while futures::StreamExt::next(&mut acks).await.is_some() {} });
-    sink.send(Bytes::from(support::make_clip(seconds)))
-        .await
-        .unwrap();
-    let summary = sink.close().await.unwrap();
-    drain.await.unwrap();
-    assert!(summary.fragments_failed.is_empty());
+    let origin_epoch_ms = now_ms() - u64::from(seconds) * 1000 - 1000;
+    let mkv = support::fragment_clip(seconds);
+    put_mkv(emu, stream, mkv, TimecodeMode::Absolute { origin_epoch_ms }).await;
 }
 
 async fn drive(url: &str, mode: &str) -> Value {
@@ -72,7 +50,7 @@ async fn console_plays_and_shows_the_timeline_in_chromium() {
         .unwrap();
     emu.create_stream("cam", 24).await.unwrap();
     fill(&emu, "cam", 8).await;
-    let am = aws_sdk_kinesisvideoarchivedmedia::Client::new(&support::sdk_config(&emu).await);
+    let am = aws_sdk_kinesisvideoarchivedmedia::Client::new(&emu.sdk_config());
     let listed = am
         .list_fragments()
         .stream_name("cam")

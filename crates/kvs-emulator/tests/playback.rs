@@ -30,7 +30,7 @@ async fn put_clip(emu: &Emulator, stream: &str) {
 }
 
 async fn archived(emu: &Emulator) -> aws_sdk_kinesisvideoarchivedmedia::Client {
-    aws_sdk_kinesisvideoarchivedmedia::Client::new(&sdk_config(emu).await)
+    aws_sdk_kinesisvideoarchivedmedia::Client::new(&emu.sdk_config())
 }
 
 /// A plain HTTP GET (the session URLs are not signed): status, content type, body.
@@ -177,7 +177,7 @@ async fn hls_on_demand_fmp4_is_one_continuous_playable_timeline() {
     let stored = emu.fragments("cam");
     assert_eq!(stored.len(), 6);
     // The data endpoint the SDK asks for is this emulator.
-    let kv = aws_sdk_kinesisvideo::Client::new(&sdk_config(&emu).await);
+    let kv = aws_sdk_kinesisvideo::Client::new(&emu.sdk_config());
     let ep = kv
         .get_data_endpoint()
         .stream_name("cam")

@@ -80,7 +80,7 @@ async fn happy_path_acks_timeline_and_stored_fragments() {
     // The last ack is the last PERSISTED: the emulator keeps the connection until then.
     assert_eq!(event(acks.last().unwrap()), "PERSISTED");
     // A stored fragment is a standalone playable MKV.
-    assert_eq!(ffprobe_frames(&frags[1].media).unwrap(), 25);
+    assert_eq!(video_frames_of(&frags[1].media).unwrap(), 25);
 
     let recorded = emu.acks("cam");
     assert_eq!(recorded.len(), acks.len());
@@ -582,7 +582,7 @@ async fn deleting_the_stream_under_a_connection_gives_4008() {
         .unwrap()
         .0;
     pm.send(&data[..second_cluster - 10]).await.unwrap();
-    let kv = aws_sdk_kinesisvideo::Client::new(&sdk_config(&emu).await);
+    let kv = aws_sdk_kinesisvideo::Client::new(&emu.sdk_config());
     kv.delete_stream().stream_arn(arn).send().await.unwrap();
     pm.send(&data[second_cluster - 10..]).await.unwrap();
     let (acks, end) = pm.all_acks().await;

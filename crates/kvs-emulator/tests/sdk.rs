@@ -18,7 +18,7 @@ use support::*;
 #[tokio::test]
 async fn control_plane() {
     let emu = emulator().await;
-    let kv = aws_sdk_kinesisvideo::Client::new(&sdk_config(&emu).await);
+    let kv = aws_sdk_kinesisvideo::Client::new(&emu.sdk_config());
     let arn = kv
         .create_stream()
         .stream_name("cam-1")
@@ -174,7 +174,7 @@ async fn wrong_secret_and_wrong_region_are_refused() {
         None,
         "t",
     );
-    let kv = aws_sdk_kinesisvideo::Client::new(&sdk_config_with(&emu, bad).await);
+    let kv = aws_sdk_kinesisvideo::Client::new(&sdk_config_with(&emu, bad));
     let err = kv.list_streams().send().await.unwrap_err();
     let raw = err.raw_response().unwrap();
     assert_eq!(raw.status().as_u16(), 403);
@@ -182,7 +182,7 @@ async fn wrong_secret_and_wrong_region_are_refused() {
         raw.headers().get("x-amzn-errortype"),
         Some("InvalidSignatureException")
     );
-    let conf = aws_sdk_kinesisvideo::config::Builder::from(&sdk_config(&emu).await)
+    let conf = aws_sdk_kinesisvideo::config::Builder::from(&emu.sdk_config())
         .region(aws_sdk_kinesisvideo::config::Region::new("eu-west-1"))
         .build();
     let err = aws_sdk_kinesisvideo::Client::from_conf(conf)
@@ -210,7 +210,7 @@ async fn get_media_list_fragments_and_fragment_list() {
     put_clip(&emu, "cam").await;
     let stored = emu.fragments("cam");
     assert_eq!(stored.len(), 6);
-    let conf = sdk_config(&emu).await;
+    let conf = emu.sdk_config();
 
     let am = aws_sdk_kinesisvideoarchivedmedia::Client::new(&conf);
     let list = am.list_fragments().stream_name("cam").send().await.unwrap();
@@ -284,7 +284,7 @@ async fn get_media_list_fragments_and_fragment_list() {
         .unwrap();
     assert_eq!(out.content_type(), Some("video/webm"));
     let bytes = out.payload.collect().await.unwrap().into_bytes();
-    assert_eq!(ffprobe_frames(&bytes).unwrap(), 50);
+    assert_eq!(video_frames_of(&bytes).unwrap(), 50);
     let err = am
         .get_media_for_fragment_list()
         .stream_name("cam")
@@ -309,7 +309,7 @@ async fn get_media_list_fragments_and_fragment_list() {
         .await
         .unwrap();
     let all = out.payload.collect().await.unwrap().into_bytes();
-    assert_eq!(ffprobe_frames(&all).unwrap(), 150);
+    assert_eq!(video_frames_of(&all).unwrap(), 150);
     let text = String::from_utf8_lossy(&all);
     assert!(text.contains("AWS_KINESISVIDEO_FRAGMENT_NUMBER"));
     assert!(text.contains(&stored[5].fragment_number));
@@ -327,7 +327,7 @@ async fn get_media_list_fragments_and_fragment_list() {
         .await
         .unwrap();
     let rest = out.payload.collect().await.unwrap().into_bytes();
-    assert_eq!(ffprobe_frames(&rest).unwrap(), 50);
+    assert_eq!(video_frames_of(&rest).unwrap(), 50);
 }
 
 #[tokio::test]
@@ -335,7 +335,7 @@ async fn get_media_follows_a_live_put() {
     let emu = emulator().await;
     emu.create_stream("live", 1).await.unwrap();
     let mut pm = PutMedia::open(&emu, PutMediaOptions::new(&emu, "live")).await;
-    let conf = sdk_config(&emu).await;
+    let conf = emu.sdk_config();
     let media = aws_sdk_kinesisvideomedia::Client::new(&conf);
     let out = media
         .get_media()
@@ -360,14 +360,14 @@ async fn get_media_follows_a_live_put() {
         .await
         .unwrap()
         .unwrap();
-    assert_eq!(ffprobe_frames(&got).unwrap(), 150);
+    assert_eq!(video_frames_of(&got).unwrap(), 150);
 }
 
 #[tokio::test]
 async fn sts_temporary_credentials_work_everywhere() {
     let emu = emulator().await;
     emu.create_stream("cam", 1).await.unwrap();
-    let sts = aws_sdk_sts::Client::new(&sdk_config(&emu).await);
+    let sts = aws_sdk_sts::Client::new(&emu.sdk_config());
     let me = sts.get_caller_identity().send().await.unwrap();
     assert_eq!(me.account(), Some("123456789012"));
     let assumed = sts
@@ -387,7 +387,7 @@ async fn sts_temporary_credentials_work_everywhere() {
         None,
         "sts",
     );
-    let temp_conf = sdk_config_with(&emu, temp.clone()).await;
+    let temp_conf = sdk_config_with(&emu, temp.clone());
     let who = aws_sdk_sts::Client::new(&temp_conf)
         .get_caller_identity()
         .send()
@@ -425,7 +425,7 @@ async fn sts_temporary_credentials_work_everywhere() {
         None,
         "sts",
     );
-    let forged_conf = sdk_config_with(&emu, forged).await;
+    let forged_conf = sdk_config_with(&emu, forged);
     let err = aws_sdk_kinesisvideo::Client::new(&forged_conf)
         .list_streams()
         .send()
@@ -445,7 +445,7 @@ async fn sts_temporary_credentials_work_everywhere() {
         None,
         "sts",
     );
-    let err = aws_sdk_sts::Client::new(&sdk_config_with(&emu, no_token).await)
+    let err = aws_sdk_sts::Client::new(&sdk_config_with(&emu, no_token))
         .get_caller_identity()
         .send()
         .await
@@ -464,7 +464,7 @@ async fn sts_temporary_credentials_work_everywhere() {
 #[tokio::test]
 async fn expired_session_token_is_refused() {
     let emu = emulator().await;
-    let sts = aws_sdk_sts::Client::new(&sdk_config(&emu).await);
+    let sts = aws_sdk_sts::Client::new(&emu.sdk_config());
     let c = sts
         .assume_role()
         .role_arn("arn:aws:iam::123456789012:role/uploader")
@@ -507,7 +507,7 @@ async fn expired_session_token_is_refused() {
 #[tokio::test]
 async fn s3_objects_ranges_and_presigned_urls() {
     let emu = emulator().await;
-    let s3 = aws_sdk_s3::Client::new(&sdk_config(&emu).await);
+    let s3 = aws_sdk_s3::Client::new(&emu.sdk_config());
     s3.create_bucket().bucket("media").send().await.unwrap();
     s3.put_object()
         .bucket("media")

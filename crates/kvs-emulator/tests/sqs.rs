@@ -11,7 +11,7 @@ use kvs_emulator::Emulator;
 use support::*;
 
 async fn sqs(emu: &Emulator) -> Client {
-    Client::new(&sdk_config(emu).await)
+    Client::new(&emu.sdk_config())
 }
 
 fn md5_hex(data: &[u8]) -> String {

@@ -30,7 +30,7 @@ async fn call(emu: &Emulator, path: &str, form: &[(&str, &str)]) -> (u16, XmlEle
             emu.url().trim_start_matches("http://").to_owned(),
         ),
     ];
-    let identity = emu_creds(emu).into();
+    let identity = credentials(emu).into();
     let params = v4::SigningParams::builder()
         .identity(&identity)
         .region(emu.region())

@@ -12,7 +12,7 @@ use kvs_emulator::Emulator;
 use support::*;
 
 async fn sqs(emu: &Emulator) -> Client {
-    Client::new(&sdk_config(emu).await)
+    Client::new(&emu.sdk_config())
 }
 
 async fn receive_all(c: &Client, url: &str, max: i32) -> Vec<aws_sdk_sqs::types::Message> {

@@ -13,7 +13,7 @@ use serde_json::Value;
 use support::*;
 
 async fn clients(emu: &Emulator) -> (aws_sdk_s3::Client, aws_sdk_sqs::Client) {
-    let conf = sdk_config(emu).await;
+    let conf = emu.sdk_config();
     (
         aws_sdk_s3::Client::new(&conf),
         aws_sdk_sqs::Client::new(&conf),

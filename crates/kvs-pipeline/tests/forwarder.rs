@@ -2,7 +2,7 @@
 //! notifications from a bucket to a standard intake queue, forwarded into a FIFO work queue
 //! grouped by target stream and deduplicated, the `s3:TestEvent` dropped.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use aws_sdk_s3::types::{Event, NotificationConfiguration, QueueConfiguration};
 use aws_sdk_sqs::types::MessageSystemAttributeName;
@@ -12,34 +12,18 @@ use kvs_pipeline::object::{self, ObjectRef};
 use kvs_pipeline::streams::{Route, Sessions};
 use kvs_pipeline::worker::{Worker, WorkerConfig, dedup_id};
 use kvs_putmedia::PutMediaClientBuilder;
+use kvs_test_support::emu::wait_until;
 use tokio_util::sync::CancellationToken;
 
 const BUCKET: &str = "uploads";
 
-async fn wait_until(what: &str, mut done: impl FnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while !done() {
-        assert!(Instant::now() < deadline, "timed out waiting until {what}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
+/// How long the forwarder may take for each step.
+const WAIT: Duration = Duration::from_secs(30);
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn s3_events_are_forwarded_once_into_fifo_groups_by_stream_and_the_test_event_is_dropped() {
     let emu = Emulator::builder().start().await.unwrap();
-    let c = emu.credentials();
-    let config = aws_config::defaults(aws_config::BehaviorVersion::latest())
-        .region(aws_config::Region::new(emu.region().to_owned()))
-        .endpoint_url(emu.url())
-        .credentials_provider(aws_sdk_s3::config::Credentials::new(
-            c.access_key_id,
-            c.secret_access_key,
-            None,
-            None,
-            "test",
-        ))
-        .load()
-        .await;
+    let config = emu.sdk_config();
     let s3 = aws_sdk_s3::Client::new(&config);
     let sqs = aws_sdk_sqs::Client::new(&config);
 
@@ -72,7 +56,7 @@ async fn s3_events_are_forwarded_once_into_fifo_groups_by_stream_and_the_test_ev
         .send()
         .await
         .unwrap();
-    wait_until("the test event is on the intake queue", || {
+    wait_until("the test event is on the intake queue", WAIT, async || {
         emu.queue_messages(&intake).len() == 1
     })
     .await;
@@ -85,9 +69,11 @@ async fn s3_events_are_forwarded_once_into_fifo_groups_by_stream_and_the_test_ev
             .await
             .unwrap();
     }
-    wait_until("the three events are on the intake queue", || {
-        emu.queue_messages(&intake).len() == 4
-    })
+    wait_until(
+        "the three events are on the intake queue",
+        WAIT,
+        async || emu.queue_messages(&intake).len() == 4,
+    )
     .await;
     let events: Vec<String> = emu
         .queue_messages(&intake)
@@ -120,7 +106,7 @@ async fn s3_events_are_forwarded_once_into_fifo_groups_by_stream_and_the_test_ev
         let intake = intake.clone();
         tokio::spawn(async move { worker.forward(&intake, stop).await })
     };
-    wait_until("the intake queue is empty", || {
+    wait_until("the intake queue is empty", WAIT, async || {
         emu.queue_messages(&intake).is_empty()
     })
     .await;

@@ -2,8 +2,6 @@
 //! the failure kinds, and resume (leaving out what the stream holds gives every fragment once).
 
 use std::collections::BTreeSet;
-use std::path::Path;
-use std::process::Command;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
@@ -12,31 +10,14 @@ use kvs_emulator::Emulator;
 use kvs_pipeline::streams::Sessions;
 use kvs_pipeline::{ByteStream, FailureKind, Pipeline, PipelineError, Timing};
 use kvs_putmedia::{PutMediaClientBuilder, StreamId};
+use kvs_test_support::media::Clip;
 
 /// `seconds` of 320x240 H.264 (a keyframe every second) + AAC as Matroska.
-fn mkv(dir: &Path, seconds: u32) -> Vec<u8> {
-    let path = dir.join("clip.mkv");
-    let status = Command::new("ffmpeg")
-        .args(["-nostdin", "-loglevel", "error", "-y", "-f", "lavfi", "-i"])
-        .arg(format!("testsrc2=size=320x240:rate=25:duration={seconds}"))
-        .args(["-f", "lavfi", "-i"])
-        .arg(format!("sine=sample_rate=44100:duration={seconds}"))
-        .args([
-            "-c:v",
-            "libx264",
-            "-preset",
-            "ultrafast",
-            "-bf",
-            "0",
-            "-g",
-            "25",
-        ])
-        .args(["-pix_fmt", "yuv420p", "-c:a", "aac", "-shortest"])
-        .arg(&path)
-        .status()
-        .unwrap();
-    assert!(status.success());
-    std::fs::read(path).unwrap()
+fn clip(seconds: u32) -> Clip {
+    Clip::new(seconds)
+        .with_pattern("testsrc2")
+        .with_audio(true)
+        .with_keyframe_every_second(true)
 }
 
 async fn emulator() -> (Emulator, Sessions) {
@@ -45,22 +26,9 @@ async fn emulator() -> (Emulator, Sessions) {
         .start()
         .await
         .unwrap();
-    let c = emu.credentials();
-    let config = aws_config::defaults(aws_config::BehaviorVersion::latest())
-        .region(aws_config::Region::new(emu.region().to_owned()))
-        .endpoint_url(emu.url())
-        .credentials_provider(aws_sdk_s3::config::Credentials::new(
-            c.access_key_id,
-            c.secret_access_key,
-            None,
-            None,
-            "test",
-        ))
-        .load()
-        .await;
     let sessions = Sessions::new(
         PutMediaClientBuilder::new()
-            .with_sdk_config(config)
+            .with_sdk_config(emu.sdk_config())
             .with_allow_http(true),
     )
     .unwrap();
@@ -87,8 +55,7 @@ fn stored(emu: &Emulator, stream: &str) -> Vec<u64> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn any_byte_stream_runs_into_a_session_with_progress_and_outcome() {
-    let dir = tempfile::tempdir().unwrap();
-    let data = mkv(dir.path(), 4);
+    let data = clip(4).bytes();
     let (emu, sessions) = emulator().await;
     emu.create_stream("s", 24).await.unwrap();
     let id = StreamId::Name("s".into());
@@ -118,8 +85,7 @@ async fn any_byte_stream_runs_into_a_session_with_progress_and_outcome() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn resume_leaves_out_what_the_stream_holds_and_the_rest_completes_it_once() {
-    let dir = tempfile::tempdir().unwrap();
-    let data = mkv(dir.path(), 10);
+    let data = clip(10).bytes();
     let (emu, sessions) = emulator().await;
     let anchor = UNIX_EPOCH + Duration::from_millis(1_700_000_000_123);
     for s in ["clean", "resumed"] {
@@ -176,14 +142,14 @@ async fn failures_have_kinds_and_cancellation_stops_cleanly() {
     // An unknown stream.
     let missing = StreamId::Name("nobody".into());
     let dir = tempfile::tempdir().unwrap();
-    let data = mkv(dir.path(), 6);
+    let path = clip(6).write(dir.path());
+    let data = std::fs::read(&path).unwrap();
     let o = Pipeline::new(chunks(&data))
         .run(|mode| sessions.open(&missing, mode, None))
         .await;
     assert_eq!(o.result.unwrap_err().kind(), FailureKind::StreamNotFound);
 
     // ffmpeg at native rate, cancelled after the first fragment: what was sent is persisted.
-    let path = dir.path().join("clip.mkv");
     let job = FfmpegSource::builder(Input::path(&path))
         .profile(Profile::Copy)
         .pacing(ffmpeg_source::Pacing::Realtime)

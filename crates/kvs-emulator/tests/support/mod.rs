@@ -1,8 +1,7 @@
-//! Test helpers: SDK configs, an independent SigV4 signer (`aws-sigv4`), a raw full-duplex
-//! PutMedia client over TCP, and a real H.264 MKV clip made by ffmpeg.
-#![allow(dead_code)]
+//! Test helpers of the emulator's suites (the ones other suites share are in kvs-test-support):
+//! an independent SigV4 signer (`aws-sigv4`) and a raw full-duplex PutMedia client over TCP.
+#![allow(dead_code, unused_imports)]
 
-use std::path::PathBuf;
 use std::sync::OnceLock;
 use std::time::{Duration, SystemTime};
 
@@ -10,27 +9,11 @@ use aws_credential_types::Credentials;
 use aws_sigv4::http_request::{SignableBody, SignableRequest, SigningSettings, sign};
 use aws_sigv4::sign::v4;
 use kvs_emulator::Emulator;
+pub use kvs_test_support::emu::{credentials, emulator, sdk_config_with};
+pub use kvs_test_support::media::{fragment_clip, video_frames_of};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
-
-pub async fn sdk_config(emu: &Emulator) -> aws_config::SdkConfig {
-    let c = emu.credentials();
-    sdk_config_with(
-        emu,
-        Credentials::new(c.access_key_id, c.secret_access_key, None, None, "emu"),
-    )
-    .await
-}
-
-pub async fn sdk_config_with(emu: &Emulator, creds: Credentials) -> aws_config::SdkConfig {
-    aws_config::SdkConfig::builder()
-        .behavior_version(aws_config::BehaviorVersion::latest())
-        .endpoint_url(emu.url())
-        .region(aws_config::Region::new(emu.region().to_owned()))
-        .credentials_provider(aws_credential_types::provider::SharedCredentialsProvider::new(creds))
-        .build()
-}
 
 /// Which payload hash a PutMedia request signs (docs/protocol.md §1.4).
 #[derive(Clone, Copy, Debug)]
@@ -83,11 +66,6 @@ pub fn sign_headers(
         .collect()
 }
 
-pub fn emu_creds(emu: &Emulator) -> Credentials {
-    let c = emu.credentials();
-    Credentials::new(c.access_key_id, c.secret_access_key, None, None, "emu")
-}
-
 pub struct PutMediaOptions {
     pub creds: Credentials,
     pub payload: Payload,
@@ -103,7 +81,7 @@ pub struct PutMediaOptions {
 impl PutMediaOptions {
     pub fn new(emu: &Emulator, stream: &str) -> Self {
         Self {
-            creds: emu_creds(emu),
+            creds: credentials(emu),
             payload: Payload::EmptyHash,
             time: SystemTime::now(),
             stream_header: vec![("x-amzn-stream-name".into(), stream.into())],
@@ -332,87 +310,10 @@ impl ChunkReader {
 }
 
 /// A real H.264 MKV made by ffmpeg (6 s of 320x240 at 25 fps, a keyframe every second, clusters
-/// cut at keyframes so each is one fragment), and the same as RELATIVE-timed bytes.
+/// cut at keyframes so each is one fragment), made once per test binary.
 pub fn clip() -> &'static [u8] {
     static CLIP: OnceLock<Vec<u8>> = OnceLock::new();
-    CLIP.get_or_init(|| make_clip(6))
-}
-
-pub fn make_clip(seconds: u32) -> Vec<u8> {
-    let dir = tempfile::tempdir().unwrap();
-    let out = dir.path().join("clip.mkv");
-    let status = std::process::Command::new("ffmpeg")
-        .args(["-nostdin", "-loglevel", "error", "-f", "lavfi", "-i"])
-        .arg(format!("testsrc=size=320x240:rate=25:duration={seconds}"))
-        .args([
-            "-c:v",
-            "libx264",
-            "-preset",
-            "ultrafast",
-            "-bf",
-            "0",
-            "-g",
-            "25",
-            "-keyint_min",
-            "25",
-            "-sc_threshold",
-            "0",
-            "-pix_fmt",
-            "yuv420p",
-            "-write_crc32",
-            "0",
-            "-cluster_time_limit",
-            "100000",
-            "-cluster_size_limit",
-            "50000000",
-            "-f",
-            "matroska",
-        ])
-        .arg(&out)
-        .status()
-        .expect("ffmpeg runs");
-    assert!(status.success());
-    std::fs::read(out).unwrap()
-}
-
-/// ffprobe's frame count of an MKV, or an error with its stderr.
-pub fn ffprobe_frames(mkv: &[u8]) -> Result<u64, String> {
-    let dir = tempfile::tempdir().unwrap();
-    let p: PathBuf = dir.path().join("x.mkv");
-    std::fs::write(&p, mkv).unwrap();
-    let out = std::process::Command::new("ffprobe")
-        .args([
-            "-v",
-            "error",
-            "-count_frames",
-            "-select_streams",
-            "v:0",
-            "-show_entries",
-            "stream=nb_read_frames",
-            "-of",
-            "csv=p=0",
-        ])
-        .arg(&p)
-        .output()
-        .unwrap();
-    if !out.status.success() {
-        return Err(String::from_utf8_lossy(&out.stderr).into_owned());
-    }
-    String::from_utf8_lossy(&out.stdout)
-        .trim()
-        .parse()
-        .map_err(|e| format!("{e}: {:?}", out.stdout))
-}
-
-/// A quick emulator with test-friendly timings.
-pub async fn emulator() -> Emulator {
-    Emulator::builder()
-        .with_persist_delay(Duration::from_millis(20))
-        .with_idle_ack_interval(Duration::from_millis(200))
-        .with_idle_timeout(Duration::from_secs(5))
-        .start()
-        .await
-        .unwrap()
+    CLIP.get_or_init(|| fragment_clip(6))
 }
 
 /// A complete signed KVS JSON request (as raw HTTP/1.1 bytes) for `path` with `body`.
@@ -423,7 +324,7 @@ pub fn signed_json_request(emu: &Emulator, path: &str, body: &[u8]) -> Vec<u8> {
         ("host".into(), host),
         ("content-type".into(), "application/json".into()),
     ];
-    let identity = emu_creds(emu).into();
+    let identity = credentials(emu).into();
     let params = v4::SigningParams::builder()
         .identity(&identity)
         .region(emu.region())
