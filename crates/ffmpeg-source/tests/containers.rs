@@ -13,6 +13,7 @@ use std::process::Command as StdCommand;
 use ffmpeg_source::{EncodeSettings, Error, FfmpegSource, Input, Mode, Profile, Size, X264Preset};
 use futures::StreamExt;
 use kvs_putmedia::mkv::{Output, RefragmentConfig, Refragmenter};
+use kvs_test_support::media::ffmpeg_file;
 use tempfile::TempDir;
 
 const VIDEO: &[&str] = &["-f", "lavfi", "-i", "testsrc=s=160x120:r=15:d=1"];
@@ -108,22 +109,6 @@ fn cases() -> Vec<Case> {
     ]
 }
 
-fn make_input(dir: &Path, name: &str, args: &[&str]) -> PathBuf {
-    let out = dir.join(name);
-    let res = StdCommand::new("ffmpeg")
-        .args(["-v", "error", "-nostdin", "-y"])
-        .args(args)
-        .arg(&out)
-        .output()
-        .expect("ffmpeg runs");
-    assert!(
-        res.status.success(),
-        "generating {name}: {}",
-        String::from_utf8_lossy(&res.stderr)
-    );
-    out
-}
-
 fn quick() -> EncodeSettings {
     EncodeSettings::builder()
         .size(Size::Fit {
@@ -201,7 +186,7 @@ async fn every_container_streams_valid_mkv_copied_or_transcoded() {
     let cases = cases();
     let inputs: Vec<PathBuf> = cases
         .iter()
-        .map(|c| make_input(dir.path(), c.file, &c.args))
+        .map(|c| ffmpeg_file(dir.path(), c.file, &c.args))
         .collect();
     // Stream concurrently: each is a second of tiny media, so the table takes about as long as
     // its slowest case.
@@ -252,7 +237,7 @@ async fn every_container_streams_valid_mkv_copied_or_transcoded() {
 #[tokio::test]
 async fn copy_profile_refuses_adts_aac_up_front() {
     let dir = TempDir::new().unwrap();
-    let input = make_input(dir.path(), "clip.ts", &[VIDEO, AUDIO, H264, AAC].concat());
+    let input = ffmpeg_file(dir.path(), "clip.ts", &[VIDEO, AUDIO, H264, AAC].concat());
     let err = FfmpegSource::builder(Input::path(&input))
         .profile(Profile::Copy)
         .build()

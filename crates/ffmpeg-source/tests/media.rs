@@ -15,25 +15,9 @@ use ffmpeg_source::{
 };
 use futures::StreamExt;
 use kvs_putmedia::mkv::{Output, RefragmentConfig, Refragmenter};
+use kvs_test_support::media::ffmpeg_file;
 use tempfile::TempDir;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-
-/// Runs ffmpeg to make a test input; panics with its stderr on failure.
-fn make_input(dir: &Path, name: &str, args: &[&str]) -> PathBuf {
-    let out = dir.join(name);
-    let res = StdCommand::new("ffmpeg")
-        .args(["-v", "error", "-nostdin", "-y"])
-        .args(args)
-        .arg(&out)
-        .output()
-        .expect("ffmpeg runs");
-    assert!(
-        res.status.success(),
-        "generating {name}: {}",
-        String::from_utf8_lossy(&res.stderr)
-    );
-    out
-}
 
 fn listing(dir: &Path) -> BTreeSet<String> {
     std::fs::read_dir(dir)
@@ -163,7 +147,7 @@ async fn check_valid(
 /// The Node sample's typical upload: 720p30 H.264 (with B-frames, as phones and editors write
 /// it) + AAC in an MP4 with its index at the end.
 fn typical_upload(dir: &Path) -> PathBuf {
-    make_input(
+    ffmpeg_file(
         dir,
         "upload.mp4",
         &[
@@ -191,7 +175,7 @@ fn typical_upload(dir: &Path) -> PathBuf {
 
 /// Copy-compatible: baseline-like H.264 without B-frames, 1 s GOP, AAC.
 fn compatible(dir: &Path) -> PathBuf {
-    make_input(
+    ffmpeg_file(
         dir,
         "compatible.mp4",
         &[
@@ -276,7 +260,7 @@ async fn compatible_input_is_copied_by_auto_and_by_copy() {
 #[tokio::test]
 async fn b_frames_refuse_copy() {
     let dir = TempDir::new().unwrap();
-    let input = make_input(
+    let input = ffmpeg_file(
         dir.path(),
         "bframes.mkv",
         &[
@@ -310,7 +294,7 @@ async fn b_frames_refuse_copy() {
 #[tokio::test]
 async fn variable_frame_rate() {
     let dir = TempDir::new().unwrap();
-    let input = make_input(
+    let input = ffmpeg_file(
         dir.path(),
         "vfr.mkv",
         &[
@@ -334,7 +318,7 @@ async fn variable_frame_rate() {
 #[tokio::test]
 async fn odd_dimensions() {
     let dir = TempDir::new().unwrap();
-    let input = make_input(
+    let input = ffmpeg_file(
         dir.path(),
         "odd.mkv",
         &[
@@ -366,7 +350,7 @@ async fn odd_dimensions() {
 #[tokio::test]
 async fn ten_bit_422() {
     let dir = TempDir::new().unwrap();
-    let input = make_input(
+    let input = ffmpeg_file(
         dir.path(),
         "prores.mov",
         &[
@@ -395,7 +379,7 @@ async fn ten_bit_422() {
 #[tokio::test]
 async fn audio_only() {
     let dir = TempDir::new().unwrap();
-    let input = make_input(
+    let input = ffmpeg_file(
         dir.path(),
         "audio.m4a",
         &["-f", "lavfi", "-i", "sine=d=3", "-c:a", "aac"],
@@ -409,7 +393,7 @@ async fn audio_only() {
 #[tokio::test]
 async fn video_only() {
     let dir = TempDir::new().unwrap();
-    let input = make_input(
+    let input = ffmpeg_file(
         dir.path(),
         "video.mkv",
         &[
@@ -433,7 +417,7 @@ async fn video_only() {
 #[tokio::test]
 async fn rotated_phone_video_is_transcoded() {
     let dir = TempDir::new().unwrap();
-    let plain = make_input(
+    let plain = ffmpeg_file(
         dir.path(),
         "portrait.mp4",
         &[
@@ -449,7 +433,7 @@ async fn rotated_phone_video_is_transcoded() {
             "30",
         ],
     );
-    let input = make_input(
+    let input = ffmpeg_file(
         dir.path(),
         "rotated.mp4",
         &[
@@ -517,7 +501,7 @@ fn output_dimensions(mkv: &[u8]) -> (u32, u32) {
 #[tokio::test]
 async fn gop_longer_than_20_s() {
     let dir = TempDir::new().unwrap();
-    let input = make_input(
+    let input = ffmpeg_file(
         dir.path(),
         "longgop.mkv",
         &[
@@ -551,7 +535,7 @@ async fn gop_longer_than_20_s() {
 #[tokio::test]
 async fn hevc() {
     let dir = TempDir::new().unwrap();
-    let input = make_input(
+    let input = ffmpeg_file(
         dir.path(),
         "hevc.mp4",
         &[
@@ -585,7 +569,7 @@ async fn hevc() {
 #[tokio::test]
 async fn vp9_opus_webm() {
     let dir = TempDir::new().unwrap();
-    let input = make_input(
+    let input = ffmpeg_file(
         dir.path(),
         "clip.webm",
         &[
@@ -618,7 +602,7 @@ async fn vp9_opus_webm() {
 #[tokio::test]
 async fn surround_5_1_audio() {
     let dir = TempDir::new().unwrap();
-    let input = make_input(
+    let input = ffmpeg_file(
         dir.path(),
         "surround.mp4",
         &[
@@ -650,7 +634,7 @@ async fn surround_5_1_audio() {
 #[tokio::test]
 async fn more_than_three_streams_map_one_video_and_one_audio() {
     let dir = TempDir::new().unwrap();
-    let input = make_input(
+    let input = ffmpeg_file(
         dir.path(),
         "many.mkv",
         &[
@@ -694,7 +678,7 @@ async fn more_than_three_streams_map_one_video_and_one_audio() {
 #[tokio::test]
 async fn clip_under_one_second() {
     let dir = TempDir::new().unwrap();
-    let input = make_input(
+    let input = ffmpeg_file(
         dir.path(),
         "short.mp4",
         &[
@@ -792,7 +776,7 @@ async fn no_media_stream() {
     let dir = TempDir::new().unwrap();
     let srt = dir.path().join("subs.srt");
     std::fs::write(&srt, "1\n00:00:00,000 --> 00:00:01,000\nhello\n\n").unwrap();
-    let input = make_input(dir.path(), "subs.mkv", &["-i", srt.to_str().unwrap()]);
+    let input = ffmpeg_file(dir.path(), "subs.mkv", &["-i", srt.to_str().unwrap()]);
     let err = spawn_err(Input::path(&input)).await;
     assert!(
         matches!(&err, Error::NoMediaStream { found, .. } if found.contains("subtitle")),
@@ -841,7 +825,7 @@ async fn moov_at_end_beyond_the_peek_window_is_caught_from_ffmpeg() {
 #[tokio::test]
 async fn pipe_input_of_a_streamable_format_works() {
     let dir = TempDir::new().unwrap();
-    let input = make_input(
+    let input = ffmpeg_file(
         dir.path(),
         "stream.mkv",
         &[

@@ -37,13 +37,13 @@ fn tool_output(tool: &str, args: &[&str], input: &[u8]) -> std::process::Output 
         .unwrap_or_else(|e| panic!("{tool}: {e}"))
 }
 
-fn video_clip() -> Option<Vec<u8>> {
+fn video_clip() -> Vec<u8> {
     ffmpeg_clip(false, &[])
 }
 
 #[test]
 fn ffmpeg_video_only_output_is_accepted_cluster_by_cluster() {
-    let Some(bytes) = video_clip() else { return };
+    let bytes = video_clip();
     let (ingest, events) = ingest_all(&bytes);
     assert_eq!(error_of(&events), None, "{events:#?}");
     let frags = completed(&events);
@@ -77,9 +77,7 @@ fn ffmpeg_audio_video_output_ends_with_an_audio_only_cluster_which_gets_4011() {
     // Reference section 5: ffmpeg's clusters are not cut for KVS. Its last Cluster holds only
     // the trailing audio packets, so forwarding ffmpeg's bytes unchanged fails with 4011; this is
     // one reason the producer re-clusters.
-    let Some(bytes) = ffmpeg_clip(true, &["-write_crc32", "0"]) else {
-        return;
-    };
+    let bytes = ffmpeg_clip(true, &["-write_crc32", "0"]);
     let (_, events) = ingest_all(&bytes);
     assert!(completed(&events).len() >= 2, "{events:#?}");
     assert_error(&events, 4011, "FRAMES_MISSING_FOR_TRACK");
@@ -88,7 +86,7 @@ fn ffmpeg_audio_video_output_ends_with_an_audio_only_cluster_which_gets_4011() {
 
 #[test]
 fn fragment_to_mkv_is_decodable_by_ffprobe_and_mkvinfo() {
-    let Some(bytes) = video_clip() else { return };
+    let bytes = video_clip();
     let (ingest, events) = ingest_all(&bytes);
     let header = ingest.header().expect("header after Tracks");
     let frag = completed(&events)[1];
@@ -135,7 +133,7 @@ fn fragment_to_mkv_is_decodable_by_ffprobe_and_mkvinfo() {
 
 #[test]
 fn getmedia_chunks_carry_the_kvs_tags_and_are_readable() {
-    let Some(bytes) = video_clip() else { return };
+    let bytes = video_clip();
     let (ingest, events) = ingest_all(&bytes);
     let header = ingest.header().unwrap();
     let mut body = Vec::new();
@@ -228,7 +226,7 @@ fn getmedia_chunks_carry_the_kvs_tags_and_are_readable() {
 
 #[test]
 fn fragment_list_chunks_use_the_side_timestamp_names() {
-    let Some(bytes) = video_clip() else { return };
+    let bytes = video_clip();
     let (ingest, events) = ingest_all(&bytes);
     let chunk = fragment_list_chunk(
         ingest.header().unwrap(),

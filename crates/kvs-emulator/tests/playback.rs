@@ -19,16 +19,6 @@ use kvs_emulator::{Emulator, FaultRule};
 use support::*;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-async fn put_clip(emu: &Emulator, stream: &str) {
-    let mut pm = PutMedia::open(emu, PutMediaOptions::new(emu, stream)).await;
-    assert_eq!(pm.status, 200);
-    for c in clip().chunks(8192) {
-        pm.send(c).await.unwrap();
-    }
-    pm.end().await.unwrap();
-    pm.all_acks().await.1.unwrap();
-}
-
 async fn archived(emu: &Emulator) -> aws_sdk_kinesisvideoarchivedmedia::Client {
     aws_sdk_kinesisvideoarchivedmedia::Client::new(&emu.sdk_config())
 }
@@ -173,7 +163,7 @@ async fn session_url(
 async fn hls_on_demand_fmp4_is_one_continuous_playable_timeline() {
     let emu = emulator().await;
     emu.create_stream("cam", 24).await.unwrap();
-    put_clip(&emu, "cam").await;
+    put_raw(&emu, "cam", clip(), 8192).await;
     let stored = emu.fragments("cam");
     assert_eq!(stored.len(), 6);
     // The data endpoint the SDK asks for is this emulator.
@@ -244,7 +234,7 @@ async fn hls_on_demand_fmp4_is_one_continuous_playable_timeline() {
 async fn hls_mpeg_ts_and_dash_play() {
     let emu = emulator().await;
     emu.create_stream("cam", 24).await.unwrap();
-    put_clip(&emu, "cam").await;
+    put_raw(&emu, "cam", clip(), 8192).await;
     let stored = emu.fragments("cam");
     let (a, b) = (
         stored[0].producer_timestamp_ms,
@@ -382,7 +372,7 @@ async fn live_playlist_grows_while_a_producer_streams() {
 async fn get_clip_is_one_playable_mp4() {
     let emu = emulator().await;
     emu.create_stream("cam", 24).await.unwrap();
-    put_clip(&emu, "cam").await;
+    put_raw(&emu, "cam", clip(), 8192).await;
     let stored = emu.fragments("cam");
     let am = archived(&emu).await;
     let clip = |a: u64, b: u64| {
@@ -452,7 +442,7 @@ fn image_dims(bytes: &[u8]) -> (u32, u32, String) {
 async fn get_images_samples_formats_sizes_and_pages() {
     let emu = emulator().await;
     emu.create_stream("cam", 24).await.unwrap();
-    put_clip(&emu, "cam").await;
+    put_raw(&emu, "cam", clip(), 8192).await;
     let stored = emu.fragments("cam");
     let t0 = stored[0].producer_timestamp_ms;
     let am = archived(&emu).await;
@@ -538,7 +528,7 @@ async fn documented_errors() {
     let emu = emulator().await;
     emu.create_stream("cam", 24).await.unwrap();
     emu.create_stream("noretention", 0).await.unwrap();
-    put_clip(&emu, "cam").await;
+    put_raw(&emu, "cam", clip(), 8192).await;
     let am = archived(&emu).await;
     let code = |e: &dyn ProvideErrorMetadata| e.code().map(str::to_owned);
     let e = am
@@ -623,14 +613,6 @@ async fn documented_errors() {
     assert_eq!(http_get(&forged).await.0, 401);
 }
 
-async fn put_bytes(emu: &Emulator, stream: &str, bytes: &[u8]) {
-    let mut pm = PutMedia::open(emu, PutMediaOptions::new(emu, stream)).await;
-    assert_eq!(pm.status, 200);
-    pm.send(bytes).await.unwrap();
-    pm.end().await.unwrap();
-    pm.all_acks().await.1.unwrap();
-}
-
 #[tokio::test]
 async fn codec_requirements_and_undecodable_media() {
     use media_support as m;
@@ -638,7 +620,7 @@ async fn codec_requirements_and_undecodable_media() {
     emu.create_stream("nocp", 24).await.unwrap();
     emu.create_stream("vp8", 24).await.unwrap();
     // H.264 declared, but no CodecPrivate (and frames that are not H.264).
-    put_bytes(&emu, "nocp", &m::valid_stream(0, 3)).await;
+    put_raw(&emu, "nocp", &m::valid_stream(0, 3), usize::MAX).await;
     let mut vp8 = m::cat(&[
         m::ebml_header(),
         m::el_unknown(m::SEGMENT),
@@ -651,7 +633,7 @@ async fn codec_requirements_and_undecodable_media() {
             .collect();
         vp8.extend(m::cluster_unknown(i * 1000, &blocks));
     }
-    put_bytes(&emu, "vp8", &vp8).await;
+    put_raw(&emu, "vp8", &vp8, usize::MAX).await;
     let am = archived(&emu).await;
     for (stream, want) in [
         ("nocp", "MissingCodecPrivateDataException"),
@@ -694,7 +676,7 @@ async fn codec_requirements_and_undecodable_media() {
 async fn live_replay_starts_at_the_timestamp_and_ends_at_the_end() {
     let emu = emulator().await;
     emu.create_stream("cam", 24).await.unwrap();
-    put_clip(&emu, "cam").await;
+    put_raw(&emu, "cam", clip(), 8192).await;
     let stored = emu.fragments("cam");
     let am = archived(&emu).await;
     let replay = |end: Option<u64>| {

@@ -54,15 +54,7 @@ async fn attr(c: &Client, url: &str, name: QueueAttributeName) -> String {
 async fn standard_queue_send_receive_visibility_delete() {
     let emu = emulator().await;
     let c = sqs(&emu).await;
-    let url = c
-        .create_queue()
-        .queue_name("jobs")
-        .attributes(QueueAttributeName::VisibilityTimeout, "1")
-        .send()
-        .await
-        .unwrap()
-        .queue_url
-        .unwrap();
+    let url = create_queue(&c, "jobs", &[(QueueAttributeName::VisibilityTimeout, "1")]).await;
     assert_eq!(url, format!("{}/123456789012/jobs", emu.url()));
     assert_eq!(url, emu.queue_url("jobs"));
     let got = c.get_queue_url().queue_name("jobs").send().await.unwrap();
@@ -248,14 +240,7 @@ async fn standard_queue_send_receive_visibility_delete() {
 async fn long_polling_answers_when_a_message_arrives() {
     let emu = emulator().await;
     let c = sqs(&emu).await;
-    let url = c
-        .create_queue()
-        .queue_name("lp")
-        .send()
-        .await
-        .unwrap()
-        .queue_url
-        .unwrap();
+    let url = create_queue(&c, "lp", &[]).await;
 
     // Nothing arrives: the call lasts the whole wait.
     let t = Instant::now();
@@ -359,14 +344,7 @@ async fn errors_carry_the_documented_codes() {
         .into_service_error();
     assert!(err.is_queue_does_not_exist(), "{err:?}");
 
-    let url = c
-        .create_queue()
-        .queue_name("q")
-        .send()
-        .await
-        .unwrap()
-        .queue_url
-        .unwrap();
+    let url = create_queue(&c, "q", &[]).await;
     let err = c
         .create_queue()
         .queue_name("q")
@@ -477,14 +455,7 @@ async fn errors_carry_the_documented_codes() {
 async fn concurrent_long_polls_never_share_a_message() {
     let emu = emulator().await;
     let c = sqs(&emu).await;
-    let url = c
-        .create_queue()
-        .queue_name("many")
-        .send()
-        .await
-        .unwrap()
-        .queue_url
-        .unwrap();
+    let url = create_queue(&c, "many", &[]).await;
     let pollers: Vec<_> = (0..6)
         .map(|_| {
             let c = c.clone();

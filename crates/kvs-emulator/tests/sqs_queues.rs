@@ -31,14 +31,7 @@ async fn receive_all(c: &Client, url: &str, max: i32) -> Vec<aws_sdk_sqs::types:
 async fn batches_report_each_entry() {
     let emu = emulator().await;
     let c = sqs(&emu).await;
-    let url = c
-        .create_queue()
-        .queue_name("b")
-        .send()
-        .await
-        .unwrap()
-        .queue_url
-        .unwrap();
+    let url = create_queue(&c, "b", &[]).await;
     let entry = |id: &str, body: &str| {
         SendMessageBatchRequestEntry::builder()
             .id(id)
@@ -138,16 +131,15 @@ async fn batches_report_each_entry() {
 async fn fifo_groups_deliver_in_order_one_in_flight_at_a_time() {
     let emu = emulator().await;
     let c = sqs(&emu).await;
-    let url = c
-        .create_queue()
-        .queue_name("w.fifo")
-        .attributes(QueueAttributeName::FifoQueue, "true")
-        .attributes(QueueAttributeName::ContentBasedDeduplication, "true")
-        .send()
-        .await
-        .unwrap()
-        .queue_url
-        .unwrap();
+    let url = create_queue(
+        &c,
+        "w.fifo",
+        &[
+            (QueueAttributeName::FifoQueue, "true"),
+            (QueueAttributeName::ContentBasedDeduplication, "true"),
+        ],
+    )
+    .await;
     let send = |body: &'static str, group: &'static str| {
         let c = c.clone();
         let url = url.clone();
@@ -207,15 +199,7 @@ async fn fifo_groups_deliver_in_order_one_in_flight_at_a_time() {
         .unwrap_err()
         .into_service_error();
     assert_eq!(err.code(), Some("MissingParameter"), "{err:?}");
-    let plain = c
-        .create_queue()
-        .queue_name("p.fifo")
-        .attributes(QueueAttributeName::FifoQueue, "true")
-        .send()
-        .await
-        .unwrap()
-        .queue_url
-        .unwrap();
+    let plain = create_queue(&c, "p.fifo", &[(QueueAttributeName::FifoQueue, "true")]).await;
     let err = c
         .send_message()
         .queue_url(&plain)
@@ -251,28 +235,18 @@ async fn fifo_groups_deliver_in_order_one_in_flight_at_a_time() {
 async fn redrive_moves_a_message_after_max_receive_count() {
     let emu = emulator().await;
     let c = sqs(&emu).await;
-    let dlq = c
-        .create_queue()
-        .queue_name("dead")
-        .send()
-        .await
-        .unwrap()
-        .queue_url
-        .unwrap();
+    let dlq = create_queue(&c, "dead", &[]).await;
     let dlq_arn = emu.queue_arn("dead");
     assert_eq!(dlq_arn, "arn:aws:sqs:us-east-1:123456789012:dead");
-    let url = c
-        .create_queue()
-        .queue_name("work")
-        .attributes(
+    let url = create_queue(
+        &c,
+        "work",
+        &[(
             QueueAttributeName::RedrivePolicy,
-            format!(r#"{{"deadLetterTargetArn":"{dlq_arn}","maxReceiveCount":"2"}}"#),
-        )
-        .send()
-        .await
-        .unwrap()
-        .queue_url
-        .unwrap();
+            &format!(r#"{{"deadLetterTargetArn":"{dlq_arn}","maxReceiveCount":"2"}}"#),
+        )],
+    )
+    .await;
     let policy = c
         .get_queue_attributes()
         .queue_url(&url)
@@ -352,15 +326,12 @@ async fn queues_and_messages_survive_a_restart() {
     let start = || Emulator::builder().with_data_dir(dir.path()).start();
     let emu = start().await.unwrap();
     let c = sqs(&emu).await;
-    let url = c
-        .create_queue()
-        .queue_name("keep")
-        .attributes(QueueAttributeName::VisibilityTimeout, "300")
-        .send()
-        .await
-        .unwrap()
-        .queue_url
-        .unwrap();
+    let url = create_queue(
+        &c,
+        "keep",
+        &[(QueueAttributeName::VisibilityTimeout, "300")],
+    )
+    .await;
     for b in ["one", "two"] {
         c.send_message()
             .queue_url(&url)

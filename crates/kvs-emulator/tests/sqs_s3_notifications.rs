@@ -88,14 +88,7 @@ async fn object_created_events_reach_the_queue_in_the_s3_shape() {
     let emu = emulator().await;
     let (s3, sqs) = clients(&emu).await;
     s3.create_bucket().bucket("uploads").send().await.unwrap();
-    let url = sqs
-        .create_queue()
-        .queue_name("events")
-        .send()
-        .await
-        .unwrap()
-        .queue_url
-        .unwrap();
+    let url = create_queue(&sqs, "events", &[]).await;
     let arn = sqs
         .get_queue_attributes()
         .queue_url(&url)
@@ -291,14 +284,7 @@ async fn configurations_are_validated_and_survive_a_restart() {
         .unwrap();
     let (s3, sqs) = clients(&emu).await;
     s3.create_bucket().bucket("bkt").send().await.unwrap();
-    let url = sqs
-        .create_queue()
-        .queue_name("q")
-        .send()
-        .await
-        .unwrap()
-        .queue_url
-        .unwrap();
+    let url = create_queue(&sqs, "q", &[]).await;
     let arn = emu.queue_arn("q");
     let put = |qc: Vec<QueueConfiguration>| {
         s3.put_bucket_notification_configuration()

@@ -18,16 +18,8 @@ use kvs_putmedia::{
     CompletionAck, Error, MIN_BUFFER_BOUND, Pacing, PayloadHash, PutMediaClient,
     PutMediaClientBuilder, SessionEvent,
 };
+use kvs_test_support::emu::fast_emulator;
 use putmedia_common::{SynthMkv, chunks, ffmpeg_clip};
-
-async fn emulator() -> Emulator {
-    Emulator::builder()
-        .with_persist_delay(Duration::from_millis(5))
-        .with_ingest_rate_limit(1 << 40)
-        .start()
-        .await
-        .unwrap()
-}
 
 fn client(emu: &Emulator, stream: &str) -> PutMediaClientBuilder {
     // These clips (RELATIVE from now) are shorter than the emulator's 10 s tolerance for
@@ -110,7 +102,7 @@ async fn stream_all_summarized(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn putmedia_ffmpeg_clip_streams_end_to_end_and_every_fragment_persists() {
-    let emu = emulator().await;
+    let emu = fast_emulator().await;
     emu.create_stream("clip", 24).await.unwrap();
     let clip = tokio::task::spawn_blocking(|| ffmpeg_clip(4))
         .await
@@ -161,7 +153,7 @@ async fn putmedia_ffmpeg_clip_streams_end_to_end_and_every_fragment_persists() {
 
 #[tokio::test]
 async fn putmedia_emulator_sees_reference_headers_and_accepts_signature() {
-    let emu = emulator().await;
+    let emu = fast_emulator().await;
     emu.create_stream("hdr", 0).await.unwrap();
     let mkv = synth(75, 200);
     // Zero retention: no PERSISTED ever comes, so RECEIVED completes fragments.
@@ -192,7 +184,7 @@ async fn putmedia_emulator_sees_reference_headers_and_accepts_signature() {
 #[tokio::test]
 async fn putmedia_zero_retention_stream_completes_on_received_by_default() {
     // CompletionAck::Auto asks DescribeStream: retention 0 means no PERSISTED will come.
-    let emu = emulator().await;
+    let emu = fast_emulator().await;
     emu.create_stream("noretain", 0).await.unwrap();
     let mkv = synth(75, 200);
     let (summary, _) = stream_all(client(&emu, "noretain"), &mkv, 1000).await;
@@ -205,7 +197,7 @@ async fn putmedia_zero_retention_stream_completes_on_received_by_default() {
 
 #[tokio::test]
 async fn putmedia_assumed_role_temporary_credentials_work() {
-    let emu = emulator().await;
+    let emu = fast_emulator().await;
     emu.create_stream("role", 24).await.unwrap();
     let mkv = synth(50, 200);
     let b = client(&emu, "role").with_assume_role("arn:aws:iam::123456789012:role/kvs-producer");
@@ -219,7 +211,7 @@ async fn putmedia_assumed_role_temporary_credentials_work() {
 
 #[tokio::test]
 async fn putmedia_wrong_credentials_fail_with_auth_error_before_media() {
-    let emu = emulator().await;
+    let emu = fast_emulator().await;
     emu.create_stream("auth", 24).await.unwrap();
     let bad = |b: PutMediaClientBuilder| {
         b.with_credentials(Credentials::new(
@@ -264,23 +256,9 @@ async fn putmedia_wrong_credentials_fail_with_auth_error_before_media() {
 #[tokio::test]
 async fn putmedia_sdk_config_endpoint_and_credentials_are_used() {
     // What `from_env()` produces: an SdkConfig whose endpoint URL comes from AWS_ENDPOINT_URL.
-    let emu = emulator().await;
+    let emu = fast_emulator().await;
     emu.create_stream("sdk", 24).await.unwrap();
-    let c = emu.credentials();
-    let sdk = aws_types::SdkConfig::builder()
-        .region(aws_types::region::Region::new(emu.region().to_owned()))
-        .endpoint_url(emu.url())
-        .credentials_provider(
-            aws_credential_types::provider::SharedCredentialsProvider::new(Credentials::new(
-                c.access_key_id,
-                c.secret_access_key,
-                None,
-                None,
-                "sdk",
-            )),
-        )
-        .behavior_version(aws_config::BehaviorVersion::latest())
-        .build();
+    let sdk = emu.sdk_config();
     let plain = PutMediaClient::builder()
         .with_stream_name("sdk")
         .with_sdk_config(sdk.clone());
@@ -301,7 +279,7 @@ async fn putmedia_sdk_config_endpoint_and_credentials_are_used() {
 
 #[tokio::test]
 async fn putmedia_unknown_stream_is_not_found() {
-    let emu = emulator().await;
+    let emu = fast_emulator().await;
     let err = client(&emu, "missing")
         .build()
         .unwrap()
@@ -325,7 +303,7 @@ async fn putmedia_unknown_stream_is_not_found() {
 /// the session reconnects and delivers the rest.
 #[tokio::test]
 async fn putmedia_4006_fragment_is_skipped_reported_and_the_rest_persists() {
-    let emu = emulator().await;
+    let emu = fast_emulator().await;
     emu.create_stream("err", 24).await.unwrap();
     emu.faults().push(FaultRule::ErrorAck {
         scope: Scope::stream("err"),
@@ -370,7 +348,7 @@ async fn putmedia_4006_fragment_is_skipped_reported_and_the_rest_persists() {
 /// naming the fragment, without retrying.
 #[tokio::test]
 async fn putmedia_4008_ends_the_session_with_a_typed_error() {
-    let emu = emulator().await;
+    let emu = fast_emulator().await;
     emu.create_stream("gone", 24).await.unwrap();
     emu.faults().push(FaultRule::ErrorAck {
         scope: Scope::stream("gone"),
@@ -410,7 +388,7 @@ async fn putmedia_4008_ends_the_session_with_a_typed_error() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn putmedia_memory_stays_under_bound_over_100x_the_bound() {
-    let emu = emulator().await;
+    let emu = fast_emulator().await;
     emu.create_stream("mem", 24).await.unwrap();
     let bound = MIN_BUFFER_BOUND;
     // 100x the bound: 6.5 MB of media, 1 s fragments of ~12.5 KB. Absolute timecodes an hour
@@ -454,7 +432,7 @@ async fn putmedia_memory_stays_under_bound_over_100x_the_bound() {
 /// its channel is full (`EVENT_CAPACITY`): it comes last, after the events that fit.
 #[tokio::test]
 async fn the_ending_error_survives_a_full_event_channel() {
-    let emu = emulator().await;
+    let emu = fast_emulator().await;
     emu.create_stream("full", 24).await.unwrap();
     // 400 one-second fragments: BUFFERING, RECEIVED, PERSISTED each, far over 1024 events.
     emu.faults().push(FaultRule::ErrorAck {

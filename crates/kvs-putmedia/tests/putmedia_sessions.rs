@@ -19,18 +19,10 @@ use kvs_putmedia::{
     CompletionAck, Error, OverflowPolicy, PutMediaClient, PutMediaClientBuilder, SessionOptions,
     StreamId,
 };
+use kvs_test_support::emu::fast_emulator;
 use putmedia_common::{SynthMkv, chunks};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
-
-async fn emulator() -> Emulator {
-    Emulator::builder()
-        .with_persist_delay(Duration::from_millis(5))
-        .with_ingest_rate_limit(1 << 40)
-        .start()
-        .await
-        .unwrap()
-}
 
 /// Counts occurrences of byte patterns in what clients send to the emulator.
 #[derive(Debug, Default)]
@@ -159,7 +151,7 @@ async fn run_session(client: PutMediaClient, opts: SessionOptions, mkv: Bytes) -
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn fifty_sessions_from_one_client_all_persist_and_share_one_assumed_role() {
     const SESSIONS: usize = 50;
-    let emu = emulator().await;
+    let emu = fast_emulator().await;
     let counts = Counts::new(&[
         b"Action=AssumeRole",
         b"/getDataEndpoint",
@@ -208,7 +200,7 @@ async fn fifty_sessions_from_one_client_all_persist_and_share_one_assumed_role()
 
 #[tokio::test]
 async fn session_options_override_the_builder_defaults() {
-    let emu = emulator().await;
+    let emu = fast_emulator().await;
     emu.create_stream("abs", 24).await.unwrap();
     emu.create_stream("rel", 0).await.unwrap();
     let counts = Counts::new(&[b"/describeStream"]);
@@ -322,7 +314,7 @@ async fn proxy(connects: Arc<AtomicUsize>, forwards: Arc<AtomicUsize>) -> String
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn putmedia_and_sdk_calls_go_through_the_proxy_unless_no_proxy_says_otherwise() {
-    let emu = emulator().await;
+    let emu = fast_emulator().await;
     emu.create_stream("proxied", 24).await.unwrap();
     let (connects, forwards) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
     let url = proxy(connects.clone(), forwards.clone()).await;
@@ -385,7 +377,7 @@ async fn credential_errors_that_cannot_heal_fail_at_once() {
         }
     }
 
-    let emu = emulator().await;
+    let emu = fast_emulator().await;
     emu.create_stream("creds", 24).await.unwrap();
     // No provider in the chain: one try, then the error.
     let calls = Arc::new(AtomicUsize::new(0));

@@ -100,3 +100,16 @@ pub fn now_ms() -> u64 {
         .expect("the clock is after 1970")
         .as_millis() as u64
 }
+
+/// The standard AWS environment that points a child process's SDK at the emulator: endpoint,
+/// region and the emulator's keys, and no instance-metadata lookups (`Command::envs`).
+pub fn aws_env(emu: &Emulator) -> [(&'static str, String); 5] {
+    let c = emu.credentials();
+    [
+        ("AWS_ENDPOINT_URL", emu.url()),
+        ("AWS_REGION", emu.region().to_owned()),
+        ("AWS_ACCESS_KEY_ID", c.access_key_id),
+        ("AWS_SECRET_ACCESS_KEY", c.secret_access_key),
+        ("AWS_EC2_METADATA_DISABLED", "true".to_owned()),
+    ]
+}

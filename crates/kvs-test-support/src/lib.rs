@@ -5,9 +5,12 @@
 //!   [`media::ffmpeg_file`]) and checks with ffprobe ([`media::video_frames`],
 //!   [`media::ffprobe_csv`]).
 //! - [`emu`]: a kvs-emulator with test-friendly timings, its SDK configuration with other
-//!   credentials, a PutMedia client builder pointing at it, and [`emu::wait_until`].
+//!   credentials, a PutMedia client builder pointing at it, [`emu::put_mkv`],
+//!   [`emu::aws_env`] for child processes, and [`emu::wait_until`].
+//! - [`sqs`]: queue set-up through the real SDK client.
 //!
 //! Dev-only (`publish = false`): add it as a path-only `[dev-dependency]`.
 
 pub mod emu;
 pub mod media;
+pub mod sqs;

@@ -3,7 +3,7 @@
 
 use std::ffi::OsStr;
 use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::process::{Command, Stdio};
 
 /// Runs `ffmpeg -v error -nostdin -y ARGS DIR/NAME` (ARGS: inputs and output options) and
 /// returns the path written; panics with ffmpeg's stderr if it fails.
@@ -23,6 +23,30 @@ pub fn ffmpeg_file<S: AsRef<OsStr>>(dir: &Path, name: &str, args: &[S]) -> PathB
     out
 }
 
+/// Runs `ffmpeg -nostdin -v error ARGS -f matroska pipe:1` (ARGS: inputs and codec options)
+/// and returns the Matroska it writes; panics with ffmpeg's stderr if it fails or writes next to
+/// nothing.
+pub fn ffmpeg_mkv(args: &[&str]) -> Vec<u8> {
+    let out = Command::new("ffmpeg")
+        .args(["-nostdin", "-hide_banner", "-v", "error"])
+        .args(args)
+        .args(["-f", "matroska", "pipe:1"])
+        .stdin(Stdio::null())
+        .output()
+        .expect("ffmpeg runs");
+    assert!(
+        out.status.success(),
+        "ffmpeg failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        out.stdout.len() > 1000,
+        "ffmpeg wrote only {} bytes",
+        out.stdout.len()
+    );
+    out.stdout
+}
+
 /// A lavfi test clip encoded with x264 `ultrafast`, 320x240 at 25 fps, `yuv420p`: the media
 /// most tests stream. The defaults are a Matroska file of the `testsrc` pattern without audio;
 /// the `with_*` setters choose the rest.
@@ -34,7 +58,7 @@ pub struct Clip {
     keyframe_every_second: bool,
     cluster_per_keyframe: bool,
     extra: Vec<String>,
-    extension: &'static str,
+    extension: String,
 }
 
 impl Clip {
@@ -47,7 +71,7 @@ impl Clip {
             keyframe_every_second: false,
             cluster_per_keyframe: false,
             extra: Vec::new(),
-            extension: "mkv",
+            extension: "mkv".into(),
         }
     }
     /// The lavfi video source (`testsrc`, `testsrc2`, ...).
@@ -80,8 +104,8 @@ impl Clip {
         self
     }
     /// The file extension, which picks the container (default `mkv`).
-    pub fn with_extension(mut self, extension: &'static str) -> Self {
-        self.extension = extension;
+    pub fn with_extension(mut self, extension: impl Into<String>) -> Self {
+        self.extension = extension.into();
         self
     }
 
@@ -140,8 +164,13 @@ impl Clip {
 }
 
 /// Runs `ffprobe -v error ARGS -of csv=p=0 TARGET` (a path or URL) and returns its stdout, or
-/// its stderr as the error when it fails.
-pub fn ffprobe_csv(target: impl AsRef<OsStr>, args: &[&str]) -> Result<String, String> {
+/// its stderr as the error when it fails. With `clean`, any error ffprobe reports fails too (a
+/// file ffprobe complains about is not a clean file, even where it still counts frames).
+pub fn ffprobe_csv(
+    target: impl AsRef<OsStr>,
+    args: &[&str],
+    clean: bool,
+) -> Result<String, String> {
     let out = Command::new("ffprobe")
         .args(["-v", "error"])
         .args(args)
@@ -149,8 +178,12 @@ pub fn ffprobe_csv(target: impl AsRef<OsStr>, args: &[&str]) -> Result<String, S
         .arg(target)
         .output()
         .expect("ffprobe runs");
-    if !out.status.success() {
-        return Err(String::from_utf8_lossy(&out.stderr).into_owned());
+    if !out.status.success() || (clean && !out.stderr.is_empty()) {
+        return Err(format!(
+            "ffprobe ({}): {}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        ));
     }
     Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
@@ -158,6 +191,15 @@ pub fn ffprobe_csv(target: impl AsRef<OsStr>, args: &[&str]) -> Result<String, S
 /// How many frames of the first video stream ffprobe decodes in `target` (a path or URL): the
 /// playability check. Err with ffprobe's stderr when it fails.
 pub fn video_frames(target: impl AsRef<OsStr>) -> Result<u64, String> {
+    count_frames(target, false)
+}
+
+/// [`video_frames`], and Err as well when ffprobe reports any error on the way.
+pub fn clean_video_frames(target: impl AsRef<OsStr>) -> Result<u64, String> {
+    count_frames(target, true)
+}
+
+fn count_frames(target: impl AsRef<OsStr>, clean: bool) -> Result<u64, String> {
     let out = ffprobe_csv(
         target,
         &[
@@ -167,6 +209,7 @@ pub fn video_frames(target: impl AsRef<OsStr>) -> Result<u64, String> {
             "-show_entries",
             "stream=nb_read_frames",
         ],
+        clean,
     )?;
     out.trim()
         .parse()

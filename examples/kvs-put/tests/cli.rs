@@ -7,6 +7,8 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use kvs_emulator::Emulator;
+use kvs_test_support::emu::aws_env;
+use kvs_test_support::media::Clip;
 use serde_json::Value;
 use tokio::io::AsyncWriteExt;
 
@@ -14,26 +16,12 @@ const SECRET: &str = "kvs-put-test-secret/0123456789abcdefghijk";
 
 /// A short 320x240 H.264 (keyframe every second) + AAC clip in `dir`, with extension `ext`.
 fn clip(dir: &Path, ext: &str, seconds: u32) -> PathBuf {
-    let path = dir.join(format!("clip.{ext}"));
-    let status = std::process::Command::new("ffmpeg")
-        .args(["-nostdin", "-loglevel", "error", "-y", "-f", "lavfi", "-i"])
-        .arg(format!("testsrc2=size=320x240:rate=25:duration={seconds}"))
-        .args(["-f", "lavfi", "-i"])
-        .arg(format!("sine=frequency=440:duration={seconds}"))
-        .args([
-            "-c:v",
-            "libx264",
-            "-preset",
-            "ultrafast",
-            "-pix_fmt",
-            "yuv420p",
-        ])
-        .args(["-g", "25", "-bf", "0", "-c:a", "aac", "-shortest"])
-        .arg(&path)
-        .status()
-        .unwrap();
-    assert!(status.success());
-    path
+    Clip::new(seconds)
+        .with_pattern("testsrc2")
+        .with_audio(true)
+        .with_keyframe_every_second(true)
+        .with_extension(ext)
+        .write(dir)
 }
 
 async fn emulator() -> Emulator {
@@ -50,19 +38,16 @@ fn command(emu: Option<&Emulator>, secret: &str) -> tokio::process::Command {
     let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_kvs-put"));
     cmd.env_clear()
         .env("PATH", std::env::var_os("PATH").unwrap_or_default())
-        .env("AWS_EC2_METADATA_DISABLED", "true")
         .env("RUST_LOG", "info")
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .kill_on_drop(true);
-    if let Some(emu) = emu {
-        let creds = emu.credentials();
-        cmd.env("AWS_ENDPOINT_URL", emu.url())
-            .env("AWS_ACCESS_KEY_ID", &creds.access_key_id)
-            .env("AWS_SECRET_ACCESS_KEY", secret)
-            .env("AWS_REGION", emu.region());
-    }
+    match emu {
+        // The emulator's environment with `secret` in place of its key.
+        Some(emu) => cmd.envs(aws_env(emu)).env("AWS_SECRET_ACCESS_KEY", secret),
+        None => cmd.env("AWS_EC2_METADATA_DISABLED", "true"),
+    };
     cmd
 }
 

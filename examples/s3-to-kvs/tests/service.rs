@@ -10,6 +10,8 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use kvs_emulator::Emulator;
+use kvs_test_support::emu::aws_env;
+use kvs_test_support::media::Clip;
 use serde_json::{Value, json};
 
 const STREAM: &str = "service-test";
@@ -18,29 +20,12 @@ const SECRET: &str = "service-test-secret/0123456789abcdefghijk";
 
 /// A short 320x240 H.264 + AAC MP4 with its index at the end (what phones upload).
 fn clip(seconds: u32) -> Bytes {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("clip.mp4");
-    let status = Command::new("ffmpeg")
-        .args(["-nostdin", "-loglevel", "error", "-y", "-f", "lavfi", "-i"])
-        .arg(format!("testsrc2=size=320x240:rate=25:duration={seconds}"))
-        .args(["-f", "lavfi", "-i"])
-        .arg(format!(
-            "sine=frequency=440:sample_rate=44100:duration={seconds}"
-        ))
-        .args([
-            "-c:v",
-            "libx264",
-            "-preset",
-            "ultrafast",
-            "-pix_fmt",
-            "yuv420p",
-        ])
-        .args(["-c:a", "aac", "-shortest"])
-        .arg(&path)
-        .status()
-        .unwrap();
-    assert!(status.success());
-    Bytes::from(std::fs::read(&path).unwrap())
+    Clip::new(seconds)
+        .with_pattern("testsrc2")
+        .with_audio(true)
+        .with_extension("mp4")
+        .bytes()
+        .into()
 }
 
 struct Service {
@@ -62,15 +47,10 @@ impl Service {
             .unwrap();
         emu.create_stream(STREAM, 24).await.unwrap();
         emu.create_bucket(BUCKET).await.unwrap();
-        let creds = emu.credentials();
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_s3-to-kvs"));
         cmd.env_clear()
             .env("PATH", std::env::var_os("PATH").unwrap_or_default())
-            .env("AWS_ENDPOINT_URL", emu.url())
-            .env("AWS_ACCESS_KEY_ID", &creds.access_key_id)
-            .env("AWS_SECRET_ACCESS_KEY", &creds.secret_access_key)
-            .env("AWS_REGION", emu.region())
-            .env("AWS_EC2_METADATA_DISABLED", "true")
+            .envs(aws_env(&emu))
             .env("KVS_STREAM_NAME", STREAM)
             .env("HOST", "127.0.0.1")
             .env("PORT", "0")

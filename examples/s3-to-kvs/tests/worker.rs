@@ -9,37 +9,23 @@ use std::time::{Duration, Instant};
 use aws_sdk_sqs::types::QueueAttributeName;
 use bytes::Bytes;
 use kvs_emulator::Emulator;
+use kvs_test_support::emu::aws_env;
+use kvs_test_support::media::Clip;
+use kvs_test_support::sqs::create_queue;
 
 const BUCKET: &str = "uploads";
 
 /// A `seconds`-long 320x240 H.264 + AAC MP4 recorded an hour ago (its `creation_time`).
 fn clip(seconds: u32) -> Bytes {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("clip.mp4");
     // ISO 8601, as phones write it.
     let created = "2024-05-01T12:00:00.000000Z";
-    let status = Command::new("ffmpeg")
-        .args(["-nostdin", "-loglevel", "error", "-y", "-f", "lavfi", "-i"])
-        .arg(format!("testsrc2=size=320x240:rate=25:duration={seconds}"))
-        .args(["-f", "lavfi", "-i"])
-        .arg(format!(
-            "sine=frequency=440:sample_rate=44100:duration={seconds}"
-        ))
-        .args([
-            "-c:v",
-            "libx264",
-            "-preset",
-            "ultrafast",
-            "-pix_fmt",
-            "yuv420p",
-        ])
-        .args(["-c:a", "aac", "-shortest", "-metadata"])
-        .arg(format!("creation_time={created}"))
-        .arg(&path)
-        .status()
-        .unwrap();
-    assert!(status.success());
-    Bytes::from(std::fs::read(&path).unwrap())
+    Clip::new(seconds)
+        .with_pattern("testsrc2")
+        .with_audio(true)
+        .with_args(&["-metadata".to_owned(), format!("creation_time={created}")])
+        .with_extension("mp4")
+        .bytes()
+        .into()
 }
 
 struct Env {
@@ -55,35 +41,14 @@ impl Env {
             .await
             .unwrap();
         emu.create_bucket(BUCKET).await.unwrap();
-        let c = emu.credentials();
-        let config = aws_config::defaults(aws_config::BehaviorVersion::latest())
-            .region(aws_config::Region::new(emu.region().to_owned()))
-            .endpoint_url(emu.url())
-            .credentials_provider(aws_sdk_s3::config::Credentials::new(
-                c.access_key_id,
-                c.secret_access_key,
-                None,
-                None,
-                "test",
-            ))
-            .load()
-            .await;
         Env {
-            sqs: aws_sdk_sqs::Client::new(&config),
+            sqs: aws_sdk_sqs::Client::new(&emu.sdk_config()),
             emu,
         }
     }
 
     async fn fifo(&self, name: &str) -> String {
-        self.sqs
-            .create_queue()
-            .queue_name(name)
-            .attributes(QueueAttributeName::FifoQueue, "true")
-            .send()
-            .await
-            .unwrap()
-            .queue_url
-            .unwrap()
+        create_queue(&self.sqs, name, &[(QueueAttributeName::FifoQueue, "true")]).await
     }
 
     async fn send(&self, queue: &str, group: &str, key: &str) {
@@ -125,16 +90,11 @@ impl Env {
         pace: &str,
         extra: &[(&str, &str)],
     ) -> std::process::Child {
-        let c = self.emu.credentials();
         Command::new(env!("CARGO_BIN_EXE_s3-to-kvs"))
             .arg("worker")
             .env_clear()
             .env("PATH", std::env::var_os("PATH").unwrap_or_default())
-            .env("AWS_ENDPOINT_URL", self.emu.url())
-            .env("AWS_ACCESS_KEY_ID", &c.access_key_id)
-            .env("AWS_SECRET_ACCESS_KEY", &c.secret_access_key)
-            .env("AWS_REGION", self.emu.region())
-            .env("AWS_EC2_METADATA_DISABLED", "true")
+            .envs(aws_env(&self.emu))
             .env("QUEUE_URL", queue)
             // No stream name: `extra` sets STREAM_TEMPLATE.
             .envs((!stream.is_empty()).then_some(("STREAM_NAME", stream)))

@@ -1,6 +1,6 @@
 //! Test-only helpers for the media tests: a tiny EBML writer (deliberately not the crate's own,
 //! so a shared misreading cannot hide), canned stream pieces, and runners.
-#![allow(dead_code)]
+#![allow(dead_code, unused_imports)]
 
 use kvs_emulator::media::{CompletedFragment, Ingest, IngestConfig, IngestEvent};
 
@@ -268,24 +268,10 @@ pub fn assert_error(events: &[IngestEvent], id: u32, code: &str) {
     assert_eq!(errors, 1, "exactly one error: {events:#?}");
 }
 
-/// Runs ffmpeg with these arguments writing Matroska to stdout; `None` when ffmpeg is missing.
-pub fn ffmpeg_mkv(args: &[&str]) -> Option<Vec<u8>> {
-    let output = std::process::Command::new("ffmpeg")
-        .args(["-nostdin", "-v", "error", "-y"])
-        .args(args)
-        .args(["-f", "matroska", "pipe:1"])
-        .output()
-        .ok()?;
-    assert!(
-        output.status.success(),
-        "ffmpeg failed: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    Some(output.stdout)
-}
+pub use kvs_test_support::media::ffmpeg_mkv;
 
 /// 3 s of 320x240 H.264 at 25 fps (GOP 25, no B-frames), optionally with AAC audio.
-pub fn ffmpeg_clip(audio: bool, extra: &[&str]) -> Option<Vec<u8>> {
+pub fn ffmpeg_clip(audio: bool, extra: &[&str]) -> Vec<u8> {
     let mut args = vec![
         "-f",
         "lavfi",

@@ -10,7 +10,8 @@ use aws_sigv4::http_request::{SignableBody, SignableRequest, SigningSettings, si
 use aws_sigv4::sign::v4;
 use kvs_emulator::Emulator;
 pub use kvs_test_support::emu::{credentials, emulator, sdk_config_with};
-pub use kvs_test_support::media::{fragment_clip, video_frames_of};
+pub use kvs_test_support::media::{fragment_clip, video_frames, video_frames_of};
+pub use kvs_test_support::sqs::create_queue;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
@@ -314,6 +315,18 @@ impl ChunkReader {
 pub fn clip() -> &'static [u8] {
     static CLIP: OnceLock<Vec<u8>> = OnceLock::new();
     CLIP.get_or_init(|| fragment_clip(6))
+}
+
+/// Sends `bytes` in one raw PutMedia on `stream`, `chunk` bytes an HTTP chunk, and reads every
+/// ack; panics unless the request is accepted and its response ends cleanly.
+pub async fn put_raw(emu: &Emulator, stream: &str, bytes: &[u8], chunk: usize) {
+    let mut pm = PutMedia::open(emu, PutMediaOptions::new(emu, stream)).await;
+    assert_eq!(pm.status, 200);
+    for c in bytes.chunks(chunk) {
+        pm.send(c).await.unwrap();
+    }
+    pm.end().await.unwrap();
+    pm.all_acks().await.1.unwrap();
 }
 
 /// A complete signed KVS JSON request (as raw HTTP/1.1 bytes) for `path` with `body`.

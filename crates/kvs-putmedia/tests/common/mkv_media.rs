@@ -1,36 +1,16 @@
 //! Shared helpers of the `mkv_*` tests: media generated with ffmpeg lavfi at test time, the
 //! re-fragmenter driven over a chunking, and checks with independent tools.
-#![allow(dead_code)]
+#![allow(dead_code, unused_imports)]
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Command;
 
 use bytes::Bytes;
 use kvs_putmedia::mkv::{
     Fragment, Header, MkvError, Output, RefragmentConfig, Refragmenter, Warning,
 };
 
-/// Run ffmpeg with `args` (inputs and codec options) writing Matroska to stdout.
-pub fn ffmpeg_mkv(args: &[&str]) -> Vec<u8> {
-    let out = Command::new("ffmpeg")
-        .args(["-nostdin", "-hide_banner", "-loglevel", "error"])
-        .args(args)
-        .args(["-f", "matroska", "pipe:1"])
-        .stdin(Stdio::null())
-        .output()
-        .expect("ffmpeg runs");
-    assert!(
-        out.status.success(),
-        "ffmpeg failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(
-        out.stdout.len() > 1000,
-        "ffmpeg wrote only {} bytes",
-        out.stdout.len()
-    );
-    out.stdout
-}
+pub use kvs_test_support::media::ffmpeg_mkv;
 
 /// The Node sample's exact settings, on a short lavfi source (docs/protocol.md §5: its clusters are
 /// not keyframe aligned).
