@@ -13,14 +13,16 @@ use aws_types::region::Region;
 use aws_types::request_id::RequestId;
 use http::HeaderValue;
 
+use super::body;
 use super::config::{
     CompletionAck, PutMediaClientBuilder, SessionConfig, SessionOptions, StreamId, sdk_endpoints,
 };
 use super::credentials::{CachingProvider, ClockTimeSource, LazyAssumeRole, SharedClock, may_heal};
 use super::driver::{Connector, Driver, OpenConnection};
 use super::error::{BoxError, Error, Result, TimeoutPhase};
-use super::session::{self, AckStream, BufferLimits, ConnShared, PutMediaSink, Shared};
+use super::session::{BufferLimits, ConnShared, Shared};
 use super::sign::{producer_timestamp, sign_request};
+use super::sink::{self, AckStream, PutMediaSink};
 use super::transport::{self, HttpClient};
 use crate::mkv::{RefragmentConfig, Refragmenter, TimecodeMode};
 
@@ -193,7 +195,7 @@ impl PutMediaClient {
         let mut driver = Driver::new(shared.clone(), client, producer_start, b.jitter_seed);
         driver.connect_first().await?;
         let task = tokio::spawn(driver.run());
-        Ok(session::halves(shared, events, task))
+        Ok(sink::halves(shared, events, task))
     }
 
     /// The cached data endpoint of `stream`, or a fresh one from `GetDataEndpoint(PUT_MEDIA)`
@@ -378,7 +380,7 @@ impl SessionClient {
             TimecodeMode::Absolute { .. } => "ABSOLUTE",
         };
         let conn = ConnShared::new(id);
-        let (tx, body) = session::channel_body(shared, &conn);
+        let (tx, body) = body::channel_body(shared, &conn);
         let mut req = http::Request::post(uri.clone())
             .header(http::header::HOST, host)
             .header(id_header, id_value.as_str())

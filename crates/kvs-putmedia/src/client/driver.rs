@@ -9,11 +9,15 @@ use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 use tokio::time::Instant;
 
+use super::ack_reader::read_acks;
+use super::body::BodyChunk;
 use super::config::{PutMediaClientBuilder, SessionConfig};
 use super::error::{Error, Result};
+use super::events::SessionEvent;
 use super::policy::{Jitter, Pacing, RetryPolicy, Rotation};
+use super::recovery::ConnEnd;
 use super::recovery::{Action, ConnectCause, Ended, OpenError, decide};
-use super::session::{BodyChunk, ConnEnd, ConnShared, SessionEvent, Shared, read_acks};
+use super::session::{ConnShared, Shared};
 use crate::mkv::TimecodeMode;
 
 /// What the driver needs from the client: opening requests, the clock, and the client's caches.
@@ -441,7 +445,7 @@ impl<C: Connector> Driver<C> {
                         break;
                     }
                 }
-                let Some(chunk) = st.take_for_send(tc, cur.id, &shared.eofr) else {
+                let Some(parts) = st.take_for_send(tc, cur.id, &shared.eofr) else {
                     st.set_needs_send(tc, false);
                     next = st
                         .ledger
@@ -450,6 +454,7 @@ impl<C: Connector> Driver<C> {
                         .map(|(t, _)| *t);
                     continue;
                 };
+                let chunk = BodyChunk::fragment(tc, parts);
                 cur.last_sent = Some(tc);
                 unreceived += 1;
                 tracing::trace!(stream = %shared.stream, connection = cur.id, timecode = tc, "fragment queued");

@@ -8,7 +8,35 @@
 //! data; §2 for the error ids.
 
 use super::error::Error;
-use crate::ack::ErrorAction;
+use crate::ack::{AckError, ErrorAction};
+
+/// An ERROR ack that ended a connection, with what the session made of it.
+#[derive(Debug, Clone)]
+pub(crate) struct EndingError {
+    pub(crate) error: AckError,
+    pub(crate) timecode: Option<u64>,
+    /// The action taken: the id's action, except that a "skip" naming no fragment of this
+    /// session is retried (there is nothing to skip).
+    pub(crate) action: ErrorAction,
+}
+
+/// How a connection ended, reported by its reader to the driver.
+#[derive(Debug, Clone)]
+pub(crate) enum ConnEnd {
+    /// The response ended, after an ERROR ack or not: the service was reachable.
+    Closed {
+        /// The ERROR ack that ended it, if one did.
+        error: Option<EndingError>,
+    },
+    /// The service acknowledged over this connection, then went silent (staleness, or no
+    /// fragment acknowledged for the final-drain limit after the input ended). The transport
+    /// stayed up and what was RECEIVED was received while the service was reachable
+    /// (docs/protocol.md §6), so only what was not RECEIVED goes again.
+    Stalled(Error),
+    /// Transport failure, or a timeout before any acknowledgement: whether the service kept
+    /// what it acknowledged is unknown.
+    Failed(Error),
+}
 
 /// Why a session opened a connection.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]

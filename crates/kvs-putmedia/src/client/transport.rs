@@ -19,9 +19,9 @@ use hyper_util::rt::{TokioExecutor, TokioIo};
 use rustls::pki_types::CertificateDer;
 use rustls::pki_types::pem::PemObject;
 
+use super::body::ChannelBody;
 use super::config::Timeouts;
 use super::error::{BoxError, Error, TimeoutPhase};
-use super::session::ChannelBody;
 
 pub(crate) type Connector = hyper_rustls::HttpsConnector<ProxyConnector>;
 pub(crate) type HttpClient = Client<Connector, ChannelBody>;
