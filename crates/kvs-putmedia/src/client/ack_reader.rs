@@ -8,10 +8,10 @@ use std::sync::atomic::Ordering;
 use http_body_util::BodyExt;
 use tokio::time::Instant;
 
-use super::config::{CompletionAck, Timeouts};
+use super::config::Timeouts;
 use super::error::{BoxError, Error, TimeoutPhase};
 use super::events::{FragmentAck, SessionEvent};
-use super::ledger::Status;
+use super::ledger::Acked;
 use super::recovery::{ConnEnd, EndingError};
 use super::session::{ConnShared, Shared, State};
 use super::summary::{FAILED_KEPT, FailedFragment};
@@ -173,15 +173,7 @@ impl Shared {
         if !st.input_done {
             return None;
         }
-        let mut since: Option<Instant> = None;
-        for e in st.ledger.values() {
-            if e.sent_on != conn || e.done || e.needs_send {
-                continue;
-            }
-            let t = e.last_byte_sent.unwrap_or_else(Instant::now);
-            since = Some(since.map_or(t, |s| s.max(t)));
-        }
-        since
+        st.ledger.owed_since(conn, Instant::now())
     }
 
     /// Applies one acknowledgement to the ledger. Matching is by `FragmentTimecode`, never by
@@ -205,77 +197,29 @@ impl Shared {
                 return Some(self.on_error_ack(&mut st, error, tc, ack.fragment_number));
             }
             (event, Some(tc)) => {
-                let completion = self.completion;
-                let Some(e) = st.ledger.get_mut(&tc) else {
+                let Some(acked) = st.ledger.on_ack(tc, event, now) else {
                     self.emit(&mut st, Ok(SessionEvent::UnmatchedAck(ack)));
                     return None;
                 };
-                let latency = match event {
-                    AckEventType::Received | AckEventType::Persisted => {
-                        e.last_byte_sent.map(|t| now.saturating_duration_since(t))
-                    }
-                    _ => None,
-                };
-                let rank = match event {
-                    AckEventType::Buffering => Some(Status::Buffering),
-                    AckEventType::Received => Some(Status::Received),
-                    AckEventType::Persisted => Some(Status::Persisted),
-                    _ => None,
-                };
-                let mut newly = false;
-                if let Some(rank) = rank
-                    && e.status < rank
-                    && e.status <= Status::Persisted
-                {
-                    e.status = rank;
-                }
-                match event {
-                    AckEventType::Received if !e.counted_received => {
-                        e.counted_received = true;
-                        newly = true;
-                    }
-                    AckEventType::Persisted if !e.counted_persisted => {
-                        e.counted_persisted = true;
-                        newly = true;
-                    }
-                    _ => {}
-                }
                 if matches!(event, AckEventType::Received) {
                     // The driver may hold sends for this RECEIVED (a resend's too): the
                     // request's window of unreceived fragments, or an older request's barrier.
                     self.driver.notify_one();
                 }
-                let size = e.size;
-                let completes = match completion {
-                    CompletionAck::Received => e.status >= Status::Received,
-                    // `Auto` is resolved before a session starts.
-                    CompletionAck::Persisted | CompletionAck::Auto => e.status >= Status::Persisted,
-                } && e.status <= Status::Persisted;
-                if newly {
+                if acked.first
+                    && let Some(l) = acked.latency
+                {
                     match event {
-                        AckEventType::Received => {
-                            st.summary.fragments_received += 1;
-                            st.progress += 1;
-                            if let Some(l) = latency {
-                                st.received_latency.record(l);
-                            }
-                        }
-                        AckEventType::Persisted => {
-                            st.summary.fragments_persisted += 1;
-                            if let Some(l) = latency {
-                                st.persisted_latency.record(l);
-                            }
-                        }
+                        AckEventType::Received => st.received_latency.record(l),
+                        AckEventType::Persisted => st.persisted_latency.record(l),
                         _ => {}
                     }
                 }
-                if completes && st.ledger.get(&tc).is_some_and(|e| !e.done) {
-                    st.finish_entry(tc);
-                    st.summary.fragments_delivered += 1;
-                    st.prune();
-                    self.sink_waker.wake();
+                if acked.completed {
+                    self.wake_sink();
                     self.driver.notify_one();
                 }
+                let Acked { size, latency, .. } = acked;
                 let fa = FragmentAck {
                     event: event.clone(),
                     timecode: tc,
@@ -322,21 +266,14 @@ impl Shared {
             // docs/protocol.md §6: "Fragments rejected with a non-retryable error are skipped, never
             // resent."
             ErrorAction::Skip => {
-                let named = tc.filter(|t| st.ledger.get(t).is_some_and(|e| !e.done));
+                let named = tc.filter(|t| st.ledger.skip(*t));
                 if let Some(tc) = named {
-                    if let Some(e) = st.ledger.get_mut(&tc) {
-                        e.status = Status::Failed;
-                    }
-                    st.finish_entry(tc);
-                    st.progress += 1;
-                    st.prune();
-                    self.sink_waker.wake();
+                    self.wake_sink();
                     let failed = FailedFragment {
                         timecode: Some(tc),
                         fragment_number,
                         error: error.clone(),
                     };
-                    st.summary.fragments_skipped += 1;
                     if st.summary.fragments_failed.len() < FAILED_KEPT {
                         st.summary.fragments_failed.push(failed.clone());
                     }
@@ -352,13 +289,8 @@ impl Shared {
             ErrorAction::Retry | ErrorAction::Reconnect => {
                 // A retryable error naming a fragment already RECEIVED (5001 ARCHIVAL_ERROR:
                 // "failed to persist") means it is not safe: send it again.
-                if let Some(tc) = tc
-                    && let Some(e) = st.ledger.get_mut(&tc)
-                    && !e.done
-                    && e.status >= Status::Received
-                    && e.status <= Status::Persisted
-                {
-                    e.status = Status::Sent;
+                if let Some(tc) = tc {
+                    st.ledger.on_retryable_error(tc);
                 }
                 tracing::debug!(stream = %self.stream, timecode = ?tc, error = %error.id, "retryable ERROR ack");
             }

@@ -11,7 +11,6 @@ use http_body::{Body, Frame};
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 
-use super::ledger::Status;
 use super::session::{ConnShared, Shared};
 
 /// One piece of the request body.
@@ -141,6 +140,9 @@ impl Buf for BodyBuf {
 }
 
 impl Shared {
+    /// A chunk of connection `conn`'s body went to hyper: counts its bytes, wakes the
+    /// connection's first-ack timer, and dates the fragment it ends (for ack latency and the
+    /// drain check).
     pub(crate) fn on_sent(&self, chunk: &BodyChunk, conn: &ConnShared) {
         let now = Instant::now();
         let mut st = self.lock();
@@ -152,13 +154,7 @@ impl Shared {
             conn.first_byte.notify_one();
         }
         if let Some(tc) = chunk.ends_fragment {
-            st.summary.fragments_sent += 1;
-            if let Some(e) = st.ledger.get_mut(&tc) {
-                e.last_byte_sent = Some(now);
-                if e.status == Status::Queued {
-                    e.status = Status::Sent;
-                }
-            }
+            st.ledger.on_last_byte_sent(tc, now);
         }
     }
 }

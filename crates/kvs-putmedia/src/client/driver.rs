@@ -208,7 +208,7 @@ impl<C: Connector> Driver<C> {
             }
             self.auth_retried = true;
         }
-        let progress = self.shared.lock().progress;
+        let progress = self.shared.lock().ledger.progress();
         let attempt = self.failures.bump(progress);
         if attempt > self.retry.max_attempts {
             return None;
@@ -270,14 +270,14 @@ impl<C: Connector> Driver<C> {
         for (id, end) in std::mem::take(&mut st.ended) {
             let kind = match &end {
                 ConnEnd::Closed { error: None } => Ended::Closed {
-                    owing: st.owes_unreceived(id),
+                    owing: st.ledger.owes_unreceived(id),
                 },
                 ConnEnd::Closed { error: Some(e) } => Ended::ErrorAck(e.action),
                 ConnEnd::Stalled(_) => Ended::Stalled,
                 ConnEnd::Failed(_) => Ended::Failed,
             };
             let rec = decide(kind);
-            let requeued = st.requeue(id, rec.replay, shared.completion);
+            let requeued = st.ledger.requeue(id, rec.replay);
             let is_current = self.cur.as_ref().is_some_and(|c| c.id == id);
             if !is_current {
                 // A rotated connection ended owing acks. The current request holds back every
@@ -336,7 +336,10 @@ impl<C: Connector> Driver<C> {
         // Reconnects that are not failures (4003, a skipped fragment, an idle close) still get
         // the backoff once they repeat without progress: a service answering 4003 at once must
         // not make us reconnect in a loop.
-        if failure.is_none() && free && self.free_reconnects.bump(st.progress) > FREE_RECONNECTS {
+        if failure.is_none()
+            && free
+            && self.free_reconnects.bump(st.ledger.progress()) > FREE_RECONNECTS
+        {
             failure = Some(Failure::Retry(Error::Transport {
                 stream: shared.stream.clone(),
                 during: "streaming media",
@@ -354,7 +357,7 @@ impl<C: Connector> Driver<C> {
                 Step::Again
             };
         }
-        if st.input_done && st.outstanding == 0 {
+        if st.input_done && st.ledger.outstanding() == 0 {
             return Step::Exit;
         }
         // A sink waiting on our own backpressure is not a source pause: cutting its fragment
@@ -366,11 +369,11 @@ impl<C: Connector> Driver<C> {
         if pause_at.is_some_and(|t| now >= t) {
             return Step::Flush;
         }
-        let want = st.unsent > 0;
+        let want = st.ledger.unsent() > 0;
         if let Some(c) = &self.cur
             && want
             && c.last_sent.is_some()
-            && (now >= c.rotate_at || c.header_version != st.header_version)
+            && (now >= c.rotate_at || c.header_version != st.ledger.header_version())
         {
             // Between two fragments by construction: every fragment is queued whole.
             if now >= c.rotate_at {
@@ -401,29 +404,10 @@ impl<C: Connector> Driver<C> {
             // (rotated away, acks pending) may yet have to be resent here, and it must then go
             // before anything later. So nothing after it is sent until it is RECEIVED or
             // requeued: at most a brief pause after a rotation.
-            let barrier = st
-                .ledger
-                .iter()
-                .find(|(_, e)| e.in_flight_elsewhere(cur.id))
-                .map(|(tc, _)| *tc);
-            let header = st.header.clone();
-            let mut unreceived = st
-                .ledger
-                .values()
-                .filter(|e| e.unreceived_on(cur.id))
-                .count();
-            let mut next = match cur.last_sent {
-                Some(l) => st
-                    .ledger
-                    .range(l + 1..)
-                    .find(|(_, e)| e.needs_send)
-                    .map(|(tc, _)| *tc),
-                None => st
-                    .ledger
-                    .iter()
-                    .find(|(_, e)| e.needs_send)
-                    .map(|(tc, _)| *tc),
-            };
+            let barrier = st.ledger.in_flight_elsewhere(cur.id);
+            let header = st.ledger.header().cloned();
+            let mut unreceived = st.ledger.unreceived_on(cur.id);
+            let mut next = st.ledger.next_unsent(cur.last_sent);
             while let Some(tc) = next {
                 if barrier.is_some_and(|b| tc > b) || unreceived >= MAX_UNRECEIVED {
                     // A RECEIVED wakes the driver again.
@@ -431,27 +415,23 @@ impl<C: Connector> Driver<C> {
                 }
                 // Docs/protocol.md §4.10: a producer timestamp in the future is refused (4007).
                 // Fragments go in timecode order, so the first one not due holds the rest.
-                if let (Some(limit), Some(e)) = (pace_limit, st.ledger.get(&tc))
-                    && e.last_frame_ms > limit
+                if let (Some(limit), Some(last_frame_ms)) =
+                    (pace_limit, st.ledger.last_frame_ms(tc))
+                    && last_frame_ms > limit
                 {
-                    pace_at = Some(now + Duration::from_millis(e.last_frame_ms - limit));
+                    pace_at = Some(now + Duration::from_millis(last_frame_ms - limit));
                     break;
                 }
                 if cur.last_sent.is_none() {
                     // docs/protocol.md §2 and §4.1: every request starts with the whole header.
                     let Some(h) = header.clone() else { break };
-                    cur.header_version = st.header_version;
+                    cur.header_version = st.ledger.header_version();
                     if cur.tx.send(BodyChunk::header(h)).is_err() {
                         break;
                     }
                 }
-                let Some(parts) = st.take_for_send(tc, cur.id, &shared.eofr) else {
-                    st.set_needs_send(tc, false);
-                    next = st
-                        .ledger
-                        .range(tc + 1..)
-                        .find(|(_, e)| e.needs_send)
-                        .map(|(t, _)| *t);
+                let Some(parts) = st.ledger.take_for_send(tc, cur.id, &shared.eofr) else {
+                    next = st.ledger.next_unsent(Some(tc));
                     continue;
                 };
                 let chunk = BodyChunk::fragment(tc, parts);
@@ -462,11 +442,7 @@ impl<C: Connector> Driver<C> {
                     // The request is gone; its reader reports why and the fragment is requeued.
                     break;
                 }
-                next = st
-                    .ledger
-                    .range(tc + 1..)
-                    .find(|(_, e)| e.needs_send)
-                    .map(|(t, _)| *t);
+                next = st.ledger.next_unsent(Some(tc));
             }
         }
         // Rotation waits for something to send; with nothing to send, a passed rotation time
@@ -558,9 +534,9 @@ impl<C: Connector> Driver<C> {
         let cause = std::mem::replace(&mut self.cause, ConnectCause::Retry);
         let shared = self.shared.clone();
         let mut st = shared.lock();
-        let header_version = st.header_version;
+        let header_version = st.ledger.header_version();
         st.summary.connections = id;
-        let replay = st.replay_count();
+        let replay = st.ledger.replay_count();
         tracing::info!(stream = %shared.stream, connection = id, ?cause, replay, "PutMedia connection open");
         shared.emit(
             &mut st,
@@ -586,7 +562,7 @@ impl<C: Connector> Driver<C> {
     async fn finish(mut self) {
         let completed = {
             let st = self.shared.lock();
-            st.failure.is_none() && st.input_done && st.outstanding == 0
+            st.failure.is_none() && st.input_done && st.ledger.outstanding() == 0
         };
         // Dropping the sender ends the body: hyper writes the terminating zero-length chunk.
         // Unless the session completed, the request is aborted instead, so the service does

@@ -6,7 +6,6 @@
 //! fragments over one PutMedia request (`body.rs`) after another, and one reader task per
 //! request (`ack_reader.rs`) applies its acknowledgements to the ledger.
 
-use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
@@ -19,28 +18,18 @@ use tokio::time::Instant;
 use super::config::CompletionAck;
 use super::error::{Error, Result};
 use super::events::{EVENT_CAPACITY, SessionEvent};
-use super::ledger::Entry;
+use super::ledger::{Caps, Ledger};
 use super::policy::OverflowPolicy;
 use super::recovery::ConnEnd;
 use super::summary::{Latencies, SessionSummary};
 use crate::mkv::Refragmenter;
 
+/// Everything about a session behind its one lock: the ledger of fragments, the session's
+/// lifecycle flags, and what the summary reports beyond the ledger's counts.
 #[derive(Debug)]
 pub(crate) struct State {
-    /// The MKV header every connection starts with (docs/protocol.md §2: "resend the MKV header before
-    /// any further cluster"), and a version that changes if the input's header changes.
-    pub(crate) header: Option<Bytes>,
-    pub(crate) header_version: u64,
-    pub(crate) ledger: BTreeMap<u64, Entry>,
-    /// Timecodes of the entries that still hold their bytes, oldest first.
-    pub(crate) retained: BTreeSet<u64>,
-    /// Bytes of the retained entries.
-    pub(crate) held: usize,
-    /// Entries not done.
-    pub(crate) outstanding: usize,
-    /// Entries waiting to be sent.
-    pub(crate) unsent: usize,
-    pub(crate) largest_fragment: usize,
+    /// The fragments and the counts derived from them; changed only through its methods.
+    pub(crate) ledger: Ledger,
     pub(crate) failure: Option<Error>,
     /// The failure went into the event channel (else the stream yields it at its end).
     pub(crate) failure_reported: bool,
@@ -58,19 +47,29 @@ pub(crate) struct State {
     pub(crate) ended: Vec<(u32, ConnEnd)>,
     pub(crate) first_byte_at: Option<Instant>,
     pub(crate) first_ack_at: Option<Instant>,
-    /// Increases on every fragment newly RECEIVED or skipped: the driver's "progress".
-    pub(crate) progress: u64,
-    pub(crate) events: Option<mpsc::Sender<Result<SessionEvent>>>,
+    events: Option<mpsc::Sender<Result<SessionEvent>>>,
+    /// The summary's fields the ledger does not count (see [`State::snapshot`]).
     pub(crate) summary: SessionSummary,
     pub(crate) received_latency: Latencies,
     pub(crate) persisted_latency: Latencies,
 }
 
 impl State {
+    /// The session's summary now: the ledger's counts and buffer, the latencies, the rest.
     pub(crate) fn snapshot(&self) -> SessionSummary {
         let mut s = self.summary.clone();
-        s.buffered_bytes = self.held;
-        s.buffered_duration = self.held_duration();
+        let c = self.ledger.counts();
+        s.fragments = c.fragments;
+        s.fragments_sent = c.sent;
+        s.fragments_resent = c.resent;
+        s.fragments_received = c.received;
+        s.fragments_persisted = c.persisted;
+        s.fragments_delivered = c.delivered;
+        s.fragments_skipped = c.skipped;
+        s.fragments_dropped = c.dropped;
+        s.peak_buffered_bytes = c.peak_held;
+        s.buffered_bytes = self.ledger.held();
+        s.buffered_duration = self.ledger.held_duration();
         s.received_latency = self.received_latency.stats();
         s.persisted_latency = self.persisted_latency.stats();
         s
@@ -109,15 +108,12 @@ impl ConnShared {
 #[derive(Debug)]
 pub(crate) struct Shared {
     pub(crate) stream: String,
-    pub(crate) completion: CompletionAck,
-    pub(crate) state: Mutex<State>,
+    state: Mutex<State>,
     /// Lock order: `refragmenter` before `state`.
-    pub(crate) refragmenter: Mutex<Refragmenter>,
-    pub(crate) sink_waker: AtomicWaker,
+    refragmenter: Mutex<Refragmenter>,
+    sink_waker: AtomicWaker,
     /// Wakes the driver: new fragment, connection end, input done, failure.
     pub(crate) driver: Notify,
-    pub(crate) bound: usize,
-    pub(crate) bound_duration: Duration,
     pub(crate) overflow: OverflowPolicy,
     pub(crate) eofr: Bytes,
 }
@@ -140,16 +136,14 @@ impl Shared {
         let (events, rx) = mpsc::channel(EVENT_CAPACITY);
         let shared = Arc::new(Self {
             stream,
-            completion,
             state: Mutex::new(State {
-                header: None,
-                header_version: 0,
-                ledger: BTreeMap::new(),
-                retained: BTreeSet::new(),
-                held: 0,
-                outstanding: 0,
-                unsent: 0,
-                largest_fragment: 0,
+                ledger: Ledger::new(
+                    completion,
+                    Caps {
+                        bytes: limits.bytes,
+                        duration: limits.duration,
+                    },
+                ),
                 failure: None,
                 failure_reported: false,
                 input_done: false,
@@ -161,7 +155,6 @@ impl Shared {
                 ended: Vec::new(),
                 first_byte_at: None,
                 first_ack_at: None,
-                progress: 0,
                 events: Some(events),
                 summary: SessionSummary::default(),
                 received_latency: Latencies::default(),
@@ -170,8 +163,6 @@ impl Shared {
             refragmenter: Mutex::new(refragmenter),
             sink_waker: AtomicWaker::new(),
             driver: Notify::new(),
-            bound: limits.bytes,
-            bound_duration: limits.duration,
             overflow: limits.overflow,
             eofr: crate::mkv::end_of_fragment_tag(),
         });
@@ -226,9 +217,8 @@ impl Shared {
         self.sink_waker.wake();
     }
 
-    /// Whether the replay buffer is over a cap with `extra` more bytes.
-    pub(crate) fn over(&self, st: &State, extra: usize) -> bool {
-        st.outstanding > 0
-            && (st.held + extra > self.bound || st.held_duration() > self.bound_duration)
+    /// Registers the sink's waker (`poll_ready`, `poll_close`), woken by [`Self::wake_sink`].
+    pub(crate) fn register_sink(&self, waker: &std::task::Waker) {
+        self.sink_waker.register(waker);
     }
 }

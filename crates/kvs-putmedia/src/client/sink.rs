@@ -16,7 +16,7 @@ use tokio::time::Instant;
 use super::config::{CompletionAck, Timeouts};
 use super::error::{Error, Result};
 use super::events::{DroppedFragment, SessionEvent};
-use super::ledger::{Entry, Status};
+use super::ledger::NewFragment;
 use super::policy::OverflowPolicy;
 use super::session::{Shared, State};
 use super::summary::SessionSummary;
@@ -39,23 +39,9 @@ impl Shared {
         let mut added = false;
         while let Some(out) = refragmenter.next_output() {
             match out {
-                Output::Header(h) => {
-                    if st.header.as_ref() != Some(h.bytes()) {
-                        st.header = Some(h.bytes().clone());
-                        st.header_version += 1;
-                    }
-                }
+                Output::Header(h) => st.ledger.set_header(h.bytes()),
                 Output::Fragment(f) => {
                     let tc = f.timecode();
-                    if st.ledger.contains_key(&tc) {
-                        let err = Error::InvalidMedia {
-                            stream: self.stream.clone(),
-                            offset: input_offset,
-                            reason: format!("two fragments with timecode {tc}"),
-                        };
-                        self.fail(&mut st, err.clone());
-                        return Err(err);
-                    }
                     // One HTTP chunk per fragment, written with vectored I/O straight from the
                     // re-fragmenter's slices: no copy, one chunk-size line per fragment.
                     let data: Vec<Bytes> = f
@@ -64,7 +50,6 @@ impl Shared {
                         .filter(|c| !c.is_empty())
                         .cloned()
                         .collect();
-                    let size: usize = data.iter().map(Bytes::len).sum();
                     let scale_ns = refragmenter
                         .header()
                         .map_or(1_000_000, |h| h.timecode_scale_ns());
@@ -78,31 +63,22 @@ impl Shared {
                     )
                     .unwrap_or(u64::MAX)
                     .max(start_ms);
-                    st.ledger.insert(
-                        tc,
-                        Entry {
-                            data: Some(data),
-                            size,
-                            start_ms,
-                            end_ms,
-                            last_frame_ms,
-                            status: Status::Queued,
-                            done: false,
-                            needs_send: true,
-                            sent_on: 0,
-                            sends: 0,
-                            last_byte_sent: None,
-                            counted_received: false,
-                            counted_persisted: false,
-                        },
-                    );
-                    st.retained.insert(tc);
-                    st.summary.fragments += 1;
-                    st.held += size;
-                    st.outstanding += 1;
-                    st.unsent += 1;
-                    st.largest_fragment = st.largest_fragment.max(size);
-                    st.summary.peak_buffered_bytes = st.summary.peak_buffered_bytes.max(st.held);
+                    let fragment = NewFragment {
+                        timecode: tc,
+                        data,
+                        start_ms,
+                        end_ms,
+                        last_frame_ms,
+                    };
+                    if st.ledger.add(fragment).is_err() {
+                        let err = Error::InvalidMedia {
+                            stream: self.stream.clone(),
+                            offset: input_offset,
+                            reason: format!("two fragments with timecode {tc}"),
+                        };
+                        self.fail(&mut st, err.clone());
+                        return Err(err);
+                    }
                     added = true;
                     if self.overflow == OverflowPolicy::DropOldest {
                         self.drop_oldest(&mut st);
@@ -122,37 +98,18 @@ impl Shared {
         Ok(())
     }
 
-    /// docs/protocol.md §6: "on pressure the producer reports and drops whole fragments, oldest first,
-    /// never partial ones". The newest fragment always stays.
-    pub(crate) fn drop_oldest(&self, st: &mut State) {
-        while st.retained.len() > 1 && self.over(st, 0) {
-            let Some(tc) = st.retained.first().copied() else {
-                break;
-            };
-            let (size, received) = match st.ledger.get_mut(&tc) {
-                Some(e) => {
-                    let received = e.status >= Status::Received;
-                    if !e.done {
-                        e.status = Status::Dropped;
-                    }
-                    (e.size, received)
-                }
-                None => break,
-            };
-            st.finish_entry(tc);
-            st.release(tc);
-            st.summary.fragments_dropped += 1;
-            tracing::warn!(stream = %self.stream, timecode = tc, size, received, "replay buffer full: dropped the oldest fragment");
-            self.emit(
-                st,
-                Ok(SessionEvent::Dropped(DroppedFragment {
-                    timecode: tc,
-                    size,
-                    received,
-                })),
-            );
+    /// Evicts the oldest whole fragments while the replay buffer is over a cap
+    /// ([`OverflowPolicy::DropOldest`]), reporting each.
+    fn drop_oldest(&self, st: &mut State) {
+        for dropped in st.ledger.evict_oldest() {
+            let DroppedFragment {
+                timecode,
+                size,
+                received,
+            } = dropped;
+            tracing::warn!(stream = %self.stream, timecode, size, received, "replay buffer full: dropped the oldest fragment");
+            self.emit(st, Ok(SessionEvent::Dropped(dropped)));
         }
-        st.prune();
     }
 
     /// The source paused (no input for `after`): close the open fragment. Checked again under
@@ -272,7 +229,7 @@ impl PutMediaSink {
 
     /// Bytes of fragments kept for replay now (see the type's memory bound).
     pub fn buffered_bytes(&self) -> usize {
-        self.shared.lock().held
+        self.shared.lock().ledger.held()
     }
 
     /// A snapshot of the session's metrics.
@@ -335,7 +292,8 @@ impl Sink<Bytes> for PutMediaSink {
         }
         let shared = &self.shared;
         let blocked = |st: &State| {
-            shared.overflow == OverflowPolicy::Backpressure && shared.over(st, st.largest_fragment)
+            shared.overflow == OverflowPolicy::Backpressure
+                && st.ledger.over(st.ledger.largest_fragment())
         };
         {
             let st = shared.lock();
@@ -346,7 +304,7 @@ impl Sink<Bytes> for PutMediaSink {
                 return Poll::Ready(Ok(()));
             }
         }
-        shared.sink_waker.register(cx.waker());
+        shared.register_sink(cx.waker());
         // Re-check after registering so a wake between the check and the registration is not lost.
         let mut st = shared.lock();
         if let Some(e) = &st.failure {
@@ -422,12 +380,12 @@ impl Sink<Bytes> for PutMediaSink {
                     self.close = CloseState::Draining;
                 }
                 CloseState::Draining => {
-                    self.shared.sink_waker.register(cx.waker());
+                    self.shared.register_sink(cx.waker());
                     let result = {
                         let st = self.shared.lock();
                         if let Some(e) = &st.failure {
                             Some(Err(e.clone()))
-                        } else if st.outstanding == 0 && st.driver_done {
+                        } else if st.ledger.outstanding() == 0 && st.driver_done {
                             // Every fragment is accounted for and the request ended cleanly;
                             // a session that skipped or dropped some must not look complete.
                             let summary = st.snapshot();
