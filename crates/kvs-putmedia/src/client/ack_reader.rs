@@ -12,7 +12,7 @@ use super::config::Timeouts;
 use super::error::{BoxError, Error, TimeoutPhase};
 use super::events::{FragmentAck, SessionEvent};
 use super::ledger::Acked;
-use super::recovery::{ConnEnd, EndingError};
+use super::recovery::{ConnEnd, EndingError, error_ack_action};
 use super::session::{ConnShared, Shared, State};
 use super::summary::{FAILED_KEPT, FailedFragment};
 use crate::ack::{
@@ -234,14 +234,18 @@ impl Shared {
         None
     }
 
-    pub(crate) fn on_error_ack(
+    /// Carries out what an ERROR ack does ([`error_ack_action`] decides): end the session,
+    /// skip the fragment it names, or mark a RECEIVED fragment it names as owed again. The
+    /// connection's end is then handled by the driver ([`decide`](super::recovery::decide)).
+    fn on_error_ack(
         &self,
         st: &mut State,
         error: AckError,
         tc: Option<u64>,
         fragment_number: Option<FragmentNumber>,
     ) -> EndingError {
-        let mut action = error.id.action();
+        let names_owed = tc.is_some_and(|t| st.ledger.owes(t));
+        let action = error_ack_action(error.id, names_owed);
         match action {
             // docs/protocol.md §2 table: 4008, KMS errors and 4507 mean the stream cannot take data.
             ErrorAction::Stop => {
@@ -266,8 +270,9 @@ impl Shared {
             // docs/protocol.md §6: "Fragments rejected with a non-retryable error are skipped, never
             // resent."
             ErrorAction::Skip => {
-                let named = tc.filter(|t| st.ledger.skip(*t));
-                if let Some(tc) = named {
+                if let Some(tc) = tc
+                    && st.ledger.skip(tc)
+                {
                     self.wake_sink();
                     let failed = FailedFragment {
                         timecode: Some(tc),
@@ -279,11 +284,6 @@ impl Shared {
                     }
                     tracing::warn!(stream = %self.stream, timecode = tc, error = %error.id, "fragment refused for good; skipped");
                     self.emit(st, Ok(SessionEvent::Skipped(failed)));
-                } else {
-                    // Nothing to skip: no timecode, or none of ours still owed. Retrying under
-                    // the backoff and budget is the only safe reading.
-                    tracing::warn!(stream = %self.stream, timecode = ?tc, error = %error.id, "ERROR ack names no fragment of this session; retrying");
-                    action = ErrorAction::Retry;
                 }
             }
             ErrorAction::Retry | ErrorAction::Reconnect => {
@@ -292,7 +292,11 @@ impl Shared {
                 if let Some(tc) = tc {
                     st.ledger.on_retryable_error(tc);
                 }
-                tracing::debug!(stream = %self.stream, timecode = ?tc, error = %error.id, "retryable ERROR ack");
+                if error.id.action() == ErrorAction::Skip {
+                    tracing::warn!(stream = %self.stream, timecode = ?tc, error = %error.id, "ERROR ack names no fragment of this session; retrying");
+                } else {
+                    tracing::debug!(stream = %self.stream, timecode = ?tc, error = %error.id, "retryable ERROR ack");
+                }
             }
         }
         EndingError {
