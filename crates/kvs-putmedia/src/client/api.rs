@@ -14,6 +14,7 @@ use aws_types::request_id::RequestId;
 use http::HeaderValue;
 
 use super::body;
+use super::body::HttpClient;
 use super::config::{
     CompletionAck, PutMediaClientBuilder, SessionConfig, SessionOptions, StreamId, sdk_endpoints,
 };
@@ -23,7 +24,7 @@ use super::error::{BoxError, Error, Result, TimeoutPhase};
 use super::session::{BufferLimits, ConnShared, Shared};
 use super::sign::{producer_timestamp, sign_request};
 use super::sink::{self, AckStream, PutMediaSink};
-use super::transport::{self, HttpClient};
+use super::transport;
 use crate::mkv::{RefragmentConfig, Refragmenter, TimecodeMode};
 
 /// Most streams whose data endpoint and completion ack a client remembers; past it the least
@@ -412,12 +413,12 @@ impl SessionClient {
             Ok(Err(e)) => {
                 // docs/protocol.md §1.1: call GetDataEndpoint again after any connection failure.
                 self.forget_endpoint().await;
-                return Err(transport::request_error(&stream, e, &b.timeouts));
+                return Err(transport::request_error(&stream, e, b.timeouts.connect));
             }
             Ok(Ok(resp)) => resp,
         };
         if !resp.status().is_success() {
-            let err = transport::error_response(&stream, resp, &b.timeouts).await;
+            let err = transport::error_response(&stream, resp, b.timeouts.response_head).await;
             if matches!(err, Error::Auth { .. } | Error::StreamNotFound { .. }) {
                 inner.credentials.invalidate().await;
             }
@@ -572,7 +573,12 @@ impl PutMediaClientBuilder {
                 region,
                 credentials,
                 kvs: aws_sdk_kinesisvideo::Client::from_conf(kvs.build()),
-                http: transport::http_client(&self.timeouts, self.allow_http, &trust, &self.proxy)?,
+                http: transport::http_client(
+                    self.timeouts.connect,
+                    self.allow_http,
+                    &trust,
+                    &self.proxy,
+                )?,
                 fixed_endpoint,
                 endpoints: StreamCache::new(STREAM_CACHE_CAPACITY),
                 completion: StreamCache::new(STREAM_CACHE_CAPACITY),

@@ -12,6 +12,10 @@ use tokio::sync::mpsc;
 use tokio::time::Instant;
 
 use super::session::{ConnShared, Shared};
+use super::transport::Connector;
+
+/// The client that carries PutMedia requests with these bodies.
+pub(crate) type HttpClient = hyper_util::client::legacy::Client<Connector, ChannelBody>;
 
 /// One piece of the request body.
 #[derive(Debug)]
