@@ -1,6 +1,12 @@
 //! The connection driver of a session: one task that keeps a PutMedia request open, sends the
 //! ledger's fragments over it in order, and replaces it after failures (with backoff and
 //! replay) and before its time runs out (rotation). docs/protocol.md §6 is the model.
+//!
+//! It decides nothing about recovery itself: a connection's end goes through
+//! [`decide`] and the retry [`Budget`], and
+//! the driver carries out the answer (requeue in the ledger, abort, forget the endpoint or the
+//! credentials, back off, fail the session). It talks to the client only through the
+//! [`Connector`] trait, so it does not import the client module that starts it.
 
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};

@@ -11,7 +11,7 @@ use super::{policy::OverflowPolicy, summary::SessionSummary};
 use crate::ack::{Ack, AckEventType, FragmentNumber};
 use crate::mkv::Warning;
 
-/// Capacity of the event channel behind [`AckStream`]. Events beyond it, when the caller does not
+/// Capacity of the event channel behind [`AckStream`](crate::AckStream). Events beyond it, when the caller does not
 /// read the stream, are dropped and counted in [`SessionSummary::events_dropped`]: acks are still
 /// processed, so an unread stream never stalls the session.
 pub const EVENT_CAPACITY: usize = 1024;
