@@ -61,7 +61,7 @@ async fn one_sdk_config_reaches_every_service() {
 async fn the_config_carries_the_emulator_credentials() {
     use aws_credential_types::provider::ProvideCredentials;
     let emu = Emulator::builder()
-        .credentials("AKIDCONFIG", "secret-config")
+        .with_credentials("AKIDCONFIG", "secret-config")
         .start()
         .await
         .expect("emulator");
