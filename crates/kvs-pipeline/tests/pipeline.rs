@@ -41,7 +41,7 @@ fn mkv(dir: &Path, seconds: u32) -> Vec<u8> {
 
 async fn emulator() -> (Emulator, Sessions) {
     let emu = Emulator::builder()
-        .persist_delay(Duration::from_millis(10))
+        .with_persist_delay(Duration::from_millis(10))
         .start()
         .await
         .unwrap();

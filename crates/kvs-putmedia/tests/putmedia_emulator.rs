@@ -22,8 +22,8 @@ use putmedia_common::{SynthMkv, chunks, ffmpeg_clip};
 
 async fn emulator() -> Emulator {
     Emulator::builder()
-        .persist_delay(Duration::from_millis(5))
-        .ingest_rate_limit(1 << 40)
+        .with_persist_delay(Duration::from_millis(5))
+        .with_ingest_rate_limit(1 << 40)
         .start()
         .await
         .unwrap()

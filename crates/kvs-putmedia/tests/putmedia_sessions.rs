@@ -25,8 +25,8 @@ use tokio::net::{TcpListener, TcpStream};
 
 async fn emulator() -> Emulator {
     Emulator::builder()
-        .persist_delay(Duration::from_millis(5))
-        .ingest_rate_limit(1 << 40)
+        .with_persist_delay(Duration::from_millis(5))
+        .with_ingest_rate_limit(1 << 40)
         .start()
         .await
         .unwrap()
