@@ -148,7 +148,7 @@ fn client(emu: &Emulator, origin_ms: u64) -> PutMediaClientBuilder {
         })
         .with_refragment_config(
             RefragmentConfig::builder()
-                .target_fragment_duration(Duration::from_secs(1))
+                .with_target_fragment_duration(Duration::from_secs(1))
                 .build()
                 .unwrap(),
         )

@@ -111,11 +111,11 @@ fn cases() -> Vec<Case> {
 
 fn quick() -> EncodeSettings {
     EncodeSettings::builder()
-        .size(Size::Fit {
+        .with_size(Size::Fit {
             width: 160,
             height: 120,
         })
-        .preset(X264Preset::Ultrafast)
+        .with_preset(X264Preset::Ultrafast)
         .build()
         .unwrap()
 }
@@ -156,7 +156,7 @@ fn ffprobe_mkv(path: &Path) -> (String, Vec<String>) {
 /// checking that the re-fragmenter cuts KVS fragments out of them.
 async fn stream(input: &Path) -> Result<(ffmpeg_source::Decision, Vec<u8>), Error> {
     let mut job = FfmpegSource::builder(Input::path(input))
-        .profile(Profile::Auto(quick()))
+        .with_profile(Profile::Auto(quick()))
         .build()?
         .spawn()
         .await?;
@@ -239,7 +239,7 @@ async fn copy_profile_refuses_adts_aac_up_front() {
     let dir = TempDir::new().unwrap();
     let input = ffmpeg_file(dir.path(), "clip.ts", &[VIDEO, AUDIO, H264, AAC].concat());
     let err = FfmpegSource::builder(Input::path(&input))
-        .profile(Profile::Copy)
+        .with_profile(Profile::Copy)
         .build()
         .unwrap()
         .spawn()

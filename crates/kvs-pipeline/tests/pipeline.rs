@@ -151,8 +151,8 @@ async fn failures_have_kinds_and_cancellation_stops_cleanly() {
 
     // ffmpeg at native rate, cancelled after the first fragment: what was sent is persisted.
     let job = FfmpegSource::builder(Input::path(&path))
-        .profile(Profile::Copy)
-        .pacing(ffmpeg_source::Pacing::Realtime)
+        .with_profile(Profile::Copy)
+        .with_pacing(ffmpeg_source::Pacing::Realtime)
         .build()
         .unwrap()
         .spawn()

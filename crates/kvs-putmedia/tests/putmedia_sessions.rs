@@ -112,7 +112,7 @@ fn media() -> Bytes {
 fn one_second_fragments(b: PutMediaClientBuilder) -> PutMediaClientBuilder {
     b.with_refragment_config(
         RefragmentConfig::builder()
-            .target_fragment_duration(Duration::from_secs(1))
+            .with_target_fragment_duration(Duration::from_secs(1))
             .build()
             .unwrap(),
     )

@@ -40,7 +40,7 @@ fn clip(seconds: u32) -> Bytes {
 
 fn refragment_config() -> RefragmentConfig {
     RefragmentConfig::builder()
-        .target_fragment_duration(Duration::from_secs(1))
+        .with_target_fragment_duration(Duration::from_secs(1))
         .build()
         .unwrap()
 }
@@ -55,8 +55,8 @@ fn expected(mkv: &Bytes, mode: TimecodeMode) -> (Bytes, Vec<u64>) {
 /// [`expected`], plus the re-fragmenter's warnings on the whole input.
 fn expected_with_warnings(mkv: &Bytes, mode: TimecodeMode) -> (Bytes, Vec<u64>, u64) {
     let config = RefragmentConfig::builder()
-        .target_fragment_duration(Duration::from_secs(1))
-        .timecode_mode(mode)
+        .with_target_fragment_duration(Duration::from_secs(1))
+        .with_timecode_mode(mode)
         .build()
         .unwrap();
     let mut r = Refragmenter::new(config);
@@ -506,8 +506,8 @@ async fn faults_after_the_last_byte_are_recovered_within_the_retry_budget() {
     // Bytes the client sends on a connection before the last fragment's middle.
     let mut r = Refragmenter::new(
         RefragmentConfig::builder()
-            .target_fragment_duration(Duration::from_secs(1))
-            .timecode_mode(mode)
+            .with_target_fragment_duration(Duration::from_secs(1))
+            .with_timecode_mode(mode)
             .build()
             .unwrap(),
     );

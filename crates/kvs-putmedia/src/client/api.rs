@@ -13,15 +13,18 @@ use aws_types::region::Region;
 use aws_types::request_id::RequestId;
 use http::HeaderValue;
 
+use super::body;
+use super::body::HttpClient;
 use super::config::{
     CompletionAck, PutMediaClientBuilder, SessionConfig, SessionOptions, StreamId, sdk_endpoints,
 };
 use super::credentials::{CachingProvider, ClockTimeSource, LazyAssumeRole, SharedClock, may_heal};
 use super::driver::{Connector, Driver, OpenConnection};
 use super::error::{BoxError, Error, Result, TimeoutPhase};
-use super::session::{self, AckStream, BufferLimits, ConnShared, PutMediaSink, Shared};
+use super::session::{BufferLimits, ConnShared, Shared};
 use super::sign::{producer_timestamp, sign_request};
-use super::transport::{self, HttpClient};
+use super::sink::{self, AckStream, PutMediaSink};
+use super::transport;
 use crate::mkv::{RefragmentConfig, Refragmenter, TimecodeMode};
 
 /// Most streams whose data endpoint and completion ack a client remembers; past it the least
@@ -193,7 +196,7 @@ impl PutMediaClient {
         let mut driver = Driver::new(shared.clone(), client, producer_start, b.jitter_seed);
         driver.connect_first().await?;
         let task = tokio::spawn(driver.run());
-        Ok(session::halves(shared, events, task))
+        Ok(sink::halves(shared, events, task))
     }
 
     /// The cached data endpoint of `stream`, or a fresh one from `GetDataEndpoint(PUT_MEDIA)`
@@ -244,15 +247,15 @@ impl PutMediaClient {
         let base = b.refragment.clone().unwrap_or_default();
         // Rebuild with the session's timecode mode; the base was already validated.
         let mut rb = RefragmentConfig::builder()
-            .target_fragment_duration(base.target_fragment_duration())
-            .max_fragment_duration(base.max_fragment_duration())
-            .max_fragment_bytes(base.max_fragment_bytes())
-            .min_fragment_interval(base.min_fragment_interval())
-            .max_element_size(base.max_element_size())
-            .late_frame_window(base.late_frame_window())
-            .timecode_mode(mode);
+            .with_target_fragment_duration(base.target_fragment_duration())
+            .with_max_fragment_duration(base.max_fragment_duration())
+            .with_max_fragment_bytes(base.max_fragment_bytes())
+            .with_min_fragment_interval(base.min_fragment_interval())
+            .with_max_element_size(base.max_element_size())
+            .with_late_frame_window(base.late_frame_window())
+            .with_timecode_mode(mode);
         if let Some(uid) = base.segment_uid() {
-            rb = rb.segment_uid(uid);
+            rb = rb.with_segment_uid(uid);
         }
         rb.build().unwrap_or(base)
     }
@@ -378,7 +381,7 @@ impl SessionClient {
             TimecodeMode::Absolute { .. } => "ABSOLUTE",
         };
         let conn = ConnShared::new(id);
-        let (tx, body) = session::channel_body(shared, &conn);
+        let (tx, body) = body::channel_body(shared, &conn);
         let mut req = http::Request::post(uri.clone())
             .header(http::header::HOST, host)
             .header(id_header, id_value.as_str())
@@ -410,12 +413,12 @@ impl SessionClient {
             Ok(Err(e)) => {
                 // docs/protocol.md §1.1: call GetDataEndpoint again after any connection failure.
                 self.forget_endpoint().await;
-                return Err(transport::request_error(&stream, e, &b.timeouts));
+                return Err(transport::request_error(&stream, e, b.timeouts.connect));
             }
             Ok(Ok(resp)) => resp,
         };
         if !resp.status().is_success() {
-            let err = transport::error_response(&stream, resp, &b.timeouts).await;
+            let err = transport::error_response(&stream, resp, b.timeouts.response_head).await;
             if matches!(err, Error::Auth { .. } | Error::StreamNotFound { .. }) {
                 inner.credentials.invalidate().await;
             }
@@ -570,7 +573,12 @@ impl PutMediaClientBuilder {
                 region,
                 credentials,
                 kvs: aws_sdk_kinesisvideo::Client::from_conf(kvs.build()),
-                http: transport::http_client(&self.timeouts, self.allow_http, &trust, &self.proxy)?,
+                http: transport::http_client(
+                    self.timeouts.connect,
+                    self.allow_http,
+                    &trust,
+                    &self.proxy,
+                )?,
                 fixed_endpoint,
                 endpoints: StreamCache::new(STREAM_CACHE_CAPACITY),
                 completion: StreamCache::new(STREAM_CACHE_CAPACITY),
