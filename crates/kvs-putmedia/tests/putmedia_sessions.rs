@@ -499,19 +499,22 @@ async fn tls_server() -> (u16, String) {
     (port, ca.pem())
 }
 
+/// A client of the [`tls_server`] at `endpoint`, with test credentials.
+fn tls_client(b: PutMediaClientBuilder, endpoint: &str) -> PutMediaClient {
+    b.with_region("us-east-1")
+        .with_credentials(aws_credential_types::Credentials::for_tests())
+        .with_data_endpoint(endpoint)
+        .with_completion_ack(CompletionAck::Persisted)
+        .with_stream_name("tls")
+        .build()
+        .unwrap()
+}
+
 #[tokio::test]
 async fn putmedia_trusts_a_ca_bundle_and_nothing_unknown() {
     let (port, ca_pem) = tls_server().await;
     let endpoint = format!("https://localhost:{port}");
-    let client = |b: PutMediaClientBuilder| {
-        b.with_region("us-east-1")
-            .with_credentials(aws_credential_types::Credentials::for_tests())
-            .with_data_endpoint(&endpoint)
-            .with_completion_ack(CompletionAck::Persisted)
-            .with_stream_name("tls")
-            .build()
-            .unwrap()
-    };
+    let client = |b: PutMediaClientBuilder| tls_client(b, &endpoint);
     // Platform roots only: the test CA is unknown, the handshake fails, and at once: no
     // retry can change the trust store.
     let t0 = std::time::Instant::now();
@@ -596,15 +599,7 @@ async fn child_builds_from_a_profile() {
     let Ok(endpoint) = std::env::var(PROFILE_CHILD) else {
         return; // run directly: nothing to do without the parent's environment
     };
-    let err = PutMediaClientBuilder::from_env()
-        .await
-        .with_region("us-east-1")
-        .with_credentials(aws_credential_types::Credentials::for_tests())
-        .with_data_endpoint(&endpoint)
-        .with_completion_ack(CompletionAck::Persisted)
-        .with_stream_name("tls")
-        .build()
-        .unwrap()
+    let err = tls_client(PutMediaClientBuilder::from_env().await, &endpoint)
         .start()
         .await
         .unwrap_err();
