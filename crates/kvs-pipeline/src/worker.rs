@@ -51,9 +51,12 @@ const LONG_POLL: i32 = 20;
 /// Finished jobs kept for [`Worker::jobs`].
 const HISTORY: usize = 200;
 
+/// What one ReceiveMessage gave.
+type Received = Result<Vec<aws_sdk_sqs::types::Message>, String>;
+
 /// What a [`Worker::poll`] gave.
 enum Poll {
-    Received(Result<Vec<aws_sdk_sqs::types::Message>, String>),
+    Received(Received),
     /// Shutdown began; whatever the poll received was returned to the queue.
     Stopped,
 }
@@ -314,9 +317,19 @@ impl Worker {
                 p = slots.clone().acquire_owned() => p.expect("the semaphore is never closed"),
             };
             let max = (slots.available_permits() + 1).min(10) as i32;
-            let received = match self.poll(&self.cfg.queue_url, max, &shutdown).await {
-                Poll::Received(r) => r,
-                Poll::Stopped => break,
+            let mut receive = {
+                let me = self.clone();
+                Box::pin(async move { me.receive(&me.cfg.queue_url, max).await })
+            };
+            let received = tokio::select! {
+                r = &mut receive => Some(r),
+                () = shutdown.cancelled() => None,
+            };
+            let Some(received) = received else {
+                // Finished beside the drain of what is in flight, not before the drain starts.
+                let me = self.clone();
+                tracker.spawn(async move { me.hand_back(&me.cfg.queue_url, receive).await });
+                break;
             };
             let messages = match received {
                 Ok(m) => m,
@@ -361,29 +374,39 @@ impl Worker {
         }
     }
 
-    /// One long poll of `queue` that `stop` does not cut short. SQS makes a message invisible
-    /// the moment a poll takes it, so dropping a poll in flight would lose what it was about to
-    /// hand over: the messages would stay invisible for the whole visibility timeout. So when
-    /// `stop` fires mid-poll the poll is awaited (at most its 20 s wait, plus a margin) and
-    /// whatever it received goes straight back to the queue (visibility 0).
+    /// One long poll of `queue` that `stop` does not cut short: when `stop` fires mid-poll,
+    /// the poll is finished and handed back ([`hand_back`](Self::hand_back)) before this returns.
     async fn poll(&self, queue: &str, max: i32, stop: &CancellationToken) -> Poll {
         if stop.is_cancelled() {
             return Poll::Stopped;
         }
         let receive = self.receive(queue, max);
         tokio::pin!(receive);
-        let received = tokio::select! {
-            r = &mut receive => return Poll::Received(r),
+        tokio::select! {
+            r = &mut receive => Poll::Received(r),
             () = stop.cancelled() => {
-                let limit = Duration::from_secs(LONG_POLL as u64 + 10);
-                match tokio::time::timeout(limit, receive).await {
-                    Ok(Ok(messages)) => messages,
-                    Ok(Err(_)) => Vec::new(),
-                    Err(_) => {
-                        tracing::warn!(queue, "shutdown: the last ReceiveMessage did not answer; anything it took comes back after its visibility timeout");
-                        Vec::new()
-                    }
-                }
+                self.hand_back(queue, receive).await;
+                Poll::Stopped
+            }
+        }
+    }
+
+    /// Finishes a poll that shutdown interrupted and returns what it received to the queue at
+    /// once (visibility 0). SQS makes a message invisible the moment a poll takes it, so
+    /// dropping a poll in flight would lose what it was about to hand over: those messages
+    /// would stay invisible for the whole visibility timeout with nobody working on them. The
+    /// poll takes at most its 20 s wait, plus a margin.
+    async fn hand_back(&self, queue: &str, receive: impl std::future::Future<Output = Received>) {
+        let limit = Duration::from_secs(LONG_POLL as u64 + 10);
+        let received = match tokio::time::timeout(limit, receive).await {
+            Ok(Ok(messages)) => messages,
+            Ok(Err(_)) => Vec::new(),
+            Err(_) => {
+                tracing::warn!(
+                    queue,
+                    "shutdown: the last ReceiveMessage did not answer; anything it took comes back after its visibility timeout"
+                );
+                Vec::new()
             }
         };
         if !received.is_empty() {
@@ -396,14 +419,9 @@ impl Worker {
         for m in &received {
             self.settle(queue, m, None, Verdict::Return).await;
         }
-        Poll::Stopped
     }
 
-    async fn receive(
-        &self,
-        queue: &str,
-        max: i32,
-    ) -> Result<Vec<aws_sdk_sqs::types::Message>, String> {
+    async fn receive(&self, queue: &str, max: i32) -> Received {
         let out = self
             .sqs
             .receive_message()
