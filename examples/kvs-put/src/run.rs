@@ -76,7 +76,10 @@ impl Source {
 /// Runs everything and returns the report (never panics on bad input; the exit code is in it).
 pub async fn run(cli: Cli) -> Report {
     let started = Instant::now();
-    let mut report = Report::new(&cli.input);
+    let mut report = Report {
+        input: cli.input.clone(),
+        ..Report::default()
+    };
     let outcome = match execute(&cli, &mut report).await {
         Ok(()) => Outcome::Ok,
         Err(f) => {
@@ -338,7 +341,7 @@ impl Run {
             .await;
         progress.stop();
         interrupt.abort();
-        report.fill(&outcome);
+        report.delivery = (&outcome).into();
         outcome.result.map_err(|e| {
             let outcome = kind_outcome(e.kind());
             let mut message = e.to_string();
