@@ -113,7 +113,7 @@ fn main() {
     let plan = |profile: Profile| {
         rt.block_on(async {
             let mut source = FfmpegSource::builder(Input::path(&input))
-                .profile(profile)
+                .with_profile(profile)
                 .build()
                 .unwrap();
             source.plan().await.unwrap().clone()
@@ -123,7 +123,7 @@ fn main() {
     // The same preset as the sample, to show what the correct filters and GOP cost on their own.
     let parity_medium = plan(Profile::SampleParity(
         EncodeSettings::builder()
-            .preset(X264Preset::Medium)
+            .with_preset(X264Preset::Medium)
             .build()
             .unwrap(),
     ));

@@ -101,8 +101,8 @@ async fn one_run(emu: &Emulator, stream: &str, clip: &Path, profile: Profile) ->
 
     let t0 = Instant::now();
     let mut job = FfmpegSource::builder(Input::path(clip))
-        .profile(profile)
-        .pacing(Pacing::Realtime)
+        .with_profile(profile)
+        .with_pacing(Pacing::Realtime)
         .build()
         .unwrap()
         .spawn()
@@ -180,7 +180,7 @@ fn main() {
     );
     println!("|---|---|---|---|---|---|---|---|");
     let zerolatency = EncodeSettings::builder()
-        .tune(X264Tune::Zerolatency)
+        .with_tune(X264Tune::Zerolatency)
         .build()
         .unwrap();
     for (name, profile) in [

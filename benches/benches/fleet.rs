@@ -241,8 +241,8 @@ fn emulator_child(args: &Args) {
     let emu = rt
         .block_on(
             kvs_emulator::Emulator::builder()
-                .media_retention(kvs_emulator::MediaRetention::MetadataOnly)
-                .persist_delay(args.persist_delay)
+                .with_media_retention(kvs_emulator::MediaRetention::MetadataOnly)
+                .with_persist_delay(args.persist_delay)
                 .start(),
         )
         .expect("starting the emulator");

@@ -116,8 +116,8 @@ impl Env {
     fn emulator(&self) -> Emulator {
         self.emu_rt.block_on(async {
             let emu = Emulator::builder()
-                .persist_delay(Duration::from_millis(1))
-                .ingest_rate_limit(1 << 40)
+                .with_persist_delay(Duration::from_millis(1))
+                .with_ingest_rate_limit(1 << 40)
                 .start()
                 .await
                 .unwrap();
@@ -148,7 +148,7 @@ fn client(emu: &Emulator, origin_ms: u64) -> PutMediaClientBuilder {
         })
         .with_refragment_config(
             RefragmentConfig::builder()
-                .target_fragment_duration(Duration::from_secs(1))
+                .with_target_fragment_duration(Duration::from_secs(1))
                 .build()
                 .unwrap(),
         )

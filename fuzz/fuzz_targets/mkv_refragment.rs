@@ -37,8 +37,8 @@ struct Outcome {
 
 fn run(body: &[u8], cuts: &[usize], flush: bool) -> Outcome {
     let config = RefragmentConfig::builder()
-        .max_element_size(1 << 20)
-        .max_fragment_bytes(1 << 20)
+        .with_max_element_size(1 << 20)
+        .with_max_fragment_bytes(1 << 20)
         .build()
         .expect("valid config");
     let max_bytes = config.max_fragment_bytes();

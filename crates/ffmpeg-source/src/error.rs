@@ -9,7 +9,7 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 /// The last lines ffmpeg (or ffprobe) wrote to stderr, oldest first.
 ///
-/// Bounded by [`crate::FfmpegSourceBuilder::stderr_lines`]; query strings of URL inputs (presigned
+/// Bounded by [`crate::FfmpegSourceBuilder::with_stderr_lines`]; query strings of URL inputs (presigned
 /// S3 URLs carry credentials there) are redacted before a line is stored.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct StderrTail(pub Vec<String>);

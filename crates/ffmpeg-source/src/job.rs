@@ -62,25 +62,25 @@ pub struct FfmpegSourceBuilder {
 
 impl FfmpegSourceBuilder {
     /// Output profile (default [`Profile::auto`]).
-    pub fn profile(mut self, profile: Profile) -> Self {
+    pub fn with_profile(mut self, profile: Profile) -> Self {
         self.profile = profile;
         self
     }
 
     /// Pacing (default [`Pacing::Fast`]).
-    pub fn pacing(mut self, pacing: Pacing) -> Self {
+    pub fn with_pacing(mut self, pacing: Pacing) -> Self {
         self.pacing = pacing;
         self
     }
 
     /// Path or name of `ffmpeg` (default `ffmpeg`, looked up on `PATH`).
-    pub fn ffmpeg_path(mut self, path: impl Into<PathBuf>) -> Self {
+    pub fn with_ffmpeg_path(mut self, path: impl Into<PathBuf>) -> Self {
         self.ffmpeg = path.into();
         self
     }
 
     /// Path or name of `ffprobe` (default `ffprobe`).
-    pub fn ffprobe_path(mut self, path: impl Into<PathBuf>) -> Self {
+    pub fn with_ffprobe_path(mut self, path: impl Into<PathBuf>) -> Self {
         self.ffprobe = path.into();
         self
     }
@@ -88,33 +88,33 @@ impl FfmpegSourceBuilder {
     /// Kill ffmpeg and fail with [`Error::Stalled`] when it writes nothing for this long while
     /// the consumer waits (default 30 s). Time spent while the consumer is not polling does not
     /// count: that is backpressure, not a stall.
-    pub fn stall_timeout(mut self, timeout: Duration) -> Self {
+    pub fn with_stall_timeout(mut self, timeout: Duration) -> Self {
         self.stall_timeout = timeout;
         self
     }
 
     /// Give up on ffprobe after this long (default 30 s).
-    pub fn probe_timeout(mut self, timeout: Duration) -> Self {
+    pub fn with_probe_timeout(mut self, timeout: Duration) -> Self {
         self.probe_timeout = timeout;
         self
     }
 
     /// Largest chunk read from ffmpeg's stdout at once (default 64 KiB). With the pipe buffer
     /// this bounds the bytes in flight between ffmpeg and the consumer.
-    pub fn chunk_size(mut self, bytes: usize) -> Self {
+    pub fn with_chunk_size(mut self, bytes: usize) -> Self {
         self.chunk_size = bytes;
         self
     }
 
     /// How many of ffmpeg's last stderr lines are kept for error messages (default 20).
-    pub fn stderr_lines(mut self, lines: usize) -> Self {
+    pub fn with_stderr_lines(mut self, lines: usize) -> Self {
         self.stderr_lines = lines;
         self
     }
 
     /// Below this many output bytes a successful exit is reported as
     /// [`Error::NoUsableMedia`] (default 1024).
-    pub fn min_output_bytes(mut self, bytes: u64) -> Self {
+    pub fn with_min_output_bytes(mut self, bytes: u64) -> Self {
         self.min_output_bytes = bytes;
         self
     }
@@ -1300,7 +1300,7 @@ mod tests {
     async fn misjudged_copy(input: &Path, profile: Profile) -> FfmpegSource {
         // Planned under Auto (Copy refuses this input up front), then made to copy.
         let mut source = FfmpegSource::builder(Input::path(input))
-            .profile(Profile::auto())
+            .with_profile(Profile::auto())
             .build()
             .unwrap();
         source.plan().await.unwrap();
@@ -1326,11 +1326,11 @@ mod tests {
 
     fn settings() -> EncodeSettings {
         EncodeSettings::builder()
-            .size(Size::Fit {
+            .with_size(Size::Fit {
                 width: 160,
                 height: 120,
             })
-            .preset(X264Preset::Ultrafast)
+            .with_preset(X264Preset::Ultrafast)
             .build()
             .unwrap()
     }

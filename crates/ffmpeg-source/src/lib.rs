@@ -15,8 +15,8 @@
 //!
 //! # async fn run() -> Result<(), ffmpeg_source::Error> {
 //! let mut job = FfmpegSource::builder(Input::path("upload.mp4"))
-//!     .profile(Profile::auto())
-//!     .pacing(Pacing::Fast)
+//!     .with_profile(Profile::auto())
+//!     .with_pacing(Pacing::Fast)
 //!     .from_env()
 //!     .build()?
 //!     .spawn()

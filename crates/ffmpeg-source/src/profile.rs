@@ -173,50 +173,50 @@ pub struct EncodeSettingsBuilder(EncodeSettings);
 
 impl EncodeSettingsBuilder {
     /// Output size (default `Fit { 640, 480 }`).
-    pub fn size(mut self, size: Size) -> Self {
+    pub fn with_size(mut self, size: Size) -> Self {
         self.0.size = size;
         self
     }
 
     /// Constant output frame rate (default: the source's).
-    pub fn fps(mut self, fps: u32) -> Self {
+    pub fn with_fps(mut self, fps: u32) -> Self {
         self.0.fps = Some(fps);
         self
     }
 
     /// Target video bit rate in kbit/s (default: constant quality, CRF 23).
-    pub fn video_bitrate_kbps(mut self, kbps: u32) -> Self {
+    pub fn with_video_bitrate_kbps(mut self, kbps: u32) -> Self {
         self.0.video_bitrate_kbps = Some(kbps);
         self
     }
 
     /// AAC bit rate in kbit/s (default 128).
-    pub fn audio_bitrate_kbps(mut self, kbps: u32) -> Self {
+    pub fn with_audio_bitrate_kbps(mut self, kbps: u32) -> Self {
         self.0.audio_bitrate_kbps = kbps;
         self
     }
 
     /// Audio channel policy (default [`AudioChannels::AtMostStereo`]).
-    pub fn audio_channels(mut self, channels: AudioChannels) -> Self {
+    pub fn with_audio_channels(mut self, channels: AudioChannels) -> Self {
         self.0.audio_channels = channels;
         self
     }
 
     /// x264 preset (default `veryfast`).
-    pub fn preset(mut self, preset: X264Preset) -> Self {
+    pub fn with_preset(mut self, preset: X264Preset) -> Self {
         self.0.preset = preset;
         self
     }
 
     /// x264 tune (default none).
-    pub fn tune(mut self, tune: X264Tune) -> Self {
+    pub fn with_tune(mut self, tune: X264Tune) -> Self {
         self.0.tune = Some(tune);
         self
     }
 
     /// Keyframe interval = fragment target (default 2 s). Must lie within KVS's 1-20 s fragment
     /// duration (docs/protocol.md §3).
-    pub fn gop(mut self, gop: Duration) -> Self {
+    pub fn with_gop(mut self, gop: Duration) -> Self {
         self.0.gop = gop;
         self
     }
@@ -633,7 +633,7 @@ mod tests {
     fn settings_are_validated() {
         assert!(
             EncodeSettings::builder()
-                .size(Size::Fit {
+                .with_size(Size::Fit {
                     width: 641,
                     height: 480
                 })
@@ -642,23 +642,23 @@ mod tests {
         );
         assert!(
             EncodeSettings::builder()
-                .gop(Duration::from_secs(21))
+                .with_gop(Duration::from_secs(21))
                 .build()
                 .is_err()
         );
         assert!(
             EncodeSettings::builder()
-                .gop(Duration::from_millis(500))
+                .with_gop(Duration::from_millis(500))
                 .build()
                 .is_err()
         );
-        assert!(EncodeSettings::builder().fps(0).build().is_err());
+        assert!(EncodeSettings::builder().with_fps(0).build().is_err());
         let s = EncodeSettings::builder()
-            .size(Size::Source)
-            .fps(25)
-            .video_bitrate_kbps(800)
-            .tune(X264Tune::Zerolatency)
-            .preset(X264Preset::Ultrafast)
+            .with_size(Size::Source)
+            .with_fps(25)
+            .with_video_bitrate_kbps(800)
+            .with_tune(X264Tune::Zerolatency)
+            .with_preset(X264Preset::Ultrafast)
             .build()
             .unwrap();
         assert_eq!((s.fps(), s.preset()), (Some(25), X264Preset::Ultrafast));

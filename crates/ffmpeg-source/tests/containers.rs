@@ -126,11 +126,11 @@ fn make_input(dir: &Path, name: &str, args: &[&str]) -> PathBuf {
 
 fn quick() -> EncodeSettings {
     EncodeSettings::builder()
-        .size(Size::Fit {
+        .with_size(Size::Fit {
             width: 160,
             height: 120,
         })
-        .preset(X264Preset::Ultrafast)
+        .with_preset(X264Preset::Ultrafast)
         .build()
         .unwrap()
 }
@@ -171,7 +171,7 @@ fn ffprobe_mkv(path: &Path) -> (String, Vec<String>) {
 /// checking that the re-fragmenter cuts KVS fragments out of them.
 async fn stream(input: &Path) -> Result<(ffmpeg_source::Decision, Vec<u8>), Error> {
     let mut job = FfmpegSource::builder(Input::path(input))
-        .profile(Profile::Auto(quick()))
+        .with_profile(Profile::Auto(quick()))
         .build()?
         .spawn()
         .await?;
@@ -254,7 +254,7 @@ async fn copy_profile_refuses_adts_aac_up_front() {
     let dir = TempDir::new().unwrap();
     let input = make_input(dir.path(), "clip.ts", &[VIDEO, AUDIO, H264, AAC].concat());
     let err = FfmpegSource::builder(Input::path(&input))
-        .profile(Profile::Copy)
+        .with_profile(Profile::Copy)
         .build()
         .unwrap()
         .spawn()

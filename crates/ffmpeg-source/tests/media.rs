@@ -45,11 +45,11 @@ fn listing(dir: &Path) -> BTreeSet<String> {
 /// Cheap transcode settings for tests.
 fn quick() -> EncodeSettings {
     EncodeSettings::builder()
-        .size(Size::Fit {
+        .with_size(Size::Fit {
             width: 320,
             height: 240,
         })
-        .preset(X264Preset::Ultrafast)
+        .with_preset(X264Preset::Ultrafast)
         .build()
         .unwrap()
 }
@@ -128,7 +128,7 @@ async fn check_valid(
     let dir = input.parent().unwrap().to_owned();
     let before = listing(&dir);
     let job = FfmpegSource::builder(Input::path(input))
-        .profile(profile)
+        .with_profile(profile)
         .build()
         .unwrap()
         .spawn()
@@ -236,7 +236,7 @@ async fn typical_upload_with_sample_parity_defaults() {
     assert_eq!(d.mode, Mode::Transcode);
     // 16:9 fitted into 640x480 and padded, not stretched.
     let job = FfmpegSource::builder(Input::path(&input))
-        .profile(Profile::sample_parity())
+        .with_profile(Profile::sample_parity())
         .build()
         .unwrap()
         .spawn()
@@ -293,7 +293,7 @@ async fn b_frames_refuse_copy() {
         ],
     );
     let err = FfmpegSource::builder(Input::path(&input))
-        .profile(Profile::Copy)
+        .with_profile(Profile::Copy)
         .build()
         .unwrap()
         .spawn()
@@ -356,8 +356,8 @@ async fn odd_dimensions() {
     assert!(d.to_string().contains("yuv444p"), "{d}");
     // Keeping the source size must still give even dimensions for yuv420p.
     let source = EncodeSettings::builder()
-        .size(Size::Source)
-        .preset(X264Preset::Ultrafast)
+        .with_size(Size::Source)
+        .with_preset(X264Preset::Ultrafast)
         .build()
         .unwrap();
     check_valid(&input, Profile::SampleParity(source), 1).await;
@@ -468,12 +468,12 @@ async fn rotated_phone_video_is_transcoded() {
     assert!(d.to_string().contains("rotated"), "{d}");
     // The picture really is turned upright: 320x180 with a 90 degree matrix comes out 180x320.
     let source = EncodeSettings::builder()
-        .size(Size::Source)
-        .preset(X264Preset::Ultrafast)
+        .with_size(Size::Source)
+        .with_preset(X264Preset::Ultrafast)
         .build()
         .unwrap();
     let job = FfmpegSource::builder(Input::path(&input))
-        .profile(Profile::SampleParity(source))
+        .with_profile(Profile::SampleParity(source))
         .build()
         .unwrap()
         .spawn()
@@ -568,7 +568,7 @@ async fn hevc() {
         ],
     );
     let err = FfmpegSource::builder(Input::path(&input))
-        .profile(Profile::Copy)
+        .with_profile(Profile::Copy)
         .build()
         .unwrap()
         .spawn()
@@ -733,7 +733,7 @@ fn noise(len: usize) -> Vec<u8> {
 async fn spawn_err(input: Input) -> Error {
     let start = Instant::now();
     let res = FfmpegSource::builder(input)
-        .profile(Profile::Auto(quick()))
+        .with_profile(Profile::Auto(quick()))
         .build()
         .unwrap()
         .spawn()
@@ -863,7 +863,7 @@ async fn pipe_input_of_a_streamable_format_works() {
     );
     let file = tokio::fs::File::open(&input).await.unwrap();
     let job = FfmpegSource::builder(Input::reader("stream.mkv", file))
-        .profile(Profile::Auto(quick()))
+        .with_profile(Profile::Auto(quick()))
         .build()
         .unwrap()
         .spawn()
@@ -888,7 +888,7 @@ async fn progress_reports_duration_and_time() {
     let dir = TempDir::new().unwrap();
     let input = compatible(dir.path());
     let job = FfmpegSource::builder(Input::path(&input))
-        .profile(Profile::SampleParity(quick()))
+        .with_profile(Profile::SampleParity(quick()))
         .build()
         .unwrap()
         .spawn()
@@ -907,8 +907,8 @@ async fn cancel_kills_ffmpeg_and_ends_the_stream() {
     let dir = TempDir::new().unwrap();
     let input = compatible(dir.path());
     let mut job = FfmpegSource::builder(Input::path(&input))
-        .profile(Profile::SampleParity(quick()))
-        .pacing(Pacing::Realtime)
+        .with_profile(Profile::SampleParity(quick()))
+        .with_pacing(Pacing::Realtime)
         .build()
         .unwrap()
         .spawn()
@@ -942,8 +942,8 @@ async fn dropping_the_job_kills_ffmpeg() {
     let dir = TempDir::new().unwrap();
     let input = compatible(dir.path());
     let mut job = FfmpegSource::builder(Input::path(&input))
-        .profile(Profile::SampleParity(quick()))
-        .pacing(Pacing::Realtime)
+        .with_profile(Profile::SampleParity(quick()))
+        .with_pacing(Pacing::Realtime)
         .build()
         .unwrap()
         .spawn()
@@ -979,8 +979,8 @@ async fn stall_kills_ffmpeg_and_its_process_group() {
         ),
     );
     let mut job = FfmpegSource::builder(Input::reader("stdin", tokio::io::empty()))
-        .ffmpeg_path(&fake)
-        .stall_timeout(Duration::from_secs(30))
+        .with_ffmpeg_path(&fake)
+        .with_stall_timeout(Duration::from_secs(30))
         .build()
         .unwrap()
         .spawn()
@@ -1021,7 +1021,7 @@ async fn exit_zero_without_media_is_an_error() {
     let dir = TempDir::new().unwrap();
     let fake = fake_ffmpeg(dir.path(), "printf 'not mkv at all'\nexit 0");
     let job = FfmpegSource::builder(Input::reader("stdin", tokio::io::empty()))
-        .ffmpeg_path(&fake)
+        .with_ffmpeg_path(&fake)
         .build()
         .unwrap()
         .spawn()
@@ -1051,8 +1051,8 @@ async fn non_zero_exit_keeps_the_last_stderr_lines() {
         "i=0; while [ $i -lt 500 ]; do echo \"noise line $i\" >&2; i=$((i+1)); done\necho 'out_time_us=5' >&2\necho 'the real reason' >&2\nexit 3",
     );
     let job = FfmpegSource::builder(Input::reader("stdin", tokio::io::empty()))
-        .ffmpeg_path(&fake)
-        .stderr_lines(5)
+        .with_ffmpeg_path(&fake)
+        .with_stderr_lines(5)
         .build()
         .unwrap()
         .spawn()
@@ -1080,7 +1080,7 @@ async fn missing_tools_name_the_package() {
     let dir = TempDir::new().unwrap();
     let input = dir.path().join("x.mp4");
     let err = FfmpegSource::builder(Input::path(&input))
-        .ffprobe_path("/nonexistent/ffprobe")
+        .with_ffprobe_path("/nonexistent/ffprobe")
         .build()
         .unwrap()
         .spawn()
@@ -1099,7 +1099,7 @@ async fn missing_tools_name_the_package() {
     );
     assert!(err.to_string().contains("apt-get install ffmpeg"));
     let err = FfmpegSource::builder(Input::reader("stdin", tokio::io::empty()))
-        .ffmpeg_path("/nonexistent/ffmpeg")
+        .with_ffmpeg_path("/nonexistent/ffmpeg")
         .build()
         .unwrap()
         .spawn()
@@ -1198,7 +1198,7 @@ async fn presigned_url_with_moov_at_end_streams_and_never_leaks_the_signature() 
         "plain http needs the opt-in"
     );
     let mut source = FfmpegSource::builder(Input::url_allow_http(url).unwrap())
-        .profile(Profile::Auto(quick()))
+        .with_profile(Profile::Auto(quick()))
         .build()
         .unwrap();
     let plan = source.plan().await.unwrap();

@@ -11,7 +11,7 @@
 //! ```no_run
 //! # async fn demo() -> Result<(), kvs_emulator::Error> {
 //! use kvs_emulator::{Emulator, FaultRule, Scope};
-//! let emu = Emulator::builder().persist_delay(std::time::Duration::from_millis(10)).start().await?;
+//! let emu = Emulator::builder().with_persist_delay(std::time::Duration::from_millis(10)).start().await?;
 //! emu.create_stream("cam-1", 24).await?;
 //! emu.faults().push(FaultRule::DropAfterFragments { scope: Scope::stream("cam-1"), fragments: 3 });
 //! // point a producer at emu.url() with emu.credentials() ...

@@ -105,25 +105,25 @@ async fn main() -> anyhow::Result<()> {
     }
 
     let mut builder = Emulator::builder()
-        .bind(SocketAddr::new(args.host, args.port))
-        .region(&args.region)
-        .credentials(&args.access_key_id, &args.secret_access_key)
-        .persist_delay(Duration::from_millis(args.persist_delay_ms))
-        .idle_ack_interval(Duration::from_millis(args.idle_ack_interval_ms))
-        .idle_timeout(Duration::from_secs(args.idle_timeout_secs))
-        .max_connection_duration(Duration::from_secs(args.max_connection_duration_secs))
-        .ingest_rate_limit(args.ingest_rate_limit)
-        .max_clock_skew(Duration::from_secs(args.max_clock_skew_secs))
-        .put_media_requests_per_second(args.put_media_requests_per_second)
-        .rotation_overlap(Duration::from_secs(args.rotation_overlap_secs))
-        .media_retention(if args.metadata_only {
+        .with_bind(SocketAddr::new(args.host, args.port))
+        .with_region(&args.region)
+        .with_credentials(&args.access_key_id, &args.secret_access_key)
+        .with_persist_delay(Duration::from_millis(args.persist_delay_ms))
+        .with_idle_ack_interval(Duration::from_millis(args.idle_ack_interval_ms))
+        .with_idle_timeout(Duration::from_secs(args.idle_timeout_secs))
+        .with_max_connection_duration(Duration::from_secs(args.max_connection_duration_secs))
+        .with_ingest_rate_limit(args.ingest_rate_limit)
+        .with_max_clock_skew(Duration::from_secs(args.max_clock_skew_secs))
+        .with_put_media_requests_per_second(args.put_media_requests_per_second)
+        .with_rotation_overlap(Duration::from_secs(args.rotation_overlap_secs))
+        .with_media_retention(if args.metadata_only {
             MediaRetention::MetadataOnly
         } else {
             MediaRetention::Full
         })
-        .seed(args.seed);
+        .with_seed(args.seed);
     if let Some(d) = &args.data_dir {
-        builder = builder.data_dir(d);
+        builder = builder.with_data_dir(d);
     }
     let emu = builder.start().await.context("starting the emulator")?;
     for r in rules {

@@ -167,8 +167,8 @@ async fn truncated_chunked_body_frees_the_stream() {
 #[tokio::test]
 async fn slowloris_headers_and_stalled_bodies_are_cut() {
     let emu = Emulator::builder()
-        .header_read_timeout(Duration::from_millis(300))
-        .idle_timeout(Duration::from_millis(400))
+        .with_header_read_timeout(Duration::from_millis(300))
+        .with_idle_timeout(Duration::from_millis(400))
         .start()
         .await
         .unwrap();
@@ -201,7 +201,11 @@ async fn slowloris_headers_and_stalled_bodies_are_cut() {
 async fn path_traversal_in_s3_keys_and_stream_names() {
     let root = tempfile::tempdir().unwrap();
     let data = root.path().join("data");
-    let emu = Emulator::builder().data_dir(&data).start().await.unwrap();
+    let emu = Emulator::builder()
+        .with_data_dir(&data)
+        .start()
+        .await
+        .unwrap();
     let s3 = aws_sdk_s3::Client::new(&sdk_config(&emu).await);
     s3.create_bucket().bucket("bkt").send().await.unwrap();
     for key in ["../../escape.txt", "../escape.txt", "a/../../../escape.txt"] {
@@ -235,8 +239,8 @@ async fn path_traversal_in_s3_keys_and_stream_names() {
 async fn persisted_fragments_survive_a_restart() {
     let dir = tempfile::tempdir().unwrap();
     let emu = Emulator::builder()
-        .data_dir(dir.path())
-        .persist_delay(Duration::from_millis(10))
+        .with_data_dir(dir.path())
+        .with_persist_delay(Duration::from_millis(10))
         .start()
         .await
         .unwrap();
@@ -251,7 +255,7 @@ async fn persisted_fragments_survive_a_restart() {
     emu.shutdown().await;
 
     let emu = Emulator::builder()
-        .data_dir(dir.path())
+        .with_data_dir(dir.path())
         .start()
         .await
         .unwrap();

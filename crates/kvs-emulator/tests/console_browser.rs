@@ -66,7 +66,7 @@ async fn drive(url: &str, mode: &str) -> Value {
 #[ignore = "needs chromium and `npm ci` in tests/browser; scripts/test.sh runs it"]
 async fn console_plays_and_shows_the_timeline_in_chromium() {
     let emu = Emulator::builder()
-        .persist_delay(Duration::from_millis(10))
+        .with_persist_delay(Duration::from_millis(10))
         .start()
         .await
         .unwrap();

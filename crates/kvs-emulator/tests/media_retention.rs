@@ -11,10 +11,10 @@ use support::*;
 #[tokio::test]
 async fn metadata_only_keeps_metadata_and_acks_but_no_media() {
     let emu = Emulator::builder()
-        .persist_delay(Duration::from_millis(20))
-        .idle_ack_interval(Duration::from_millis(200))
-        .idle_timeout(Duration::from_secs(5))
-        .media_retention(MediaRetention::MetadataOnly)
+        .with_persist_delay(Duration::from_millis(20))
+        .with_idle_ack_interval(Duration::from_millis(200))
+        .with_idle_timeout(Duration::from_secs(5))
+        .with_media_retention(MediaRetention::MetadataOnly)
         .start()
         .await
         .unwrap();
@@ -68,8 +68,8 @@ async fn metadata_only_keeps_metadata_and_acks_but_no_media() {
 async fn metadata_only_with_a_data_dir_is_refused() {
     let dir = tempfile::tempdir().unwrap();
     let r = Emulator::builder()
-        .media_retention(MediaRetention::MetadataOnly)
-        .data_dir(dir.path())
+        .with_media_retention(MediaRetention::MetadataOnly)
+        .with_data_dir(dir.path())
         .start()
         .await;
     assert!(matches!(r, Err(kvs_emulator::Error::InvalidConfig { .. })));

@@ -176,8 +176,8 @@ async fn a_new_put_media_while_the_old_still_sends_is_accepted_for_the_overlap()
 #[tokio::test]
 async fn a_superseded_request_still_sending_after_the_window_is_closed() {
     let emu = Emulator::builder()
-        .persist_delay(Duration::from_secs(30))
-        .rotation_overlap(Duration::from_millis(500))
+        .with_persist_delay(Duration::from_secs(30))
+        .with_rotation_overlap(Duration::from_millis(500))
         .start()
         .await
         .unwrap();
@@ -220,7 +220,7 @@ async fn a_superseded_request_still_sending_after_the_window_is_closed() {
 #[tokio::test]
 async fn without_an_overlap_window_the_second_connection_is_refused() {
     let emu = Emulator::builder()
-        .rotation_overlap(Duration::ZERO)
+        .with_rotation_overlap(Duration::ZERO)
         .start()
         .await
         .unwrap();

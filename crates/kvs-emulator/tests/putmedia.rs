@@ -305,8 +305,8 @@ async fn third_concurrent_connection_is_refused() {
 #[tokio::test]
 async fn rotation_overlap_is_accepted_once_the_old_body_ended() {
     let emu = Emulator::builder()
-        .persist_delay(Duration::from_secs(2))
-        .put_media_requests_per_second(0)
+        .with_persist_delay(Duration::from_secs(2))
+        .with_put_media_requests_per_second(0)
         .start()
         .await
         .unwrap();
@@ -344,8 +344,8 @@ async fn rotation_overlap_is_accepted_once_the_old_body_ended() {
 #[tokio::test]
 async fn idle_acks_then_idle_timeout_closes() {
     let emu = Emulator::builder()
-        .idle_ack_interval(Duration::from_millis(100))
-        .idle_timeout(Duration::from_millis(550))
+        .with_idle_ack_interval(Duration::from_millis(100))
+        .with_idle_timeout(Duration::from_millis(550))
         .start()
         .await
         .unwrap();
@@ -371,7 +371,7 @@ async fn idle_acks_then_idle_timeout_closes() {
 #[tokio::test]
 async fn max_connection_duration_sends_4003() {
     let emu = Emulator::builder()
-        .max_connection_duration(Duration::from_millis(300))
+        .with_max_connection_duration(Duration::from_millis(300))
         .start()
         .await
         .unwrap();
@@ -430,7 +430,7 @@ async fn fault_error_ack_on_fragment_k() {
     let emu = emulator().await;
     emu.create_stream("s", 1).await.unwrap();
     emu.faults().push(FaultRule::ErrorAck {
-        scope: Scope::stream("s").nth_connection(1),
+        scope: Scope::stream("s").with_connection(1),
         fragment_index: 1,
         error_id: 5000,
     });
@@ -525,7 +525,7 @@ async fn fault_delay_and_stall_acks() {
 #[tokio::test]
 async fn ingest_rate_limit_slows_the_body() {
     let emu = Emulator::builder()
-        .ingest_rate_limit(200_000)
+        .with_ingest_rate_limit(200_000)
         .start()
         .await
         .unwrap();
@@ -733,8 +733,8 @@ async fn keep_streaming(pm: &mut PutMedia, total: usize) -> bool {
 #[tokio::test]
 async fn error_ack_reaches_a_client_that_keeps_sending() {
     let emu = Emulator::builder()
-        .persist_delay(Duration::from_millis(20))
-        .put_media_requests_per_second(0)
+        .with_persist_delay(Duration::from_millis(20))
+        .with_put_media_requests_per_second(0)
         .start()
         .await
         .unwrap();
@@ -794,8 +794,8 @@ async fn error_ack_reaches_a_client_that_keeps_sending() {
 #[tokio::test]
 async fn reconnecting_right_after_an_error_ack_is_accepted_while_the_old_body_drains() {
     let emu = Emulator::builder()
-        .persist_delay(Duration::from_millis(20))
-        .error_drain_timeout(Duration::from_secs(20))
+        .with_persist_delay(Duration::from_millis(20))
+        .with_error_drain_timeout(Duration::from_secs(20))
         .start()
         .await
         .unwrap();
@@ -833,7 +833,7 @@ async fn reconnecting_right_after_an_error_ack_is_accepted_while_the_old_body_dr
 async fn the_drain_after_an_error_ack_is_bounded_in_time_and_bytes() {
     // Time: the producer keeps its body open without ending it.
     let emu = Emulator::builder()
-        .error_drain_timeout(Duration::from_millis(300))
+        .with_error_drain_timeout(Duration::from_millis(300))
         .start()
         .await
         .unwrap();
@@ -853,8 +853,8 @@ async fn the_drain_after_an_error_ack_is_bounded_in_time_and_bytes() {
 
     // Bytes: a producer streaming without end is cut after the limit, long before the timeout.
     let emu = Emulator::builder()
-        .error_drain_timeout(Duration::from_secs(60))
-        .error_drain_limit(1 << 20)
+        .with_error_drain_timeout(Duration::from_secs(60))
+        .with_error_drain_limit(1 << 20)
         .start()
         .await
         .unwrap();

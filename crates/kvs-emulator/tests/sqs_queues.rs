@@ -349,7 +349,7 @@ async fn redrive_moves_a_message_after_max_receive_count() {
 #[tokio::test]
 async fn queues_and_messages_survive_a_restart() {
     let dir = tempfile::tempdir().unwrap();
-    let start = || Emulator::builder().data_dir(dir.path()).start();
+    let start = || Emulator::builder().with_data_dir(dir.path()).start();
     let emu = start().await.unwrap();
     let c = sqs(&emu).await;
     let url = c

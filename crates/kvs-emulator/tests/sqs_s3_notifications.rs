@@ -285,7 +285,7 @@ async fn object_created_events_reach_the_queue_in_the_s3_shape() {
 async fn configurations_are_validated_and_survive_a_restart() {
     let dir = tempfile::tempdir().unwrap();
     let emu = Emulator::builder()
-        .data_dir(dir.path())
+        .with_data_dir(dir.path())
         .start()
         .await
         .unwrap();
@@ -362,7 +362,7 @@ async fn configurations_are_validated_and_survive_a_restart() {
     emu.shutdown().await;
 
     let emu = Emulator::builder()
-        .data_dir(dir.path())
+        .with_data_dir(dir.path())
         .start()
         .await
         .unwrap();

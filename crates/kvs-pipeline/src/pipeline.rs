@@ -231,7 +231,7 @@ impl<S: MediaSource> Pipeline<S> {
         let mut resume = match (&self.skip, mode) {
             (Some(skip), TimecodeMode::Absolute { .. }) => {
                 let config = RefragmentConfig::builder()
-                    .timecode_mode(mode)
+                    .with_timecode_mode(mode)
                     .build()
                     .expect("the default re-fragmenter settings with a timecode mode are valid");
                 Some(Resume {

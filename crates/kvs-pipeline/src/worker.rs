@@ -569,8 +569,8 @@ impl Worker {
         };
         let spawned = async {
             FfmpegSource::builder(Input::url_with(url, self.cfg.allow_http)?)
-                .profile(self.cfg.profile.clone())
-                .pacing(self.cfg.pacing)
+                .with_profile(self.cfg.profile.clone())
+                .with_pacing(self.cfg.pacing)
                 .build()?
                 .spawn()
                 .await

@@ -41,7 +41,7 @@ fn mkv(dir: &Path, seconds: u32) -> Vec<u8> {
 
 async fn emulator() -> (Emulator, Sessions) {
     let emu = Emulator::builder()
-        .persist_delay(Duration::from_millis(10))
+        .with_persist_delay(Duration::from_millis(10))
         .start()
         .await
         .unwrap();
@@ -185,8 +185,8 @@ async fn failures_have_kinds_and_cancellation_stops_cleanly() {
     // ffmpeg at native rate, cancelled after the first fragment: what was sent is persisted.
     let path = dir.path().join("clip.mkv");
     let job = FfmpegSource::builder(Input::path(&path))
-        .profile(Profile::Copy)
-        .pacing(ffmpeg_source::Pacing::Realtime)
+        .with_profile(Profile::Copy)
+        .with_pacing(ffmpeg_source::Pacing::Realtime)
         .build()
         .unwrap()
         .spawn()

@@ -117,7 +117,7 @@ fn fixed_gop_fragments_follow_the_target_duration() {
 fn target_duration_is_configurable() {
     let input = fixed_gop(7, &[]);
     let config = RefragmentConfig::builder()
-        .target_fragment_duration(Duration::from_secs(3))
+        .with_target_fragment_duration(Duration::from_secs(3))
         .build()
         .expect("valid");
     let run = full_check(&input, config, true);
@@ -193,7 +193,7 @@ fn no_keyframe_before_the_maximum_is_cut_with_a_warning() {
         "0",
     ]);
     let config = RefragmentConfig::builder()
-        .max_fragment_duration(Duration::from_secs(3))
+        .with_max_fragment_duration(Duration::from_secs(3))
         .build()
         .expect("valid");
     let run = full_check(&input, config, false);
@@ -294,7 +294,7 @@ fn absolute_mode_adds_the_epoch_origin() {
     let input = fixed_gop(5, &[]);
     let origin = 1_700_000_000_000;
     let config = RefragmentConfig::builder()
-        .timecode_mode(TimecodeMode::Absolute {
+        .with_timecode_mode(TimecodeMode::Absolute {
             origin_epoch_ms: origin,
         })
         .build()

@@ -218,7 +218,7 @@ fn fragment_rate_never_exceeds_five_per_second() {
     // Keyframe on every video frame (40 ms): the 200 ms minimum interval still holds.
     let frames = av_frames(3000, 1);
     let config = RefragmentConfig::builder()
-        .target_fragment_duration(Duration::from_millis(200))
+        .with_target_fragment_duration(Duration::from_millis(200))
         .build()
         .expect("valid");
     let run = refragment(&av_stream(&frames, 10), config.clone());
@@ -236,7 +236,7 @@ fn size_limit_cuts_before_the_maximum_bytes() {
         })
         .collect();
     let config = RefragmentConfig::builder()
-        .max_fragment_bytes(100_000)
+        .with_max_fragment_bytes(100_000)
         .build()
         .expect("valid");
     let run = refragment(&av_stream(&frames, 10), config.clone());
@@ -266,7 +266,7 @@ fn timecodes_rebase_from_a_late_start() {
     let abs = refragment(
         &input,
         RefragmentConfig::builder()
-            .timecode_mode(TimecodeMode::Absolute {
+            .with_timecode_mode(TimecodeMode::Absolute {
                 origin_epoch_ms: 1_700_000_000_000,
             })
             .build()
@@ -285,7 +285,7 @@ fn the_segment_uid_is_stable_and_can_be_forced() {
     let forced = refragment(
         &input,
         RefragmentConfig::builder()
-            .segment_uid(uid)
+            .with_segment_uid(uid)
             .build()
             .expect("valid"),
     );
@@ -332,29 +332,29 @@ fn end_of_fragment_tag_is_a_level1_tags_element() {
 fn config_refuses_values_over_kvs_limits() {
     let b = RefragmentConfig::builder;
     assert!(
-        b().max_fragment_duration(Duration::from_secs(21))
+        b().with_max_fragment_duration(Duration::from_secs(21))
             .build()
             .is_err()
     );
-    assert!(b().max_fragment_bytes(50_000_001).build().is_err());
+    assert!(b().with_max_fragment_bytes(50_000_001).build().is_err());
     assert!(
-        b().min_fragment_interval(Duration::from_millis(199))
-            .build()
-            .is_err()
-    );
-    assert!(
-        b().target_fragment_duration(Duration::from_secs(30))
+        b().with_min_fragment_interval(Duration::from_millis(199))
             .build()
             .is_err()
     );
     assert!(
-        b().target_fragment_duration(Duration::from_millis(100))
+        b().with_target_fragment_duration(Duration::from_secs(30))
             .build()
             .is_err()
     );
-    assert!(b().max_element_size(10).build().is_err());
+    assert!(
+        b().with_target_fragment_duration(Duration::from_millis(100))
+            .build()
+            .is_err()
+    );
+    assert!(b().with_max_element_size(10).build().is_err());
     let ok = b()
-        .target_fragment_duration(Duration::from_secs(4))
+        .with_target_fragment_duration(Duration::from_secs(4))
         .build()
         .expect("valid");
     assert_eq!(ok.target_fragment_duration(), Duration::from_secs(4));

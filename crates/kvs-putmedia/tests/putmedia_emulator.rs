@@ -22,8 +22,8 @@ use putmedia_common::{SynthMkv, chunks, ffmpeg_clip};
 
 async fn emulator() -> Emulator {
     Emulator::builder()
-        .persist_delay(Duration::from_millis(5))
-        .ingest_rate_limit(1 << 40)
+        .with_persist_delay(Duration::from_millis(5))
+        .with_ingest_rate_limit(1 << 40)
         .start()
         .await
         .unwrap()
@@ -54,7 +54,7 @@ fn six_fragments(emu: &Emulator, stream: &str) -> (Bytes, PutMediaClientBuilder)
     let mkv = synth(150, 200);
     let b = client(emu, stream).with_refragment_config(
         RefragmentConfig::builder()
-            .target_fragment_duration(Duration::from_secs(1))
+            .with_target_fragment_duration(Duration::from_secs(1))
             .build()
             .unwrap(),
     );
@@ -117,7 +117,7 @@ async fn putmedia_ffmpeg_clip_streams_end_to_end_and_every_fragment_persists() {
         .unwrap();
     let b = client(&emu, "clip").with_refragment_config(
         RefragmentConfig::builder()
-            .target_fragment_duration(Duration::from_secs(1))
+            .with_target_fragment_duration(Duration::from_secs(1))
             .build()
             .unwrap(),
     );
@@ -429,7 +429,7 @@ async fn putmedia_memory_stays_under_bound_over_100x_the_bound() {
         })
         .with_refragment_config(
             RefragmentConfig::builder()
-                .target_fragment_duration(Duration::from_secs(1))
+                .with_target_fragment_duration(Duration::from_secs(1))
                 .build()
                 .unwrap(),
         );
@@ -469,7 +469,7 @@ async fn the_ending_error_survives_a_full_event_channel() {
         .with_timecode_mode(mode)
         .with_refragment_config(
             RefragmentConfig::builder()
-                .target_fragment_duration(Duration::from_secs(1))
+                .with_target_fragment_duration(Duration::from_secs(1))
                 .build()
                 .unwrap(),
         );

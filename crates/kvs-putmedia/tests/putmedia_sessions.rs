@@ -25,8 +25,8 @@ use tokio::net::{TcpListener, TcpStream};
 
 async fn emulator() -> Emulator {
     Emulator::builder()
-        .persist_delay(Duration::from_millis(5))
-        .ingest_rate_limit(1 << 40)
+        .with_persist_delay(Duration::from_millis(5))
+        .with_ingest_rate_limit(1 << 40)
         .start()
         .await
         .unwrap()
@@ -120,7 +120,7 @@ fn media() -> Bytes {
 fn one_second_fragments(b: PutMediaClientBuilder) -> PutMediaClientBuilder {
     b.with_refragment_config(
         RefragmentConfig::builder()
-            .target_fragment_duration(Duration::from_secs(1))
+            .with_target_fragment_duration(Duration::from_secs(1))
             .build()
             .unwrap(),
     )

@@ -53,7 +53,7 @@ fn client(addr: std::net::SocketAddr) -> PutMediaClientBuilder {
         .with_completion_ack(CompletionAck::Persisted)
         .with_refragment_config(
             RefragmentConfig::builder()
-                .target_fragment_duration(Duration::from_secs(1))
+                .with_target_fragment_duration(Duration::from_secs(1))
                 .build()
                 .unwrap(),
         )

@@ -40,7 +40,7 @@ fn clip(seconds: u32) -> Bytes {
 
 fn refragment_config() -> RefragmentConfig {
     RefragmentConfig::builder()
-        .target_fragment_duration(Duration::from_secs(1))
+        .with_target_fragment_duration(Duration::from_secs(1))
         .build()
         .unwrap()
 }
@@ -55,8 +55,8 @@ fn expected(mkv: &Bytes, mode: TimecodeMode) -> (Bytes, Vec<u64>) {
 /// [`expected`], plus the re-fragmenter's warnings on the whole input.
 fn expected_with_warnings(mkv: &Bytes, mode: TimecodeMode) -> (Bytes, Vec<u64>, u64) {
     let config = RefragmentConfig::builder()
-        .target_fragment_duration(Duration::from_secs(1))
-        .timecode_mode(mode)
+        .with_target_fragment_duration(Duration::from_secs(1))
+        .with_timecode_mode(mode)
         .build()
         .unwrap();
     let mut r = Refragmenter::new(config);
@@ -166,12 +166,12 @@ async fn stream_survives_every_fault_kind_without_losing_a_fragment() {
     const SEED: u64 = 0x5eed_0007;
     let emu = Arc::new(
         Emulator::builder()
-            .seed(SEED)
-            .persist_delay(Duration::from_millis(5))
+            .with_seed(SEED)
+            .with_persist_delay(Duration::from_millis(5))
             // Every connection that lives this long gets 4003 (docs/protocol.md §3, "45 minutes").
-            .max_connection_duration(Duration::from_millis(1000))
+            .with_max_connection_duration(Duration::from_millis(1000))
             // IDLE acks well inside the client's 500 ms staleness limit while media waits.
-            .idle_ack_interval(Duration::from_millis(150))
+            .with_idle_ack_interval(Duration::from_millis(150))
             .start()
             .await
             .unwrap(),
@@ -190,7 +190,7 @@ async fn stream_survives_every_fault_kind_without_losing_a_fragment() {
     for k in 1..=FAULTY_CONNECTIONS {
         let kind = KINDS[((k - 1) % KINDS.len() as u32) as usize];
         plan.insert(k, kind);
-        let scope = Scope::stream("faults").nth_connection(k);
+        let scope = Scope::stream("faults").with_connection(k);
         let rule = match kind {
             Kind::DropMidFragment => Some(FaultRule::DropAfterBytes {
                 scope,
@@ -506,8 +506,8 @@ async fn faults_after_the_last_byte_are_recovered_within_the_retry_budget() {
     // Bytes the client sends on a connection before the last fragment's middle.
     let mut r = Refragmenter::new(
         RefragmentConfig::builder()
-            .target_fragment_duration(Duration::from_secs(1))
-            .timecode_mode(mode)
+            .with_target_fragment_duration(Duration::from_secs(1))
+            .with_timecode_mode(mode)
             .build()
             .unwrap(),
     );
@@ -531,12 +531,12 @@ async fn faults_after_the_last_byte_are_recovered_within_the_retry_budget() {
         EndFault::Error5000OnLast,
     ] {
         let emu = Emulator::builder()
-            .persist_delay(Duration::from_millis(5))
+            .with_persist_delay(Duration::from_millis(5))
             .start()
             .await
             .unwrap();
         emu.create_stream("end", 24).await.unwrap();
-        let scope = Scope::stream("end").nth_connection(1);
+        let scope = Scope::stream("end").with_connection(1);
         emu.faults().push(match fault {
             // Fragment 12 exists only once the input ended (close() completes it).
             EndFault::AckStall => FaultRule::StallAcks {
@@ -650,7 +650,7 @@ async fn faults_after_the_last_byte_are_recovered_within_the_retry_budget() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn backpressure_holds_memory_under_the_cap_while_acks_stall() {
     let emu = Emulator::builder()
-        .persist_delay(Duration::from_millis(5))
+        .with_persist_delay(Duration::from_millis(5))
         .start()
         .await
         .unwrap();
@@ -711,7 +711,7 @@ async fn backpressure_holds_memory_under_the_cap_while_acks_stall() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn drop_oldest_reports_whole_fragments_and_never_blocks_while_acks_stall() {
     let emu = Emulator::builder()
-        .persist_delay(Duration::from_millis(5))
+        .with_persist_delay(Duration::from_millis(5))
         .start()
         .await
         .unwrap();
@@ -779,8 +779,8 @@ async fn drop_oldest_reports_whole_fragments_and_never_blocks_while_acks_stall()
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rotation_happens_before_the_maximum_connection_duration() {
     let emu = Emulator::builder()
-        .persist_delay(Duration::from_millis(5))
-        .max_connection_duration(Duration::from_secs(2))
+        .with_persist_delay(Duration::from_millis(5))
+        .with_max_connection_duration(Duration::from_secs(2))
         .start()
         .await
         .unwrap();
@@ -827,7 +827,7 @@ async fn rotation_happens_before_the_maximum_connection_duration() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rotation_happens_before_the_credentials_expire() {
     let emu = Emulator::builder()
-        .persist_delay(Duration::from_millis(5))
+        .with_persist_delay(Duration::from_millis(5))
         .start()
         .await
         .unwrap();
@@ -913,7 +913,7 @@ async fn paced(session: &PutMediaClient, mkv: &Bytes, over: Duration) -> Session
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_pause_in_the_input_gets_the_open_fragment_acknowledged() {
     let emu = Emulator::builder()
-        .persist_delay(Duration::from_millis(5))
+        .with_persist_delay(Duration::from_millis(5))
         .start()
         .await
         .unwrap();
@@ -983,13 +983,13 @@ async fn auth_errors_are_retried_once_after_a_credential_refresh() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_reconnect_backoff_does_not_block_the_sink_or_look_like_a_pause() {
     let emu = Emulator::builder()
-        .persist_delay(Duration::from_millis(5))
+        .with_persist_delay(Duration::from_millis(5))
         .start()
         .await
         .unwrap();
     emu.create_stream("backoff", 24).await.unwrap();
     emu.faults().push(FaultRule::DropAfterFragments {
-        scope: Scope::stream("backoff").nth_connection(1),
+        scope: Scope::stream("backoff").with_connection(1),
         fragments: 1,
     });
     let mkv = clip(20);

@@ -121,7 +121,7 @@ fn frames(path: &Path) -> u64 {
 #[tokio::test]
 async fn saves_a_range_as_one_playable_file_and_checks_it() {
     let emu = Emulator::builder()
-        .persist_delay(Duration::from_millis(10))
+        .with_persist_delay(Duration::from_millis(10))
         .start()
         .await
         .unwrap();

@@ -186,15 +186,15 @@ impl Cli {
     /// The encoder settings the flags describe (validated by ffmpeg-source).
     pub fn encode_settings(&self) -> ffmpeg_source::Result<EncodeSettings> {
         let mut b = EncodeSettings::builder()
-            .size(self.size.0)
-            .audio_bitrate_kbps(self.audio_bitrate)
-            .preset(self.preset)
-            .gop(Duration::from_secs(self.gop));
+            .with_size(self.size.0)
+            .with_audio_bitrate_kbps(self.audio_bitrate)
+            .with_preset(self.preset)
+            .with_gop(Duration::from_secs(self.gop));
         if let Some(fps) = self.fps {
-            b = b.fps(fps);
+            b = b.with_fps(fps);
         }
         if let Some(kbps) = self.video_bitrate {
-            b = b.video_bitrate_kbps(kbps);
+            b = b.with_video_bitrate_kbps(kbps);
         }
         b.build()
     }

@@ -280,8 +280,8 @@ async fn execute(cli: &Cli, report: &mut Report) -> Result<()> {
                 Transcode::Never => Profile::Copy,
             };
             let job = FfmpegSource::builder(input)
-                .profile(profile)
-                .pacing(pacing)
+                .with_profile(profile)
+                .with_pacing(pacing)
                 .from_env()
                 .build()
                 .map_err(ffmpeg_failure)?

@@ -38,8 +38,8 @@ fn clip(dir: &Path, ext: &str, seconds: u32) -> PathBuf {
 
 async fn emulator() -> Emulator {
     Emulator::builder()
-        .credentials("AKIAKVSPUTTEST000000", SECRET)
-        .persist_delay(Duration::from_millis(20))
+        .with_credentials("AKIAKVSPUTTEST000000", SECRET)
+        .with_persist_delay(Duration::from_millis(20))
         .start()
         .await
         .unwrap()

@@ -55,8 +55,8 @@ struct Service {
 impl Service {
     async fn start(extra_env: &[(&str, &str)]) -> Service {
         let emu = Emulator::builder()
-            .credentials("AKIASERVICETEST00000", SECRET)
-            .persist_delay(Duration::from_millis(20))
+            .with_credentials("AKIASERVICETEST00000", SECRET)
+            .with_persist_delay(Duration::from_millis(20))
             .start()
             .await
             .unwrap();

@@ -50,7 +50,7 @@ struct Env {
 impl Env {
     async fn start() -> Env {
         let emu = Emulator::builder()
-            .persist_delay(Duration::from_millis(20))
+            .with_persist_delay(Duration::from_millis(20))
             .start()
             .await
             .unwrap();

@@ -31,7 +31,7 @@ impl Scope {
         }
     }
     /// Restricts to the Nth (1-based) connection of the stream.
-    pub fn nth_connection(mut self, n: u32) -> Self {
+    pub fn with_connection(mut self, n: u32) -> Self {
         self.connection = Some(n);
         self
     }
@@ -122,7 +122,7 @@ pub enum FaultRule {
         offset_ms: i64,
     },
     /// Drop each matching connection after a fragment with this probability, from the
-    /// emulator's seeded RNG (see `EmulatorBuilder::seed`): deterministic given the seed.
+    /// emulator's seeded RNG (see `EmulatorBuilder::with_seed`): deterministic given the seed.
     RandomDrops {
         /// Which connections (every matching one, not only the first).
         #[serde(default)]
@@ -293,7 +293,7 @@ mod tests {
     fn one_shot_rules_fire_once_and_scope_by_connection() {
         let f = Faults::new(1);
         f.push(FaultRule::DropAfterBytes {
-            scope: Scope::stream("a").nth_connection(2),
+            scope: Scope::stream("a").with_connection(2),
             bytes: 10,
         });
         f.push(FaultRule::DelayAcks {

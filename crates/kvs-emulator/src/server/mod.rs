@@ -128,13 +128,13 @@ impl Default for EmulatorBuilder {
 
 impl EmulatorBuilder {
     /// Region served (default `us-east-1`); KVS requests scoped to another region get 403.
-    pub fn region(mut self, r: impl Into<String>) -> Self {
+    pub fn with_region(mut self, r: impl Into<String>) -> Self {
         self.region = r.into();
         self
     }
     /// Long-term credentials accepted (default [`DEFAULT_ACCESS_KEY_ID`] /
     /// [`DEFAULT_SECRET_ACCESS_KEY`]).
-    pub fn credentials(
+    pub fn with_credentials(
         mut self,
         access_key_id: impl Into<String>,
         secret: impl Into<String>,
@@ -146,58 +146,58 @@ impl EmulatorBuilder {
         self
     }
     /// Listening address (default `127.0.0.1:0`, a free port).
-    pub fn bind(mut self, addr: SocketAddr) -> Self {
+    pub fn with_bind(mut self, addr: SocketAddr) -> Self {
         self.bind = addr;
         self
     }
     /// Keep streams, fragments, S3 objects and SQS queues (with their messages) in this directory
     /// so they survive a restart.
     /// Default: in memory, with S3 objects in a temporary directory removed on drop.
-    pub fn data_dir(mut self, dir: impl Into<PathBuf>) -> Self {
+    pub fn with_data_dir(mut self, dir: impl Into<PathBuf>) -> Self {
         self.data_dir = Some(dir.into());
         self
     }
     /// Delay between RECEIVED and PERSISTED (default 100 ms).
-    pub fn persist_delay(mut self, d: Duration) -> Self {
+    pub fn with_persist_delay(mut self, d: Duration) -> Self {
         self.persist_delay = d;
         self
     }
     /// Interval of IDLE acks while no media flows (default 3 s).
-    pub fn idle_ack_interval(mut self, d: Duration) -> Self {
+    pub fn with_idle_ack_interval(mut self, d: Duration) -> Self {
         self.idle_ack_interval = d;
         self
     }
     /// A PutMedia connection without data for this long is closed (default 30 s, docs/protocol.md §2).
     /// Also bounds how long any request body may stall.
-    pub fn idle_timeout(mut self, d: Duration) -> Self {
+    pub fn with_idle_timeout(mut self, d: Duration) -> Self {
         self.idle_timeout = d;
         self
     }
     /// PutMedia connections older than this get ERROR 4003 and are closed (default 45 min).
-    pub fn max_connection_duration(mut self, d: Duration) -> Self {
+    pub fn with_max_connection_duration(mut self, d: Duration) -> Self {
         self.max_connection_duration = d;
         self
     }
     /// Per-stream ingest rate in bytes/s (default 12.5 MB/s, docs/protocol.md §3); faster producers
     /// are slowed down by reading their body more slowly.
-    pub fn ingest_rate_limit(mut self, bytes_per_sec: u64) -> Self {
+    pub fn with_ingest_rate_limit(mut self, bytes_per_sec: u64) -> Self {
         self.ingest_rate_limit = bytes_per_sec;
         self
     }
     /// Largest accepted difference between a request's `x-amz-date` and the emulator clock
     /// (default 5 min, docs/protocol.md §1.6).
-    pub fn max_clock_skew(mut self, d: Duration) -> Self {
+    pub fn with_max_clock_skew(mut self, d: Duration) -> Self {
         self.max_clock_skew = d;
         self
     }
     /// How long a client may take to send request headers (slowloris guard; default 10 s).
-    pub fn header_read_timeout(mut self, d: Duration) -> Self {
+    pub fn with_header_read_timeout(mut self, d: Duration) -> Self {
         self.header_read_timeout = d;
         self
     }
     /// PutMedia requests accepted per stream within any one second (default 5, docs/protocol.md §3);
     /// more get `400 ClientLimitExceededException`. 0 turns the limit off.
-    pub fn put_media_requests_per_second(mut self, n: u32) -> Self {
+    pub fn with_put_media_requests_per_second(mut self, n: u32) -> Self {
         self.put_media_requests_per_second = n;
         self
     }
@@ -206,32 +206,32 @@ impl EmulatorBuilder {
     /// response) before it closes. Closing with unread bytes makes the kernel send a TCP RST,
     /// which can destroy the ERROR ack in flight; the service ends the response cleanly
     /// (docs/protocol.md §2). `Duration::ZERO` closes at once.
-    pub fn error_drain_timeout(mut self, d: Duration) -> Self {
+    pub fn with_error_drain_timeout(mut self, d: Duration) -> Self {
         self.error_drain_timeout = d;
         self
     }
     /// Most body bytes discarded after an ERROR ack before closing anyway (default 64 MiB).
-    pub fn error_drain_limit(mut self, bytes: u64) -> Self {
+    pub fn with_error_drain_limit(mut self, bytes: u64) -> Self {
         self.error_drain_limit = bytes;
         self
     }
     /// What is kept of the media PutMedia delivers (default [`MediaRetention::Full`]).
     /// [`MediaRetention::MetadataOnly`] is for load runs (many streams, many minutes) whose
     /// memory must not grow with the bytes sent; it cannot be combined with
-    /// [`data_dir`](Self::data_dir), whose point is keeping the media.
-    pub fn media_retention(mut self, retention: MediaRetention) -> Self {
+    /// [`with_data_dir`](Self::with_data_dir), whose point is keeping the media.
+    pub fn with_media_retention(mut self, retention: MediaRetention) -> Self {
         self.media_retention = retention;
         self
     }
     /// How long a PutMedia superseded by a newer one on the same stream may keep sending media
     /// (default [`DEFAULT_ROTATION_OVERLAP`]); `Duration::ZERO` refuses the newer one with
     /// `ConnectionLimitExceededException` instead. See docs/emulator.md, "Rotation overlap".
-    pub fn rotation_overlap(mut self, window: Duration) -> Self {
+    pub fn with_rotation_overlap(mut self, window: Duration) -> Self {
         self.rotation_overlap = window;
         self
     }
     /// Seed of the fault-injection RNG (and of STS-issued credentials): same seed, same run.
-    pub fn seed(mut self, seed: u64) -> Self {
+    pub fn with_seed(mut self, seed: u64) -> Self {
         self.seed = seed;
         self
     }
@@ -409,6 +409,39 @@ impl Emulator {
     /// The long-term credentials accepted.
     pub fn credentials(&self) -> EmulatorCredentials {
         self.credentials.clone()
+    }
+    /// An AWS SDK configuration that points every SDK client (Kinesis Video, its data plane
+    /// clients, S3, STS, SQS) at this emulator: its region, its URL as the endpoint, and its
+    /// long-term credentials. Built from nothing in the environment (no profile, no `AWS_*`
+    /// variables), so a developer's own AWS setup cannot leak into a test. The SDK fills in its
+    /// default HTTP client, sleep and time source when a client is built from it.
+    ///
+    /// ```no_run
+    /// # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+    /// let emu = kvs_emulator::Emulator::builder().start().await?;
+    /// let kvs = aws_sdk_kinesisvideo::Client::new(&emu.sdk_config());
+    /// # Ok(()) }
+    /// ```
+    #[cfg(feature = "sdk")]
+    pub fn sdk_config(&self) -> aws_types::SdkConfig {
+        let c = &self.credentials;
+        let credentials = aws_credential_types::Credentials::new(
+            c.access_key_id.clone(),
+            c.secret_access_key.clone(),
+            None,
+            None,
+            "kvs-emulator",
+        );
+        aws_types::SdkConfig::builder()
+            .behavior_version(
+                aws_smithy_runtime_api::client::behavior_version::BehaviorVersion::latest(),
+            )
+            .region(aws_types::region::Region::new(self.region.clone()))
+            .endpoint_url(self.url.clone())
+            .credentials_provider(
+                aws_credential_types::provider::SharedCredentialsProvider::new(credentials),
+            )
+            .build()
     }
     /// Creates a stream as `CreateStream` would; returns its ARN.
     pub async fn create_stream(&self, name: &str, retention_hours: u32) -> Result<String, Error> {
@@ -757,7 +790,7 @@ mod tests {
     #[tokio::test]
     async fn debug_output_never_shows_the_secret() {
         let emu = Emulator::builder()
-            .credentials("AKIDTEST", "super-secret-value")
+            .with_credentials("AKIDTEST", "super-secret-value")
             .start()
             .await
             .unwrap();
@@ -769,11 +802,11 @@ mod tests {
     #[tokio::test]
     async fn builder_validates() {
         for b in [
-            Emulator::builder().region(""),
-            Emulator::builder().credentials("", "x"),
-            Emulator::builder().idle_timeout(Duration::ZERO),
-            Emulator::builder().ingest_rate_limit(0),
-            Emulator::builder().max_connection_duration(Duration::ZERO),
+            Emulator::builder().with_region(""),
+            Emulator::builder().with_credentials("", "x"),
+            Emulator::builder().with_idle_timeout(Duration::ZERO),
+            Emulator::builder().with_ingest_rate_limit(0),
+            Emulator::builder().with_max_connection_duration(Duration::ZERO),
         ] {
             assert!(matches!(b.start().await, Err(Error::InvalidConfig { .. })));
         }

@@ -225,7 +225,7 @@ pub(crate) struct Credential {
 }
 
 /// What the emulator keeps of the media PutMedia delivers (see
-/// [`EmulatorBuilder::media_retention`](crate::EmulatorBuilder::media_retention)).
+/// [`EmulatorBuilder::with_media_retention`](crate::EmulatorBuilder::with_media_retention)).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 #[non_exhaustive]
 pub enum MediaRetention {

@@ -407,9 +407,9 @@ pub fn ffprobe_frames(mkv: &[u8]) -> Result<u64, String> {
 /// A quick emulator with test-friendly timings.
 pub async fn emulator() -> Emulator {
     Emulator::builder()
-        .persist_delay(Duration::from_millis(20))
-        .idle_ack_interval(Duration::from_millis(200))
-        .idle_timeout(Duration::from_secs(5))
+        .with_persist_delay(Duration::from_millis(20))
+        .with_idle_ack_interval(Duration::from_millis(200))
+        .with_idle_timeout(Duration::from_secs(5))
         .start()
         .await
         .unwrap()

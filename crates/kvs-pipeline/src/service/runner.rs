@@ -84,8 +84,8 @@ impl JobRunner for Runner {
             .map_err(object_error)?;
         let ffmpeg =
             FfmpegSource::builder(Input::url_with(url, self.allow_http).map_err(ffmpeg_error)?)
-                .profile(Profile::sample_parity())
-                .pacing(self.pace)
+                .with_profile(Profile::sample_parity())
+                .with_pacing(self.pace)
                 .build()
                 .map_err(ffmpeg_error)?
                 .spawn()

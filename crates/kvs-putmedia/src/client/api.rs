@@ -244,15 +244,15 @@ impl PutMediaClient {
         let base = b.refragment.clone().unwrap_or_default();
         // Rebuild with the session's timecode mode; the base was already validated.
         let mut rb = RefragmentConfig::builder()
-            .target_fragment_duration(base.target_fragment_duration())
-            .max_fragment_duration(base.max_fragment_duration())
-            .max_fragment_bytes(base.max_fragment_bytes())
-            .min_fragment_interval(base.min_fragment_interval())
-            .max_element_size(base.max_element_size())
-            .late_frame_window(base.late_frame_window())
-            .timecode_mode(mode);
+            .with_target_fragment_duration(base.target_fragment_duration())
+            .with_max_fragment_duration(base.max_fragment_duration())
+            .with_max_fragment_bytes(base.max_fragment_bytes())
+            .with_min_fragment_interval(base.min_fragment_interval())
+            .with_max_element_size(base.max_element_size())
+            .with_late_frame_window(base.late_frame_window())
+            .with_timecode_mode(mode);
         if let Some(uid) = base.segment_uid() {
-            rb = rb.segment_uid(uid);
+            rb = rb.with_segment_uid(uid);
         }
         rb.build().unwrap_or(base)
     }

@@ -155,50 +155,50 @@ pub struct RefragmentConfigBuilder {
 
 impl RefragmentConfigBuilder {
     /// Target fragment duration (default 2 s; KVS playback works best with 1-6 s).
-    pub fn target_fragment_duration(mut self, d: Duration) -> Self {
+    pub fn with_target_fragment_duration(mut self, d: Duration) -> Self {
         self.config.target_fragment_duration = d;
         self
     }
 
     /// Maximum fragment duration (default and cap 20 s).
-    pub fn max_fragment_duration(mut self, d: Duration) -> Self {
+    pub fn with_max_fragment_duration(mut self, d: Duration) -> Self {
         self.config.max_fragment_duration = d;
         self
     }
 
     /// Maximum fragment size in bytes (default and cap 50 MB).
-    pub fn max_fragment_bytes(mut self, n: usize) -> Self {
+    pub fn with_max_fragment_bytes(mut self, n: usize) -> Self {
         self.config.max_fragment_bytes = n;
         self
     }
 
     /// Minimum interval between fragment starts (default and floor 200 ms: 5 fragments/s).
-    pub fn min_fragment_interval(mut self, d: Duration) -> Self {
+    pub fn with_min_fragment_interval(mut self, d: Duration) -> Self {
         self.config.min_fragment_interval = d;
         self
     }
 
     /// Timecode rebasing (default [`TimecodeMode::Relative`]).
-    pub fn timecode_mode(mut self, mode: TimecodeMode) -> Self {
+    pub fn with_timecode_mode(mut self, mode: TimecodeMode) -> Self {
         self.config.timecode_mode = mode;
         self
     }
 
     /// Cap for any element buffered whole (default 64 MiB).
-    pub fn max_element_size(mut self, n: u64) -> Self {
+    pub fn with_max_element_size(mut self, n: u64) -> Self {
         self.config.max_element_size = n;
         self
     }
 
     /// Window for late frames of other tracks after a cut (default 1 s).
-    pub fn late_frame_window(mut self, d: Duration) -> Self {
+    pub fn with_late_frame_window(mut self, d: Duration) -> Self {
         self.config.late_frame_window = d;
         self
     }
 
     /// Force the output SegmentUID, to reuse one across the connections of a logical stream
     /// (docs/protocol.md §4.3). Without it the input's is kept, or a stable one derived from Tracks.
-    pub fn segment_uid(mut self, uid: [u8; 16]) -> Self {
+    pub fn with_segment_uid(mut self, uid: [u8; 16]) -> Self {
         self.config.segment_uid = Some(uid);
         self
     }
