@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use aws_config::{BehaviorVersion, Region, SdkConfig};
+use aws_config::{BehaviorVersion, Region};
 use bytes::{Bytes, BytesMut};
 use ffmpeg_source::{FfmpegSource, Input, Profile};
 use kvs_emulator::Emulator;
@@ -93,23 +93,6 @@ pub async fn run(cli: Cli) -> Report {
     report
 }
 
-/// An SDK configuration pointing every AWS client at `emu`.
-async fn emulator_sdk_config(emu: &Emulator) -> SdkConfig {
-    let c = emu.credentials();
-    aws_config::defaults(BehaviorVersion::latest())
-        .region(Region::new(emu.region().to_owned()))
-        .endpoint_url(emu.url())
-        .credentials_provider(aws_sdk_s3::config::Credentials::new(
-            c.access_key_id,
-            c.secret_access_key,
-            None,
-            None,
-            "kvs-emulator",
-        ))
-        .load()
-        .await
-}
-
 /// True when the user pointed S3 at plain HTTP (the library decides for Kinesis Video, see
 /// `PutMediaClientBuilder::from_env_with`): that is the explicit opt-in for presigned URLs.
 fn s3_endpoint_is_http() -> bool {
@@ -194,7 +177,7 @@ async fn execute(cli: &Cli, report: &mut Report) -> Result<()> {
         None
     };
     let config = match &emulator {
-        Some(emu) => emulator_sdk_config(emu).await,
+        Some(emu) => emu.sdk_config(),
         None => {
             let mut loader = aws_config::defaults(BehaviorVersion::latest());
             if let Some(r) = &cli.region {

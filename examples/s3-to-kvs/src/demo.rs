@@ -16,7 +16,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use anyhow::{Context, ensure};
-use aws_config::{BehaviorVersion, Region, SdkConfig};
+use aws_config::SdkConfig;
 use aws_sdk_s3::types::{Event, NotificationConfiguration, QueueConfiguration};
 use aws_sdk_sqs::types::QueueAttributeName;
 use bytes::Bytes;
@@ -64,23 +64,6 @@ pub async fn start_emulator() -> anyhow::Result<Emulator> {
         .start()
         .await
         .context("starting the embedded emulator")
-}
-
-/// An SDK configuration pointing every AWS client at `emu`.
-pub async fn emulator_sdk_config(emu: &Emulator) -> SdkConfig {
-    let c = emu.credentials();
-    aws_config::defaults(BehaviorVersion::latest())
-        .region(Region::new(emu.region().to_owned()))
-        .endpoint_url(emu.url())
-        .credentials_provider(aws_sdk_s3::config::Credentials::new(
-            c.access_key_id.clone(),
-            c.secret_access_key.clone(),
-            None,
-            None,
-            "kvs-emulator",
-        ))
-        .load()
-        .await
 }
 
 /// Creates `name` on a freshly started emulator, with 24 h retention so fragments are
@@ -224,7 +207,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
         emu.url(),
         emu.region()
     );
-    let config = emulator_sdk_config(&emu).await;
+    let config = emu.sdk_config();
     let (intake, work) = wire_queues(&config).await?;
     println!(
         "bucket        s3://{DEMO_BUCKET} notifies {intake}\nwork queue    {work} (FIFO, group = stream; DLQ after 3 receives)"

@@ -217,7 +217,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         None
     };
     let config = match &emulator {
-        Some(emu) => demo::emulator_sdk_config(emu).await,
+        Some(emu) => emu.sdk_config(),
         None => aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await,
     };
     let stream = match (&args.stream_name, &args.stream_arn) {
