@@ -61,14 +61,7 @@ fn parse_time(s: &str) -> Result<f64, String> {
 #[tokio::main]
 async fn main() -> ExitCode {
     let cli = Cli::parse();
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("kvs_get=info,warn"));
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_target(false)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .init();
+    examples_support::init_logging("kvs_get=info,warn", false);
     if cli.end < cli.start {
         eprintln!("kvs-get: --end is before --start");
         return ExitCode::from(2);

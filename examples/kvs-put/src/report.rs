@@ -28,7 +28,7 @@ pub enum Outcome {
     Partial = 5,
     /// The stream does not exist.
     StreamNotFound = 6,
-    /// Ctrl-C.
+    /// Ctrl-C or SIGTERM.
     Interrupted = 130,
 }
 

@@ -294,9 +294,8 @@ impl Run {
         let stop = CancellationToken::new();
         let on_interrupt = stop.clone();
         let interrupt = tokio::spawn(async move {
-            if tokio::signal::ctrl_c().await.is_ok() {
-                on_interrupt.cancel();
-            }
+            examples_support::shutdown_signal().await;
+            on_interrupt.cancel();
         });
         let pipeline = Pipeline::new(source)
             .with_timing(self.timing)

@@ -345,7 +345,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
             "keep running: the emulator stays up at {} until Ctrl-C",
             emu.url()
         );
-        let _ = tokio::signal::ctrl_c().await;
+        examples_support::shutdown_signal().await;
     }
     stop.cancel();
     running.await?;
