@@ -1,7 +1,7 @@
 //! The one error type of this crate.
 
 use std::fmt;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 /// `Result` with this crate's [`Error`] as the default error type.
@@ -9,8 +9,8 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 /// The last lines ffmpeg (or ffprobe) wrote to stderr, oldest first.
 ///
-/// Bounded by [`crate::FfmpegSourceBuilder::with_stderr_lines`]; query strings of URL inputs (presigned
-/// S3 URLs carry credentials there) are redacted before a line is stored.
+/// Bounded by [`crate::FfmpegSourceBuilder::with_stderr_lines`]; query strings of URL inputs
+/// (presigned S3 URLs carry credentials there) are redacted before a line is stored.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct StderrTail(pub Vec<String>);
 
@@ -283,6 +283,23 @@ impl Error {
             | Error::NoUsableMedia { stderr, .. }
             | Error::Stalled { stderr, .. } => Some(stderr),
             _ => None,
+        }
+    }
+}
+
+/// The error for a tool that could not be started: missing, or failing to spawn.
+pub(crate) fn spawn_error(tool: Tool, path: &Path, input: &str, e: std::io::Error) -> Error {
+    if e.kind() == std::io::ErrorKind::NotFound {
+        Error::ToolMissing {
+            tool,
+            path: path.to_owned(),
+            package: "ffmpeg",
+        }
+    } else {
+        Error::Spawn {
+            input: input.to_owned(),
+            tool,
+            source: e,
         }
     }
 }

@@ -1,5 +1,6 @@
 //! Where the media comes from.
 
+use std::ffi::OsString;
 use std::fmt;
 use std::path::{Path, PathBuf};
 
@@ -174,6 +175,78 @@ pub(crate) fn redact_url(url: &str) -> String {
         out.push_str("?<redacted>");
     }
     out
+}
+
+/// Why an MP4 with its index at the end cannot be read from a pipe, and what to do instead.
+pub(crate) const MOOV_AT_END_ADVICE: &str = "this MP4 has its index (moov) after the media (mdat), so ffmpeg \
+    can only read it by seeking, which a pipe cannot do. Pass a file path or an http(s) URL (a \
+    presigned S3 GET URL works: ffmpeg seeks with Range requests), or remux it once with \
+    `ffmpeg -i in.mp4 -c copy -movflags +faststart out.mp4`";
+
+/// How ffmpeg and ffprobe are told to read `input`.
+pub(crate) fn input_arg(input: &Input) -> OsString {
+    match input {
+        // The file: protocol stops ffmpeg reading `-x.mp4` as an option or `a:b.mp4` as a
+        // protocol.
+        Input::Path(p) => {
+            let mut s = OsString::from("file:");
+            s.push(p.as_os_str());
+            s
+        }
+        Input::Url(u) => u.as_str().into(),
+        Input::Reader { .. } => "pipe:0".into(),
+    }
+}
+
+/// Options ffmpeg and ffprobe need before `-i` for `input`.
+pub(crate) fn url_args(input: &Input) -> Vec<&'static str> {
+    match input {
+        // ffmpeg does not verify TLS certificates unless told to.
+        Input::Url(u)
+            if u.as_str().len() >= 8 && u.as_str()[..8].eq_ignore_ascii_case("https://") =>
+        {
+            vec!["-tls_verify", "1"]
+        }
+        _ => Vec::new(),
+    }
+}
+
+/// Scrubs URL credentials from ffmpeg's stderr lines.
+#[derive(Clone)]
+pub(crate) struct Redactor {
+    query: Option<String>,
+}
+
+impl Redactor {
+    pub(crate) fn new(input: &Input) -> Self {
+        Redactor {
+            query: match input {
+                Input::Url(u) => u.query().map(str::to_owned),
+                _ => None,
+            },
+        }
+    }
+
+    pub(crate) fn apply(&self, line: &str) -> String {
+        let mut s = match &self.query {
+            Some(q) => line.replace(q.as_str(), "<redacted>"),
+            None => line.to_owned(),
+        };
+        if s.contains("://") && s.contains('?') {
+            s = s
+                .split(' ')
+                .map(|w| {
+                    if w.contains("://") {
+                        redact_url(w)
+                    } else {
+                        w.to_owned()
+                    }
+                })
+                .collect::<Vec<_>>()
+                .join(" ");
+        }
+        s
+    }
 }
 
 /// What the first bytes of an MP4/MOV file say about where its index (`moov`) is.

@@ -1,9 +1,11 @@
-//! The builder, the ffmpeg command line, and the running job.
+//! A running ffmpeg job: the process (and its process group), the stdout byte stream with
+//! backpressure, progress from stderr, stall detection, the restart as a transcode when ffmpeg
+//! refuses to copy, and the kill on cancel or drop.
 
 use std::collections::VecDeque;
 use std::ffi::OsString;
 use std::future::Future;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::pin::Pin;
 use std::process::{ExitStatus, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -11,7 +13,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use bytes::{BufMut, Bytes, BytesMut};
+use bytes::{Bytes, BytesMut};
 use futures::{Stream, StreamExt};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::process::{ChildStdout, Command};
@@ -20,19 +22,14 @@ use tokio::task::JoinHandle;
 use tokio::time::{Instant, Sleep};
 use tokio_util::sync::CancellationToken;
 
-use crate::error::{Error, Result, StderrTail, Tool};
-use crate::input::{Input, Mp4Layout, mp4_layout, redact_url};
-use crate::probe::{Probe, ProbeConfig, probe_with};
-use crate::profile::{
-    AudioChannels, Decision, EncodeSettings, Mode, Pacing, Profile, Size, check_streams, decide,
-};
+use crate::command::{Fallback, Plan};
+use crate::error::{Error, Result, StderrTail, Tool, spawn_error};
+use crate::input::{Input, MOOV_AT_END_ADVICE, Redactor};
+use crate::profile::Decision;
 use crate::progress::{Line, LineSplitter, Progress, StderrRing, apply_progress_line};
 
 /// Matroska Cluster element id. Its absence from ffmpeg's output means no media was written.
 const CLUSTER_ID: u32 = 0x1F43_B675;
-
-/// How much of a reader input is inspected for an MP4 index before handing it to ffmpeg.
-const PEEK_LIMIT: usize = 1 << 20;
 
 /// While a copying job can still fall back to transcoding, its output is held back until the
 /// first Cluster, so that the consumer never sees the header of a run that is then replaced.
@@ -40,627 +37,16 @@ const PEEK_LIMIT: usize = 1 << 20;
 /// the bytes are released and the fallback is given up.
 const HOLD_LIMIT: usize = 4 << 20;
 
-const MOOV_AT_END_ADVICE: &str = "this MP4 has its index (moov) after the media (mdat), so ffmpeg \
-    can only read it by seeking, which a pipe cannot do. Pass a file path or an http(s) URL (a \
-    presigned S3 GET URL works: ffmpeg seeks with Range requests), or remux it once with \
-    `ffmpeg -i in.mp4 -c copy -movflags +faststart out.mp4`";
-
-/// Builder for [`FfmpegSource`]; [`FfmpegSourceBuilder::build`] validates.
+/// What a job needs from its source's configuration; see the [`FfmpegSourceBuilder`] setters.
+///
+/// [`FfmpegSourceBuilder`]: crate::FfmpegSourceBuilder
 #[derive(Debug)]
-pub struct FfmpegSourceBuilder {
-    input: Input,
-    profile: Profile,
-    pacing: Pacing,
-    ffmpeg: PathBuf,
-    ffprobe: PathBuf,
-    stall_timeout: Duration,
-    probe_timeout: Duration,
-    chunk_size: usize,
-    stderr_lines: usize,
-    min_output_bytes: u64,
-}
-
-impl FfmpegSourceBuilder {
-    /// Output profile (default [`Profile::auto`]).
-    pub fn with_profile(mut self, profile: Profile) -> Self {
-        self.profile = profile;
-        self
-    }
-
-    /// Pacing (default [`Pacing::Fast`]).
-    pub fn with_pacing(mut self, pacing: Pacing) -> Self {
-        self.pacing = pacing;
-        self
-    }
-
-    /// Path or name of `ffmpeg` (default `ffmpeg`, looked up on `PATH`).
-    pub fn with_ffmpeg_path(mut self, path: impl Into<PathBuf>) -> Self {
-        self.ffmpeg = path.into();
-        self
-    }
-
-    /// Path or name of `ffprobe` (default `ffprobe`).
-    pub fn with_ffprobe_path(mut self, path: impl Into<PathBuf>) -> Self {
-        self.ffprobe = path.into();
-        self
-    }
-
-    /// Kill ffmpeg and fail with [`Error::Stalled`] when it writes nothing for this long while
-    /// the consumer waits (default 30 s). Time spent while the consumer is not polling does not
-    /// count: that is backpressure, not a stall.
-    pub fn with_stall_timeout(mut self, timeout: Duration) -> Self {
-        self.stall_timeout = timeout;
-        self
-    }
-
-    /// Give up on ffprobe after this long (default 30 s).
-    pub fn with_probe_timeout(mut self, timeout: Duration) -> Self {
-        self.probe_timeout = timeout;
-        self
-    }
-
-    /// Largest chunk read from ffmpeg's stdout at once (default 64 KiB). With the pipe buffer
-    /// this bounds the bytes in flight between ffmpeg and the consumer.
-    pub fn with_chunk_size(mut self, bytes: usize) -> Self {
-        self.chunk_size = bytes;
-        self
-    }
-
-    /// How many of ffmpeg's last stderr lines are kept for error messages (default 20).
-    pub fn with_stderr_lines(mut self, lines: usize) -> Self {
-        self.stderr_lines = lines;
-        self
-    }
-
-    /// Below this many output bytes a successful exit is reported as
-    /// [`Error::NoUsableMedia`] (default 1024).
-    pub fn with_min_output_bytes(mut self, bytes: u64) -> Self {
-        self.min_output_bytes = bytes;
-        self
-    }
-
-    /// Reads `FFMPEG_PATH` and `FFPROBE_PATH` when set. The only place this crate reads the
-    /// environment; binaries call it, libraries and tests do not.
-    pub fn from_env(mut self) -> Self {
-        if let Some(p) = std::env::var_os("FFMPEG_PATH").filter(|p| !p.is_empty()) {
-            self.ffmpeg = p.into();
-        }
-        if let Some(p) = std::env::var_os("FFPROBE_PATH").filter(|p| !p.is_empty()) {
-            self.ffprobe = p.into();
-        }
-        self
-    }
-
-    /// Validates the configuration.
-    pub fn build(self) -> Result<FfmpegSource> {
-        let bad = |reason: &str| {
-            Err(Error::InvalidConfig {
-                reason: reason.to_owned(),
-            })
-        };
-        if !(4096..=(16 << 20)).contains(&self.chunk_size) {
-            return bad("chunk_size must be within 4 KiB..=16 MiB");
-        }
-        if self.stall_timeout.is_zero() || self.probe_timeout.is_zero() {
-            return bad("stall and probe timeouts must be above zero");
-        }
-        if !(1..=1000).contains(&self.stderr_lines) {
-            return bad("stderr_lines must be within 1..=1000");
-        }
-        Ok(FfmpegSource {
-            cfg: self,
-            plan: None,
-            prefix: None,
-        })
-    }
-}
-
-/// A configured, not yet started ffmpeg job. Create with [`FfmpegSource::builder`].
-#[derive(Debug)]
-pub struct FfmpegSource {
-    cfg: FfmpegSourceBuilder,
-    plan: Option<Plan>,
-    /// Bytes already read from a reader input while looking for an MP4 index.
-    prefix: Option<Bytes>,
-}
-
-/// What [`FfmpegSource::plan`] decided: the probe, copy or transcode, and the command line.
-#[derive(Clone)]
-pub struct Plan {
-    probe: Option<Probe>,
-    decision: Decision,
-    args: Vec<OsString>,
-    display: String,
-    /// The transcode a copying [`Profile::Auto`] job restarts as when ffmpeg refuses to copy.
-    fallback: Option<Fallback>,
-}
-
-/// The transcoding command line of a copy plan; see [`Decision::copy_refused`].
-#[derive(Clone)]
-struct Fallback {
-    args: Vec<OsString>,
-    display: String,
-}
-
-impl Plan {
-    /// ffprobe's view of the input (`None` for reader inputs).
-    pub fn probe(&self) -> Option<&Probe> {
-        self.probe.as_ref()
-    }
-
-    /// Copy or transcode, and why.
-    pub fn decision(&self) -> &Decision {
-        &self.decision
-    }
-
-    /// ffmpeg's arguments (without the program name). They include the full input URL, query
-    /// string credentials too: do not log them; use [`Plan::display_args`].
-    pub fn args(&self) -> &[OsString] {
-        &self.args
-    }
-
-    /// The arguments as one shell-like line, URL query strings redacted.
-    pub fn display_args(&self) -> &str {
-        &self.display
-    }
-
-    /// The transcoding command line (redacted) this job restarts with if ffmpeg refuses the
-    /// copied streams before writing media; `None` unless the plan copies under
-    /// [`Profile::Auto`].
-    pub fn fallback_display_args(&self) -> Option<&str> {
-        self.fallback.as_ref().map(|f| f.display.as_str())
-    }
-}
-
-impl std::fmt::Debug for Plan {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Plan")
-            .field("decision", &self.decision)
-            .field("args", &self.display)
-            .finish_non_exhaustive()
-    }
-}
-
-pub(crate) fn input_arg(input: &Input) -> OsString {
-    match input {
-        // The file: protocol stops ffmpeg reading `-x.mp4` as an option or `a:b.mp4` as a
-        // protocol.
-        Input::Path(p) => {
-            let mut s = OsString::from("file:");
-            s.push(p.as_os_str());
-            s
-        }
-        Input::Url(u) => u.as_str().into(),
-        Input::Reader { .. } => "pipe:0".into(),
-    }
-}
-
-pub(crate) fn url_args(input: &Input) -> Vec<&'static str> {
-    match input {
-        // ffmpeg does not verify TLS certificates unless told to.
-        Input::Url(u)
-            if u.as_str().len() >= 8 && u.as_str()[..8].eq_ignore_ascii_case("https://") =>
-        {
-            vec!["-tls_verify", "1"]
-        }
-        _ => Vec::new(),
-    }
-}
-
-pub(crate) fn spawn_error(tool: Tool, path: &Path, input: &str, e: std::io::Error) -> Error {
-    if e.kind() == std::io::ErrorKind::NotFound {
-        Error::ToolMissing {
-            tool,
-            path: path.to_owned(),
-            package: "ffmpeg",
-        }
-    } else {
-        Error::Spawn {
-            input: input.to_owned(),
-            tool,
-            source: e,
-        }
-    }
-}
-
-/// Scrubs URL credentials from ffmpeg's stderr lines.
-#[derive(Clone)]
-pub(crate) struct Redactor {
-    query: Option<String>,
-}
-
-impl Redactor {
-    pub(crate) fn new(input: &Input) -> Self {
-        Redactor {
-            query: match input {
-                Input::Url(u) => u.query().map(str::to_owned),
-                _ => None,
-            },
-        }
-    }
-
-    pub(crate) fn apply(&self, line: &str) -> String {
-        let mut s = match &self.query {
-            Some(q) => line.replace(q.as_str(), "<redacted>"),
-            None => line.to_owned(),
-        };
-        if s.contains("://") && s.contains('?') {
-            s = s
-                .split(' ')
-                .map(|w| {
-                    if w.contains("://") {
-                        redact_url(w)
-                    } else {
-                        w.to_owned()
-                    }
-                })
-                .collect::<Vec<_>>()
-                .join(" ");
-        }
-        s
-    }
-}
-
-/// ffmpeg's arguments for a decided job.
-pub(crate) fn ffmpeg_args(
-    input: &Input,
-    pacing: Pacing,
-    settings: Option<&EncodeSettings>,
-    decision: &Decision,
-    probe: Option<&Probe>,
-) -> Vec<OsString> {
-    let mut a: Vec<OsString> = Vec::new();
-    let mut push = |items: &[&str]| a.extend(items.iter().map(OsString::from));
-    push(&[
-        "-hide_banner",
-        "-nostdin",
-        "-loglevel",
-        "warning",
-        "-nostats",
-        "-progress",
-        "pipe:2",
-    ]);
-    if pacing == Pacing::Realtime {
-        push(&["-re"]);
-    }
-    push(&url_args(input));
-    push(&["-i"]);
-    a.push(input_arg(input));
-    let mut push = |items: &[&str]| a.extend(items.iter().map(OsString::from));
-    // KVS allows at most 3 tracks (docs/protocol.md §3) and plays track 1 H.264 + track 2 AAC (§4.4):
-    // map exactly one video and one audio stream.
-    let (has_video, has_audio) = match probe {
-        Some(_) => {
-            for s in [decision.video_stream, decision.audio_stream]
-                .into_iter()
-                .flatten()
-            {
-                push(&["-map", &format!("0:{s}")]);
-            }
-            (
-                decision.video_stream.is_some(),
-                decision.audio_stream.is_some(),
-            )
-        }
-        None => {
-            push(&["-map", "0:v:0?", "-map", "0:a:0?"]);
-            (true, true)
-        }
-    };
-    // Input tags would become a Tags element (docs/protocol.md §5); KVS needs none of them.
-    push(&["-map_metadata", "-1", "-map_chapters", "-1"]);
-    match (decision.mode, settings) {
-        (Mode::Copy, _) | (Mode::Transcode, None) => push(&["-c", "copy"]),
-        (Mode::Transcode, Some(s)) => {
-            if has_video {
-                let mut filters = Vec::new();
-                match s.size() {
-                    Size::Fit { width, height } => {
-                        // Keep the aspect ratio and pad, where the sample's `-s` stretched.
-                        filters.push(format!(
-                            "scale={width}:{height}:force_original_aspect_ratio=decrease:force_divisible_by=2"
-                        ));
-                        filters.push(format!("pad={width}:{height}:(ow-iw)/2:(oh-ih)/2"));
-                        filters.push("setsar=1".into());
-                    }
-                    Size::Source => filters.push("scale=trunc(iw/2)*2:trunc(ih/2)*2".into()),
-                }
-                if let Some(fps) = s.fps() {
-                    filters.push(format!("fps={fps}"));
-                }
-                let gop = s.gop().as_secs_f64();
-                let fps_est = s
-                    .fps()
-                    .map(f64::from)
-                    .or_else(|| probe.and_then(|p| p.video()).and_then(|v| v.avg_frame_rate))
-                    .unwrap_or(60.0)
-                    .clamp(1.0, 240.0);
-                // Forced keyframes set the cadence; -g is only a backstop well beyond it so
-                // x264 never adds a keyframe of its own between two forced ones.
-                let keyint = ((fps_est * gop * 2.0).ceil() as u64).max(2);
-                push(&[
-                    "-c:v",
-                    "libx264",
-                    "-profile:v",
-                    "baseline",
-                    "-preset",
-                    s.preset().as_str(),
-                ]);
-                if let Some(t) = s.tune {
-                    push(&["-tune", t.as_str()]);
-                }
-                push(&[
-                    "-pix_fmt",
-                    "yuv420p",
-                    "-vf",
-                    &filters.join(","),
-                    "-bf",
-                    "0",
-                    "-force_key_frames",
-                    &format!("expr:gte(t,n_forced*{gop})"),
-                    "-sc_threshold",
-                    "0",
-                    "-g",
-                    &keyint.to_string(),
-                ]);
-                if let Some(kbps) = s.video_bitrate_kbps {
-                    push(&[
-                        "-b:v",
-                        &format!("{kbps}k"),
-                        "-maxrate",
-                        &format!("{kbps}k"),
-                        "-bufsize",
-                        &format!("{}k", kbps.saturating_mul(2)),
-                    ]);
-                }
-            }
-            if has_audio {
-                push(&["-c:a", "aac", "-b:a", &format!("{}k", s.audio_bitrate_kbps)]);
-                let channels = probe.and_then(|p| p.audio()).and_then(|a| a.channels);
-                if s.audio_channels == AudioChannels::AtMostStereo && channels.is_none_or(|c| c > 2)
-                {
-                    push(&["-ac", "2"]);
-                }
-            }
-        }
-    }
-    // docs/protocol.md §5: CRC-32 off. Clusters are kept SHORT on purpose: the muxer holds a whole
-    // cluster until it is cut, so the keyframe that completes a fragment reaches the pipe up to
-    // one cluster late (clusters cut only at keyframes: one whole GOP late). 20 ms keeps the
-    // first acknowledgement within 50 ms of one fragment; docs/performance.md ("First
-    // acknowledgement") has the measurements. The cost is a Cluster header per frame or two. Nothing is lost: the output is always re-clustered at keyframes by
-    // `kvs_putmedia::mkv::Refragmenter` ("do not forward ffmpeg's bytes unchanged"), which is
-    // what decides the fragments KVS sees.
-    push(&[
-        "-f",
-        "matroska",
-        "-write_crc32",
-        "0",
-        "-cluster_time_limit",
-        "20",
-        "-cluster_size_limit",
-        "1048576",
-        "-flush_packets",
-        "1",
-        "pipe:1",
-    ]);
-    a
-}
-
-fn display_args(args: &[OsString], redactor: &Redactor) -> String {
-    let line = args
-        .iter()
-        .map(|a| {
-            let s = a.to_string_lossy();
-            if s.contains(' ') || s.is_empty() {
-                format!("'{s}'")
-            } else {
-                s.into_owned()
-            }
-        })
-        .collect::<Vec<_>>()
-        .join(" ");
-    redactor.apply(&format!("ffmpeg {line}"))
-}
-
-/// A copy that ffmpeg refuses at run time (a codec parameter the muxer cannot write to a pipe)
-/// restarts as this transcode: [`Profile::Auto`] copy plans of inputs that can be read again
-/// (probed ones, not readers).
-fn fallback_for(
-    input: &Input,
-    pacing: Pacing,
-    profile: &Profile,
-    decision: &Decision,
-    probe: Option<&Probe>,
-) -> Option<Fallback> {
-    match (profile, decision.mode, probe) {
-        (Profile::Auto(s), Mode::Copy, Some(p)) => {
-            let transcode = Decision {
-                mode: Mode::Transcode,
-                ..decision.clone()
-            };
-            let args = ffmpeg_args(input, pacing, Some(s), &transcode, Some(p));
-            Some(Fallback {
-                display: display_args(&args, &Redactor::new(input)),
-                args,
-            })
-        }
-        _ => None,
-    }
-}
-
-impl FfmpegSource {
-    /// Starts configuring a job for `input`.
-    pub fn builder(input: Input) -> FfmpegSourceBuilder {
-        FfmpegSourceBuilder {
-            input,
-            profile: Profile::auto(),
-            pacing: Pacing::Fast,
-            ffmpeg: "ffmpeg".into(),
-            ffprobe: "ffprobe".into(),
-            stall_timeout: Duration::from_secs(30),
-            probe_timeout: Duration::from_secs(30),
-            chunk_size: 64 * 1024,
-            stderr_lines: 20,
-            min_output_bytes: 1024,
-        }
-    }
-
-    /// Probes the input (paths and URLs) or inspects its first bytes (readers), decides copy or
-    /// transcode, and builds the command line, without starting ffmpeg. Called by
-    /// [`FfmpegSource::spawn`]; call it first to show the decision or the command.
-    pub async fn plan(&mut self) -> Result<&Plan> {
-        if self.plan.is_none() {
-            let plan = self.make_plan().await?;
-            self.plan = Some(plan);
-        }
-        Ok(self.plan.as_ref().expect("just set"))
-    }
-
-    async fn make_plan(&mut self) -> Result<Plan> {
-        let name = self.cfg.input.name();
-        let probe = if self.cfg.input.is_probeable() {
-            let cfg = ProbeConfig {
-                ffprobe: &self.cfg.ffprobe,
-                timeout: self.cfg.probe_timeout,
-                stderr_lines: self.cfg.stderr_lines,
-                scan_keyframes: !matches!(self.cfg.profile, Profile::SampleParity(_)),
-            };
-            let p = probe_with(&cfg, &self.cfg.input).await?;
-            check_streams(&name, &p)?;
-            Some(p)
-        } else {
-            self.peek_reader().await?;
-            None
-        };
-        let decision = decide(&name, &self.cfg.profile, probe.as_ref())?;
-        let settings = match &self.cfg.profile {
-            Profile::SampleParity(s) | Profile::Auto(s) => Some(s),
-            Profile::Copy => None,
-        };
-        let args = ffmpeg_args(
-            &self.cfg.input,
-            self.cfg.pacing,
-            settings,
-            &decision,
-            probe.as_ref(),
-        );
-        let redactor = Redactor::new(&self.cfg.input);
-        let shown = display_args(&args, &redactor);
-        let fallback = fallback_for(
-            &self.cfg.input,
-            self.cfg.pacing,
-            &self.cfg.profile,
-            &decision,
-            probe.as_ref(),
-        );
-        tracing::info!(input = %name, %decision, command = %shown, "ffmpeg plan");
-        Ok(Plan {
-            probe,
-            decision,
-            args,
-            display: shown,
-            fallback,
-        })
-    }
-
-    /// Reads the start of a reader input: an MP4 whose `mdat` precedes its `moov` cannot be read
-    /// from a pipe (docs/protocol.md §5: "a few hundred bytes and exit code 0"), so refuse it here.
-    async fn peek_reader(&mut self) -> Result<()> {
-        if self.prefix.is_some() {
-            return Ok(());
-        }
-        let name = self.cfg.input.name();
-        let Input::Reader { reader, .. } = &mut self.cfg.input else {
-            return Ok(());
-        };
-        let mut buf = BytesMut::with_capacity(8192);
-        loop {
-            let complete = if buf.len() >= PEEK_LIMIT {
-                false
-            } else {
-                let room = PEEK_LIMIT - buf.len();
-                let mut lim = (&mut buf).limit(room);
-                let n = reader
-                    .read_buf(&mut lim)
-                    .await
-                    .map_err(|e| Error::UnreadableInput {
-                        input: name.clone(),
-                        reason: format!("reading the input failed: {e}"),
-                        stderr: StderrTail::default(),
-                    })?;
-                n == 0
-            };
-            match mp4_layout(&buf, complete) {
-                Mp4Layout::IndexAtEnd => {
-                    return Err(Error::NeedsSeekableInput {
-                        input: name,
-                        reason: MOOV_AT_END_ADVICE.into(),
-                        stderr: StderrTail::default(),
-                    });
-                }
-                Mp4Layout::NeedMore if !complete && buf.len() < PEEK_LIMIT => continue,
-                // Undecided after the limit: let ffmpeg try; the output check still catches a
-                // header-only result.
-                _ => break,
-            }
-        }
-        self.prefix = Some(buf.freeze());
-        Ok(())
-    }
-
-    /// Starts ffmpeg. The job is a [`Stream`] of MKV bytes; see [`FfmpegJob`].
-    pub async fn spawn(mut self) -> Result<FfmpegJob> {
-        self.plan().await?;
-        let plan = self.plan.take().expect("planned");
-        let FfmpegSource { cfg, prefix, .. } = self;
-        let name: Arc<str> = cfg.input.name().into();
-        let redactor = Redactor::new(&cfg.input);
-        let reader = match cfg.input {
-            Input::Reader { reader, .. } => Some((reader, prefix)),
-            _ => None,
-        };
-        let shared = Arc::new(Shared {
-            input: name.clone(),
-            ring: Mutex::new(StderrRing::new(cfg.stderr_lines)),
-            token: CancellationToken::new(),
-            user_cancelled: AtomicBool::new(false),
-        });
-        let (progress_tx, progress_rx) = watch::channel(Progress {
-            duration: plan.probe.as_ref().and_then(|p| p.duration),
-            ..Progress::default()
-        });
-        let launcher = Launcher {
-            ffmpeg: cfg.ffmpeg,
-            shared: shared.clone(),
-            progress: Arc::new(progress_tx),
-            redactor,
-        };
-        let run = launcher.launch(&plan.args, reader)?;
-        Ok(FfmpegJob {
-            shared,
-            stdout: Some(run.stdout),
-            buf: BytesMut::new(),
-            chunk_size: cfg.chunk_size,
-            stall_timeout: cfg.stall_timeout,
-            stall: Box::pin(tokio::time::sleep(cfg.stall_timeout)),
-            armed: false,
-            state: State::Reading,
-            bytes: 0,
-            saw_cluster: false,
-            window: 0,
-            min_bytes: cfg.min_output_bytes,
-            exit_rx: run.exit_rx,
-            progress_rx,
-            pid: run.pid,
-            stdin_task: run.stdin_task,
-            held: VecDeque::new(),
-            held_bytes: 0,
-            fallback: plan.fallback.clone(),
-            plan,
-            launcher,
-        })
-    }
+pub(crate) struct JobOptions {
+    pub(crate) ffmpeg: PathBuf,
+    pub(crate) stall_timeout: Duration,
+    pub(crate) chunk_size: usize,
+    pub(crate) stderr_lines: usize,
+    pub(crate) min_output_bytes: u64,
 }
 
 /// A reader input and the bytes already taken from it while peeking.
@@ -916,6 +302,62 @@ impl std::fmt::Debug for FfmpegJob {
 }
 
 impl FfmpegJob {
+    /// Starts ffmpeg for `plan`; `prefix` holds the bytes of a reader input already read
+    /// while planning.
+    pub(crate) fn start(
+        input: Input,
+        prefix: Option<Bytes>,
+        plan: Plan,
+        options: JobOptions,
+    ) -> Result<FfmpegJob> {
+        let name: Arc<str> = input.name().into();
+        let redactor = Redactor::new(&input);
+        let reader = match input {
+            Input::Reader { reader, .. } => Some((reader, prefix)),
+            _ => None,
+        };
+        let shared = Arc::new(Shared {
+            input: name.clone(),
+            ring: Mutex::new(StderrRing::new(options.stderr_lines)),
+            token: CancellationToken::new(),
+            user_cancelled: AtomicBool::new(false),
+        });
+        let (progress_tx, progress_rx) = watch::channel(Progress {
+            duration: plan.probe().and_then(|p| p.duration),
+            ..Progress::default()
+        });
+        let launcher = Launcher {
+            ffmpeg: options.ffmpeg,
+            shared: shared.clone(),
+            progress: Arc::new(progress_tx),
+            redactor,
+        };
+        let run = launcher.launch(plan.args(), reader)?;
+        Ok(FfmpegJob {
+            shared,
+            stdout: Some(run.stdout),
+            buf: BytesMut::new(),
+            chunk_size: options.chunk_size,
+            stall_timeout: options.stall_timeout,
+            stall: Box::pin(tokio::time::sleep(options.stall_timeout)),
+            armed: false,
+            state: State::Reading,
+            bytes: 0,
+            saw_cluster: false,
+            window: 0,
+            min_bytes: options.min_output_bytes,
+            exit_rx: run.exit_rx,
+            progress_rx,
+            pid: run.pid,
+            stdin_task: run.stdin_task,
+            held: VecDeque::new(),
+            held_bytes: 0,
+            fallback: plan.fallback().cloned(),
+            plan,
+            launcher,
+        })
+    }
+
     /// The decision and command line this job runs.
     pub fn plan(&self) -> &Plan {
         &self.plan
@@ -924,7 +366,7 @@ impl FfmpegJob {
     /// Copy or transcode, and why. After a fallback (ffmpeg refused to copy, the job restarted
     /// as a transcode) this is the transcode, with [`Decision::copy_refused`] set.
     pub fn decision(&self) -> &Decision {
-        &self.plan.decision
+        self.plan.decision()
     }
 
     /// ffmpeg's process id (also its process group id), while it runs. A fallback to
@@ -969,7 +411,7 @@ impl FfmpegJob {
         Ok(Summary {
             bytes: self.bytes,
             saw_cluster: self.saw_cluster,
-            decision: self.plan.decision.clone(),
+            decision: self.plan.decision().clone(),
         })
     }
 
@@ -1013,18 +455,8 @@ impl FfmpegJob {
             copy_refused: Some(cause.clone()),
             ..Progress::default()
         });
-        let run = self.launcher.launch(&fallback.args, None)?;
-        self.plan.decision = Decision {
-            mode: Mode::Transcode,
-            reasons: vec![format!(
-                "ffmpeg refused to copy the streams ({cause}), so the job restarted as a transcode"
-            )],
-            copy_refused: Some(cause),
-            ..self.plan.decision.clone()
-        };
-        self.plan.args = fallback.args;
-        self.plan.display = fallback.display;
-        self.plan.fallback = None;
+        let run = self.launcher.launch(fallback.args(), None)?;
+        self.plan.fall_back(fallback, cause);
         self.stdout = Some(run.stdout);
         self.exit_rx = run.exit_rx;
         self.pid = run.pid;
@@ -1258,7 +690,10 @@ impl Drop for FfmpegJob {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::profile::{Size, X264Preset};
+    use std::path::Path;
+
+    use crate::FfmpegSource;
+    use crate::profile::{EncodeSettings, Mode, Pacing, Profile, Size, X264Preset};
 
     /// 1 s of MPEG-TS with H.264 + ADTS AAC: ffmpeg 5.1 refuses to copy it into Matroska on a
     /// pipe ("Error parsing AAC extradata").
@@ -1303,24 +738,14 @@ mod tests {
             .with_profile(Profile::auto())
             .build()
             .unwrap();
-        source.plan().await.unwrap();
-        source.cfg.profile = profile;
-        let plan = source.plan.as_mut().unwrap();
-        plan.decision.mode = Mode::Copy;
-        plan.args = ffmpeg_args(
-            &source.cfg.input,
-            Pacing::Fast,
-            None,
-            &plan.decision,
-            plan.probe.as_ref(),
-        );
-        plan.fallback = fallback_for(
-            &source.cfg.input,
-            Pacing::Fast,
-            &source.cfg.profile,
-            &plan.decision,
-            plan.probe.as_ref(),
-        );
+        let planned = source.plan().await.unwrap();
+        let decision = Decision {
+            mode: Mode::Copy,
+            ..planned.decision().clone()
+        };
+        let probe = planned.probe().cloned();
+        let plan = Plan::new(&Input::path(input), Pacing::Fast, &profile, decision, probe);
+        source.set_plan(plan);
         source
     }
 

@@ -31,6 +31,7 @@
 //! ```
 #![forbid(clippy::print_stdout, clippy::print_stderr)]
 
+mod command;
 mod error;
 mod input;
 mod job;
@@ -38,10 +39,12 @@ mod parse;
 mod probe;
 mod profile;
 mod progress;
+mod source;
 
+pub use command::Plan;
 pub use error::{Error, Result, StderrTail, Tool};
 pub use input::{Input, UrlInput};
-pub use job::{CancelHandle, FfmpegJob, FfmpegSource, FfmpegSourceBuilder, Plan, Summary};
+pub use job::{CancelHandle, FfmpegJob, Summary};
 pub use parse::ParseEnumError;
 pub use probe::{
     KEYFRAME_SCAN_WINDOW, KeyframeStats, MAX_FRAGMENT_DURATION, Probe, StreamInfo, StreamKind,
@@ -52,6 +55,7 @@ pub use profile::{
     X264Preset, X264Tune, copy_blockers,
 };
 pub use progress::{MAX_LINE_LEN, Progress};
+pub use source::{FfmpegSource, FfmpegSourceBuilder};
 
 /// Reads smaller than this start a new block instead of filling the rest of the current one.
 const MIN_READ: usize = 4096;

@@ -408,11 +408,11 @@ async fn run_ffprobe(
     args: &[&str],
 ) -> Result<(std::process::ExitStatus, Vec<u8>, StderrTail)> {
     let name = input.name();
-    let arg = crate::job::input_arg(input);
+    let arg = crate::input::input_arg(input);
     let mut cmd = Command::new(cfg.ffprobe);
     cmd.args(["-v", "error", "-hide_banner"])
         .args(args)
-        .args(crate::job::url_args(input))
+        .args(crate::input::url_args(input))
         .arg(arg)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
@@ -420,10 +420,10 @@ async fn run_ffprobe(
         .kill_on_drop(true);
     let mut child = cmd
         .spawn()
-        .map_err(|e| crate::job::spawn_error(Tool::Ffprobe, cfg.ffprobe, &name, e))?;
+        .map_err(|e| crate::error::spawn_error(Tool::Ffprobe, cfg.ffprobe, &name, e))?;
     let mut stdout = child.stdout.take().expect("stdout is piped");
     let mut stderr = child.stderr.take().expect("stderr is piped");
-    let redact = crate::job::Redactor::new(input);
+    let redact = crate::input::Redactor::new(input);
     let work = async {
         let mut out = Vec::new();
         let mut err = Vec::new();

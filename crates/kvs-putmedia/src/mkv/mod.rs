@@ -34,6 +34,8 @@
 //! [`RefragmentConfig::max_fragment_bytes`]), as reference-counted slices of the input.
 
 mod config;
+mod cut;
+mod demux;
 mod ebml;
 mod error;
 mod input;
