@@ -13,15 +13,18 @@ use aws_types::region::Region;
 use aws_types::request_id::RequestId;
 use http::HeaderValue;
 
+use super::body;
+use super::body::HttpClient;
 use super::config::{
     CompletionAck, PutMediaClientBuilder, SessionConfig, SessionOptions, StreamId, sdk_endpoints,
 };
 use super::credentials::{CachingProvider, ClockTimeSource, LazyAssumeRole, SharedClock, may_heal};
 use super::driver::{Connector, Driver, OpenConnection};
 use super::error::{BoxError, Error, Result, TimeoutPhase};
-use super::session::{self, AckStream, BufferLimits, ConnShared, PutMediaSink, Shared};
+use super::session::{BufferLimits, ConnShared, Shared};
 use super::sign::{producer_timestamp, sign_request};
-use super::transport::{self, HttpClient};
+use super::sink::{self, AckStream, PutMediaSink};
+use super::transport;
 use crate::mkv::{RefragmentConfig, Refragmenter, TimecodeMode};
 
 /// Most streams whose data endpoint and completion ack a client remembers; past it the least
@@ -193,7 +196,7 @@ impl PutMediaClient {
         let mut driver = Driver::new(shared.clone(), client, producer_start, b.jitter_seed);
         driver.connect_first().await?;
         let task = tokio::spawn(driver.run());
-        Ok(session::halves(shared, events, task))
+        Ok(sink::halves(shared, events, task))
     }
 
     /// The cached data endpoint of `stream`, or a fresh one from `GetDataEndpoint(PUT_MEDIA)`
@@ -378,7 +381,7 @@ impl SessionClient {
             TimecodeMode::Absolute { .. } => "ABSOLUTE",
         };
         let conn = ConnShared::new(id);
-        let (tx, body) = session::channel_body(shared, &conn);
+        let (tx, body) = body::channel_body(shared, &conn);
         let mut req = http::Request::post(uri.clone())
             .header(http::header::HOST, host)
             .header(id_header, id_value.as_str())
@@ -410,12 +413,12 @@ impl SessionClient {
             Ok(Err(e)) => {
                 // docs/protocol.md §1.1: call GetDataEndpoint again after any connection failure.
                 self.forget_endpoint().await;
-                return Err(transport::request_error(&stream, e, &b.timeouts));
+                return Err(transport::request_error(&stream, e, b.timeouts.connect));
             }
             Ok(Ok(resp)) => resp,
         };
         if !resp.status().is_success() {
-            let err = transport::error_response(&stream, resp, &b.timeouts).await;
+            let err = transport::error_response(&stream, resp, b.timeouts.response_head).await;
             if matches!(err, Error::Auth { .. } | Error::StreamNotFound { .. }) {
                 inner.credentials.invalidate().await;
             }
@@ -570,7 +573,12 @@ impl PutMediaClientBuilder {
                 region,
                 credentials,
                 kvs: aws_sdk_kinesisvideo::Client::from_conf(kvs.build()),
-                http: transport::http_client(&self.timeouts, self.allow_http, &trust, &self.proxy)?,
+                http: transport::http_client(
+                    self.timeouts.connect,
+                    self.allow_http,
+                    &trust,
+                    &self.proxy,
+                )?,
                 fixed_endpoint,
                 endpoints: StreamCache::new(STREAM_CACHE_CAPACITY),
                 completion: StreamCache::new(STREAM_CACHE_CAPACITY),

@@ -1,6 +1,12 @@
 //! The connection driver of a session: one task that keeps a PutMedia request open, sends the
 //! ledger's fragments over it in order, and replaces it after failures (with backoff and
 //! replay) and before its time runs out (rotation). docs/protocol.md §6 is the model.
+//!
+//! It decides nothing about recovery itself: a connection's end goes through
+//! [`decide`] and the retry [`Budget`], and
+//! the driver carries out the answer (requeue in the ledger, abort, forget the endpoint or the
+//! credentials, back off, fail the session). It talks to the client only through the
+//! [`Connector`] trait, so it does not import the client module that starts it.
 
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
@@ -9,11 +15,17 @@ use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 use tokio::time::Instant;
 
+use super::ack_reader::read_acks;
+use super::body::BodyChunk;
 use super::config::{PutMediaClientBuilder, SessionConfig};
 use super::error::{Error, Result};
-use super::policy::{Jitter, Pacing, RetryPolicy, Rotation};
-use super::recovery::{Action, ConnectCause, Ended, OpenError, decide};
-use super::session::{BodyChunk, ConnEnd, ConnShared, SessionEvent, Shared, read_acks};
+use super::events::SessionEvent;
+use super::policy::{Jitter, Pacing, Rotation};
+use super::recovery::ConnEnd;
+use super::recovery::{
+    Action, Budget, ConnectCause, Ended, FREE_RECONNECTS, Next, OpenError, decide,
+};
+use super::session::{ConnShared, Shared};
 use crate::mkv::TimecodeMode;
 
 /// What the driver needs from the client: opening requests, the clock, and the client's caches.
@@ -70,21 +82,9 @@ enum Step {
     Wait(Option<Instant>),
 }
 
-/// How an attempt failed, for the retry decision.
-enum Failure {
-    /// Try again after the backoff.
-    Retry(Error),
-    /// Authorization or missing stream: retried once, after a credential refresh (reference
-    /// §6 and the issue: errors "that persist after a credential refresh end the session").
-    AuthOrNotFound(Error),
-    /// End the session.
-    Fatal(Error),
-}
-
 pub(crate) struct Driver<C> {
     shared: Arc<Shared>,
     client: C,
-    retry: RetryPolicy,
     rotation: Rotation,
     pause_flush: Option<Duration>,
     producer_start: SystemTime,
@@ -93,38 +93,16 @@ pub(crate) struct Driver<C> {
     /// Connections opened so far (ids are 1-based).
     opened: u32,
     readers: JoinSet<()>,
-    /// Consecutive failures without progress.
-    failures: NoProgress,
-    auth_retried: bool,
+    /// The retry budget: what follows a failure (`recovery.rs`).
+    budget: Budget,
     reconnect_at: Option<Instant>,
     cause: ConnectCause,
     /// Resolve the data endpoint again before the next connection.
     refresh_endpoint: bool,
-    /// Reconnects that are not failures, in a row without progress.
-    free_reconnects: NoProgress,
     /// Under [`Pacing::Realtime`], what turns a fragment's last-frame timecode (ms) into its
     /// producer timestamp (epoch ms): the producer start with RELATIVE timecodes, 0 with
     /// ABSOLUTE ones (docs/protocol.md §4.10). `None` under [`Pacing::Backfill`].
     pace_offset_ms: Option<u64>,
-}
-
-/// Counts events in a row during which no fragment made progress (was RECEIVED or skipped).
-#[derive(Debug, Default)]
-struct NoProgress {
-    count: u32,
-    mark: u64,
-}
-
-impl NoProgress {
-    /// Counts one more event at session progress `progress`; returns the run's length.
-    fn bump(&mut self, progress: u64) -> u32 {
-        if progress != self.mark {
-            self.mark = progress;
-            self.count = 0;
-        }
-        self.count += 1;
-        self.count
-    }
 }
 
 /// Fragments a request may carry that it has not acknowledged RECEIVED yet. When acks stall or
@@ -133,10 +111,6 @@ impl NoProgress {
 /// RECEIVED). Eight keeps a healthy request busy (a RECEIVED arrives one round trip after a
 /// fragment's last byte) while bounding that loss.
 pub(crate) const MAX_UNRECEIVED: usize = 8;
-
-/// Reconnects that are not failures (4003, skip, idle close) allowed in a row without progress
-/// before they are treated as one.
-const FREE_RECONNECTS: u32 = 3;
 
 impl<C: Connector> Driver<C> {
     pub(crate) fn new(
@@ -154,7 +128,7 @@ impl<C: Connector> Driver<C> {
         };
         Self {
             pace_offset_ms,
-            retry: b.retry,
+            budget: Budget::new(b.retry),
             rotation: b.rotation,
             pause_flush: b.pause_flush,
             shared,
@@ -164,12 +138,9 @@ impl<C: Connector> Driver<C> {
             cur: None,
             opened: 0,
             readers: JoinSet::new(),
-            failures: NoProgress::default(),
-            auth_retried: false,
             reconnect_at: None,
             cause: ConnectCause::Start,
             refresh_endpoint: false,
-            free_reconnects: NoProgress::default(),
         }
     }
 
@@ -178,39 +149,35 @@ impl<C: Connector> Driver<C> {
     /// the same policy as later ones.
     pub(crate) async fn connect_first(&mut self) -> Result<()> {
         loop {
-            let (err, delay) = match self.try_connect().await {
-                Ok(()) => return Ok(()),
-                Err(Failure::Fatal(e)) => return Err(e),
-                Err(Failure::Retry(e)) => {
-                    let d = self.next_delay(false);
-                    (e, d)
-                }
-                Err(Failure::AuthOrNotFound(e)) => {
-                    let d = self.next_delay(true);
-                    (e, d)
-                }
+            let Err((action, err)) = self.try_connect().await else {
+                return Ok(());
             };
-            let Some(delay) = delay else { return Err(err) };
+            let Some(delay) = self.backoff(action) else {
+                return Err(err);
+            };
             tracing::info!(stream = %self.shared.stream, error = %err, ?delay, "PutMedia start failed; retrying");
             tokio::time::sleep(delay).await;
         }
     }
 
-    /// The backoff before the next attempt, or `None` when the policy gives up.
-    fn next_delay(&mut self, auth: bool) -> Option<Duration> {
-        if auth {
-            if self.auth_retried {
-                return None;
-            }
-            self.auth_retried = true;
+    /// The budget's answer to `action`: the backoff before the next attempt, or `None` when it
+    /// gives up. Not for free reconnects (see [`Self::step`]).
+    fn backoff(&mut self, action: Action) -> Option<Duration> {
+        match self.next(action) {
+            Next::Backoff { delay, .. } => Some(delay),
+            Next::Now => Some(Duration::ZERO),
+            Next::GiveUp => None,
         }
-        let progress = self.shared.lock().progress;
-        let attempt = self.failures.bump(progress);
-        if attempt > self.retry.max_attempts {
-            return None;
+    }
+
+    /// Asks the budget what follows `action`; counts a backoff as a retry in the summary.
+    fn next(&mut self, action: Action) -> Next {
+        let progress = self.shared.lock().ledger.progress();
+        let next = self.budget.next(action, progress, &mut self.jitter);
+        if matches!(next, Next::Backoff { .. }) {
+            self.shared.lock().summary.retries += 1;
         }
-        self.shared.lock().summary.retries += 1;
-        Some(self.retry.delay(attempt, self.jitter.unit()))
+        next
     }
 
     pub(crate) async fn run(mut self) {
@@ -223,8 +190,9 @@ impl<C: Connector> Driver<C> {
                 Step::Exit => break,
                 Step::Again => {}
                 Step::Connect => {
-                    if let Err(f) = self.try_connect().await {
-                        self.on_failure(f);
+                    if let Err((action, err)) = self.try_connect().await {
+                        let next = self.next(action);
+                        self.carry_out(next, err);
                     }
                 }
                 Step::Flush => {
@@ -259,21 +227,12 @@ impl<C: Connector> Driver<C> {
         if st.failure.is_some() || (st.sink_gone && !st.input_done) {
             return Step::Exit;
         }
-        let mut failure = None;
-        // The current connection ended in a reconnect that is not a failure.
-        let mut free = false;
+        // How the current connection ended: the action and the error to report.
+        let mut outcome = None;
         let ended_any = !st.ended.is_empty();
         for (id, end) in std::mem::take(&mut st.ended) {
-            let kind = match &end {
-                ConnEnd::Closed { error: None } => Ended::Closed {
-                    owing: st.owes_unreceived(id),
-                },
-                ConnEnd::Closed { error: Some(e) } => Ended::ErrorAck(e.action),
-                ConnEnd::Stalled(_) => Ended::Stalled,
-                ConnEnd::Failed(_) => Ended::Failed,
-            };
-            let rec = decide(kind);
-            let requeued = st.requeue(id, rec.replay, shared.completion);
+            let rec = decide(end.ended(|| st.ledger.owes_unreceived(id)));
+            let requeued = st.ledger.requeue(id, rec.replay);
             let is_current = self.cur.as_ref().is_some_and(|c| c.id == id);
             if !is_current {
                 // A rotated connection ended owing acks. The current request holds back every
@@ -316,41 +275,28 @@ impl<C: Connector> Driver<C> {
                 },
                 ConnEnd::Stalled(e) | ConnEnd::Failed(e) => e,
             };
-            match rec.action {
-                Action::Retry | Action::RetryOnceWithNewCredentials => {
-                    failure = Some(Failure::Retry(err));
-                }
-                Action::ReconnectNow | Action::ReconnectOnMedia => free = true,
-                // The session's failure is already set (the ERROR ack's handler).
-                Action::Stop => return Step::Exit,
-            }
+            outcome = Some((rec.action, err));
         }
         if ended_any {
             // Settled fragments freed room: a sink waiting at the cap must see it.
             shared.wake_sink();
         }
-        // Reconnects that are not failures (4003, a skipped fragment, an idle close) still get
-        // the backoff once they repeat without progress: a service answering 4003 at once must
-        // not make us reconnect in a loop.
-        if failure.is_none() && free && self.free_reconnects.bump(st.progress) > FREE_RECONNECTS {
-            failure = Some(Failure::Retry(Error::Transport {
-                stream: shared.stream.clone(),
-                during: "streaming media",
-                source: Arc::new(std::io::Error::other(format!(
-                    "{FREE_RECONNECTS} reconnects in a row without an acknowledged fragment"
-                ))),
-            }));
-        }
-        if let Some(f) = failure {
+        if let Some((action, err)) = outcome {
             drop(st);
-            self.on_failure(f);
-            return if self.shared.lock().failure.is_some() {
-                Step::Exit
-            } else {
-                Step::Again
-            };
+            match self.next(action) {
+                Next::Now => {}
+                next => {
+                    self.carry_out(next, err);
+                    return if self.shared.lock().failure.is_some() {
+                        Step::Exit
+                    } else {
+                        Step::Again
+                    };
+                }
+            }
+            st = shared.lock();
         }
-        if st.input_done && st.outstanding == 0 {
+        if st.input_done && st.ledger.outstanding() == 0 {
             return Step::Exit;
         }
         // A sink waiting on our own backpressure is not a source pause: cutting its fragment
@@ -362,11 +308,11 @@ impl<C: Connector> Driver<C> {
         if pause_at.is_some_and(|t| now >= t) {
             return Step::Flush;
         }
-        let want = st.unsent > 0;
+        let want = st.ledger.unsent() > 0;
         if let Some(c) = &self.cur
             && want
             && c.last_sent.is_some()
-            && (now >= c.rotate_at || c.header_version != st.header_version)
+            && (now >= c.rotate_at || c.header_version != st.ledger.header_version())
         {
             // Between two fragments by construction: every fragment is queued whole.
             if now >= c.rotate_at {
@@ -397,29 +343,10 @@ impl<C: Connector> Driver<C> {
             // (rotated away, acks pending) may yet have to be resent here, and it must then go
             // before anything later. So nothing after it is sent until it is RECEIVED or
             // requeued: at most a brief pause after a rotation.
-            let barrier = st
-                .ledger
-                .iter()
-                .find(|(_, e)| e.in_flight_elsewhere(cur.id))
-                .map(|(tc, _)| *tc);
-            let header = st.header.clone();
-            let mut unreceived = st
-                .ledger
-                .values()
-                .filter(|e| e.unreceived_on(cur.id))
-                .count();
-            let mut next = match cur.last_sent {
-                Some(l) => st
-                    .ledger
-                    .range(l + 1..)
-                    .find(|(_, e)| e.needs_send)
-                    .map(|(tc, _)| *tc),
-                None => st
-                    .ledger
-                    .iter()
-                    .find(|(_, e)| e.needs_send)
-                    .map(|(tc, _)| *tc),
-            };
+            let barrier = st.ledger.in_flight_elsewhere(cur.id);
+            let header = st.ledger.header().cloned();
+            let mut unreceived = st.ledger.unreceived_on(cur.id);
+            let mut next = st.ledger.next_unsent(cur.last_sent);
             while let Some(tc) = next {
                 if barrier.is_some_and(|b| tc > b) || unreceived >= MAX_UNRECEIVED {
                     // A RECEIVED wakes the driver again.
@@ -427,29 +354,26 @@ impl<C: Connector> Driver<C> {
                 }
                 // Docs/protocol.md §4.10: a producer timestamp in the future is refused (4007).
                 // Fragments go in timecode order, so the first one not due holds the rest.
-                if let (Some(limit), Some(e)) = (pace_limit, st.ledger.get(&tc))
-                    && e.last_frame_ms > limit
+                if let (Some(limit), Some(last_frame_ms)) =
+                    (pace_limit, st.ledger.last_frame_ms(tc))
+                    && last_frame_ms > limit
                 {
-                    pace_at = Some(now + Duration::from_millis(e.last_frame_ms - limit));
+                    pace_at = Some(now + Duration::from_millis(last_frame_ms - limit));
                     break;
                 }
                 if cur.last_sent.is_none() {
                     // docs/protocol.md §2 and §4.1: every request starts with the whole header.
                     let Some(h) = header.clone() else { break };
-                    cur.header_version = st.header_version;
+                    cur.header_version = st.ledger.header_version();
                     if cur.tx.send(BodyChunk::header(h)).is_err() {
                         break;
                     }
                 }
-                let Some(chunk) = st.take_for_send(tc, cur.id, &shared.eofr) else {
-                    st.set_needs_send(tc, false);
-                    next = st
-                        .ledger
-                        .range(tc + 1..)
-                        .find(|(_, e)| e.needs_send)
-                        .map(|(t, _)| *t);
+                let Some(parts) = st.ledger.take_for_send(tc, cur.id, &shared.eofr) else {
+                    next = st.ledger.next_unsent(Some(tc));
                     continue;
                 };
+                let chunk = BodyChunk::fragment(tc, parts);
                 cur.last_sent = Some(tc);
                 unreceived += 1;
                 tracing::trace!(stream = %shared.stream, connection = cur.id, timecode = tc, "fragment queued");
@@ -457,11 +381,7 @@ impl<C: Connector> Driver<C> {
                     // The request is gone; its reader reports why and the fragment is requeued.
                     break;
                 }
-                next = st
-                    .ledger
-                    .range(tc + 1..)
-                    .find(|(_, e)| e.needs_send)
-                    .map(|(t, _)| *t);
+                next = st.ledger.next_unsent(Some(tc));
             }
         }
         // Rotation waits for something to send; with nothing to send, a passed rotation time
@@ -470,39 +390,48 @@ impl<C: Connector> Driver<C> {
         Step::Wait(min_opt(min_opt(rotate_at, pause_at), pace_at))
     }
 
-    /// Records a failed attempt: backoff and retry, or end the session.
-    fn on_failure(&mut self, f: Failure) {
-        let (err, delay) = match f {
-            Failure::Fatal(e) => (e, None),
-            Failure::Retry(e) => {
-                let d = self.next_delay(false);
-                (e, d)
-            }
-            Failure::AuthOrNotFound(e) => {
-                let d = self.next_delay(true);
-                (e, d)
-            }
-        };
+    /// Carries out the budget's answer to a failure: reconnect after the backoff, or end the
+    /// session with `err` (a no-op when the session has already failed: the first failure
+    /// wins, e.g. the ERROR ack that stopped it).
+    fn carry_out(&mut self, next: Next, err: Error) {
         let shared = self.shared.clone();
         let mut st = shared.lock();
-        match delay {
-            Some(delay) => {
-                tracing::warn!(stream = %shared.stream, attempt = self.failures.count, ?delay, error = %err, "PutMedia connection failed; reconnecting");
+        match next {
+            Next::Now => {}
+            Next::Backoff {
+                attempt,
+                delay,
+                repeated_reconnects,
+            } => {
+                // Reconnects that are not failures (4003, a skipped fragment, an idle close)
+                // repeated without progress: report that, not the last one's cause.
+                let error = if repeated_reconnects {
+                    Error::Transport {
+                        stream: shared.stream.clone(),
+                        during: "streaming media",
+                        source: Arc::new(std::io::Error::other(format!(
+                            "{FREE_RECONNECTS} reconnects in a row without an acknowledged fragment"
+                        ))),
+                    }
+                } else {
+                    err
+                };
+                tracing::warn!(stream = %shared.stream, attempt, ?delay, error = %error, "PutMedia connection failed; reconnecting");
                 self.reconnect_at = Some(Instant::now() + delay);
                 self.cause = ConnectCause::Retry;
                 let ev = SessionEvent::Reconnecting {
-                    attempt: self.failures.count,
+                    attempt,
                     delay,
-                    error: err,
+                    error,
                 };
                 shared.emit(&mut st, Ok(ev));
             }
-            None => shared.fail(&mut st, err),
+            Next::GiveUp => shared.fail(&mut st, err),
         }
     }
 
     /// Opens a new request and makes it current.
-    async fn try_connect(&mut self) -> Result<(), Failure> {
+    async fn try_connect(&mut self) -> Result<(), (Action, Error)> {
         let id = self.opened + 1;
         if std::mem::take(&mut self.refresh_endpoint) {
             self.client.forget_endpoint().await;
@@ -516,16 +445,12 @@ impl<C: Connector> Driver<C> {
             Err(e) => {
                 let rec = decide(Ended::OpenFailed(OpenError::of(&e)));
                 self.refresh_endpoint |= rec.new_endpoint;
-                return Err(match rec.action {
-                    Action::RetryOnceWithNewCredentials => {
-                        // Whichever call failed (GetDataEndpoint or PutMedia), the retry signs
-                        // with freshly provided credentials.
-                        self.client.invalidate_credentials().await;
-                        Failure::AuthOrNotFound(e)
-                    }
-                    Action::Stop => Failure::Fatal(e),
-                    _ => Failure::Retry(e),
-                });
+                if rec.action == Action::RetryOnceWithNewCredentials {
+                    // Whichever call failed (GetDataEndpoint or PutMedia), the retry signs
+                    // with freshly provided credentials.
+                    self.client.invalidate_credentials().await;
+                }
+                return Err((rec.action, e));
             }
         };
         let OpenConnection {
@@ -536,7 +461,7 @@ impl<C: Connector> Driver<C> {
         } = open;
         let body_conn = conn.clone();
         self.opened = id;
-        self.auth_retried = false;
+        self.budget.on_connected();
         self.reconnect_at = None;
         let now = Instant::now();
         let mut life = self.rotation.lifetime(self.jitter.unit());
@@ -553,9 +478,9 @@ impl<C: Connector> Driver<C> {
         let cause = std::mem::replace(&mut self.cause, ConnectCause::Retry);
         let shared = self.shared.clone();
         let mut st = shared.lock();
-        let header_version = st.header_version;
+        let header_version = st.ledger.header_version();
         st.summary.connections = id;
-        let replay = st.replay_count();
+        let replay = st.ledger.replay_count();
         tracing::info!(stream = %shared.stream, connection = id, ?cause, replay, "PutMedia connection open");
         shared.emit(
             &mut st,
@@ -581,7 +506,7 @@ impl<C: Connector> Driver<C> {
     async fn finish(mut self) {
         let completed = {
             let st = self.shared.lock();
-            st.failure.is_none() && st.input_done && st.outstanding == 0
+            st.failure.is_none() && st.input_done && st.ledger.outstanding() == 0
         };
         // Dropping the sender ends the body: hyper writes the terminating zero-length chunk.
         // Unless the session completed, the request is aborted instead, so the service does

@@ -50,33 +50,37 @@
 //! # Ok(()) }
 //! ```
 
+mod ack_reader;
 mod api;
+mod body;
 mod config;
 mod credentials;
 mod driver;
 mod error;
+mod events;
+mod ledger;
 mod parse;
 mod policy;
 mod recovery;
 mod session;
 mod sign;
+mod sink;
 mod summary;
 mod transport;
 
 pub use api::{PutMediaClient, STREAM_CACHE_CAPACITY};
+pub use body::{BodyBuf, ChannelBody};
 pub use config::{
     CompletionAck, DEFAULT_BUFFER_BOUND, DEFAULT_BUFFER_DURATION, DEFAULT_PAUSE_FLUSH,
     MIN_BUFFER_BOUND, PutMediaClientBuilder, SessionOptions, StreamId, Timeouts,
 };
 pub use credentials::{Clock, SharedClock, SystemClock};
 pub use error::{BoxError, Error, Result, TimeoutPhase};
+pub use events::{DroppedFragment, EVENT_CAPACITY, FragmentAck, SessionEvent};
 pub use parse::ParsePolicyError;
 pub use policy::{OverflowPolicy, Pacing, RetryPolicy, Rotation};
 pub use recovery::ConnectCause;
-pub use session::{
-    AckStream, BodyBuf, ChannelBody, DroppedFragment, EVENT_CAPACITY, FragmentAck, PutMediaSink,
-    SessionEvent,
-};
 pub use sign::{PayloadHash, SIGNING_SERVICE};
+pub use sink::{AckStream, PutMediaSink};
 pub use summary::{FailedFragment, LatencyStats, SessionSummary};
 pub use transport::ProxySettings;

@@ -91,8 +91,8 @@ pub struct SessionSummary {
 
 impl SessionSummary {
     /// Whether every fragment the input produced was delivered: none refused and skipped,
-    /// none dropped from a full replay buffer, none still owed. [`PutMediaSink::close`]
-    /// (crate::PutMediaSink::close) returns [`Error::Incomplete`](crate::Error::Incomplete)
+    /// none dropped from a full replay buffer, none still owed.
+    /// [`PutMediaSink::close`](crate::PutMediaSink::close) returns [`Error::Incomplete`](crate::Error::Incomplete)
     /// instead of the summary when this is false.
     pub fn is_complete(&self) -> bool {
         self.fragments_skipped == 0

@@ -8,6 +8,7 @@ use std::path::PathBuf;
 use std::pin::Pin;
 use std::sync::{Arc, OnceLock};
 use std::task::{Context, Poll};
+use std::time::Duration;
 
 use bytes::Buf;
 use http_body_util::BodyExt;
@@ -19,12 +20,9 @@ use hyper_util::rt::{TokioExecutor, TokioIo};
 use rustls::pki_types::CertificateDer;
 use rustls::pki_types::pem::PemObject;
 
-use super::config::Timeouts;
 use super::error::{BoxError, Error, TimeoutPhase};
-use super::session::ChannelBody;
 
 pub(crate) type Connector = hyper_rustls::HttpsConnector<ProxyConnector>;
-pub(crate) type HttpClient = Client<Connector, ChannelBody>;
 
 /// Bytes reserved for each read of a PutMedia response.
 const ACK_READ_BUFFER: usize = 1024;
@@ -261,15 +259,22 @@ pub(crate) fn sdk_http_client(
     )
 }
 
-pub(crate) fn http_client(
-    timeouts: &Timeouts,
+/// The PutMedia HTTP/1.1 client, for request bodies of type `B`; `connect` limits the TCP and
+/// TLS connection.
+pub(crate) fn http_client<B>(
+    connect: Duration,
     allow_http: bool,
     trust: &ResolvedTrust,
     proxy: &ProxySettings,
-) -> Result<HttpClient, Error> {
+) -> Result<Client<Connector, B>, Error>
+where
+    B: http_body::Body + Send + 'static,
+    B::Data: Send,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
     let mut http = HttpConnector::new();
     http.enforce_http(false);
-    http.set_connect_timeout(Some(timeouts.connect));
+    http.set_connect_timeout(Some(connect));
     // Acks are small and latency matters more than packet count.
     http.set_nodelay(true);
     let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
@@ -344,11 +349,12 @@ impl tower_service::Service<http::Uri> for ProxyConnector {
     }
 }
 
-/// Maps a failed request to [`Error::Transport`] or a connect [`Error::Timeout`].
+/// Maps a failed request to [`Error::Transport`] or a connect [`Error::Timeout`] (after
+/// `connect`).
 pub(crate) fn request_error(
     stream: &str,
     e: hyper_util::client::legacy::Error,
-    timeouts: &Timeouts,
+    connect: Duration,
 ) -> Error {
     let timed_out = {
         let mut src: Option<&(dyn std::error::Error + 'static)> = Some(&e);
@@ -374,7 +380,7 @@ pub(crate) fn request_error(
         return Error::Timeout {
             stream: stream.to_owned(),
             phase: TimeoutPhase::Connect,
-            waited: timeouts.connect,
+            waited: connect,
         };
     }
     Error::Transport {
@@ -416,7 +422,7 @@ fn untrusted_certificate(e: &(dyn std::error::Error + 'static)) -> Option<String
 pub(crate) async fn error_response(
     stream: &str,
     resp: http::Response<hyper::body::Incoming>,
-    timeouts: &Timeouts,
+    response_head: Duration,
 ) -> Error {
     let status = resp.status().as_u16();
     let header = |name: &str| {
@@ -445,7 +451,7 @@ pub(crate) async fn error_response(
         }
     };
     // A missing or slow body must not hide the status we already have.
-    let _ = tokio::time::timeout(timeouts.response_head, read).await;
+    let _ = tokio::time::timeout(response_head, read).await;
     let message = error_message(&buf);
     Error::from_http(stream, status, &error_type, message, request_id)
 }
