@@ -79,7 +79,6 @@ struct InputActivity {
 struct AckTiming {
     first_byte_at: Option<Instant>,
     first_ack_at: Option<Instant>,
-    first_ack_latency: Option<Duration>,
     received: Latencies,
     persisted: Latencies,
 }
@@ -117,7 +116,6 @@ impl State {
         s.peak_buffered_bytes = c.peak_held;
         s.buffered_bytes = self.ledger.held();
         s.buffered_duration = self.ledger.held_duration();
-        s.first_ack_latency = self.timing.first_ack_latency;
         s.received_latency = self.timing.received.stats();
         s.persisted_latency = self.timing.persisted.stats();
         s
@@ -257,7 +255,7 @@ impl State {
     pub(crate) fn record_ack(&mut self, now: Instant) {
         if self.timing.first_ack_at.is_none() {
             self.timing.first_ack_at = Some(now);
-            self.timing.first_ack_latency = self
+            self.summary.first_ack_latency = self
                 .timing
                 .first_byte_at
                 .map(|t| now.saturating_duration_since(t));
