@@ -5,9 +5,9 @@
 //! (docs/protocol.md §2). A session decodes that stream itself; its incremental decoder
 //! (`AckDecoder`) is public only for the benches and fuzz targets and hidden from the docs.
 //!
-//! Reference, section 2: "Parse by de-chunking, splitting on `\n`, skipping blank lines, decoding
+//! docs/protocol.md §2: parse by de-chunking, splitting on `\n`, skipping blank lines, decoding
 //! each line, ignoring unknown keys, and keeping unknown event types and error ids rather than
-//! failing. Cap the line length (the official producer caps an ack at 1024 characters)."
+//! failing; cap the line length (the official producer caps an ack at 1024 characters).
 
 use std::borrow::Cow;
 use std::cmp::Ordering;
@@ -147,9 +147,9 @@ pub enum InvalidFragmentNumber {
 
 /// The `EventType` of an acknowledgement.
 ///
-/// Reference, section 2: "BUFFERING: the first byte of a fragment arrived. RECEIVED: the whole
+/// docs/protocol.md §2: BUFFERING: the first byte of a fragment arrived. RECEIVED: the whole
 /// fragment arrived. PERSISTED: durably stored; only sent when the stream's retention is above
-/// zero. IDLE: sent periodically while the connection is open but no media arrives."
+/// zero. IDLE: sent periodically while the connection is open but no media arrives.
 /// Unknown event types are kept, not rejected.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 #[non_exhaustive]
