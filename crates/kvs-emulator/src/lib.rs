@@ -6,7 +6,8 @@
 //! every rule enforced and what is deliberately left out.
 //!
 //! With the default `server` feature this crate offers [`Emulator`]; without it, only the pure
-//! modules build ([`media`], [`sigv4`], [`api`]), which is what the fuzz targets use.
+//! internal modules build (`media`, `sigv4`, `api`, `xml`, `playback`), which is what the fuzz
+//! targets use.
 //!
 //! ```no_run
 //! # async fn demo() -> Result<(), kvs_emulator::Error> {
@@ -23,10 +24,18 @@
 #![forbid(clippy::print_stdout, clippy::print_stderr)]
 #![warn(missing_docs)]
 
+// The parsers and wire formats behind the server. Public only so the fuzz targets and this
+// crate's integration tests can reach them; not part of the supported API, and may change in
+// any release.
+#[doc(hidden)]
 pub mod api;
+#[doc(hidden)]
 pub mod media;
+#[doc(hidden)]
 pub mod playback;
+#[doc(hidden)]
 pub mod sigv4;
+#[doc(hidden)]
 pub mod xml;
 
 #[cfg(feature = "server")]

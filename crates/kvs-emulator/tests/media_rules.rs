@@ -39,9 +39,43 @@ fn valid_stream_gives_started_then_completed_per_fragment() {
     let frags = completed(&events);
     assert_eq!(frags[0].frames_per_track, vec![(1, 25)]);
     assert!(frags[0].first_frame_keyframe);
-    assert_eq!(frags[0].duration_ms, 960);
+    // 25 SimpleBlocks 40 ms apart: the last one plays for 40 ms too (its track's frame
+    // interval, as a SimpleBlock states no duration), so the fragment lasts 1000 ms, not 960.
+    assert_eq!(frags[0].duration_ms, 1000);
     assert_eq!(frags[0].producer_timestamp_ms, 1000);
     assert_eq!(frags[0].size, frags[0].cluster.len());
+}
+
+#[test]
+fn a_single_frame_fragment_lasts_its_tracks_default_duration() {
+    // DefaultDuration (0x23E383) 33_366_667 ns: a frame of 29.97 fps video, 33 ms at the 1 ms
+    // TimecodeScale. With one frame there is no interval to go by, so only the track says.
+    let entry = el(
+        TRACK_ENTRY,
+        &cat(&[
+            uint(0xD7, 1),
+            uint(0x73C5, 1),
+            uint(0x83, 1),
+            el(0x86, b"V_MPEG4/ISO/AVC"),
+            uint(0x23E383, 33_366_667),
+        ]),
+    );
+    let bytes = cat(&[
+        ebml_header(),
+        el_unknown(SEGMENT),
+        info(),
+        el(TRACKS, &entry),
+        cluster(1000, &[simple_block(1, 0, true)]),
+        cluster(
+            2000,
+            &[simple_block(1, 0, true), simple_block(1, 500, false)],
+        ),
+    ]);
+    let events = run(&bytes);
+    let frags = completed(&events);
+    assert_eq!(frags[0].duration_ms, 33);
+    // Two frames 500 ms apart: the declared DefaultDuration still wins over the interval.
+    assert_eq!(frags[1].duration_ms, 533);
 }
 
 #[test]

@@ -217,6 +217,20 @@ async fn get_media_list_fragments_and_fragment_list() {
         f0.fragment_length_in_milliseconds() as u64,
         stored[0].duration_ms
     );
+    // The playback duration includes the last frame's own 40 ms: 1 s GOPs at 25 fps are 1000 ms
+    // fragments, and each one ends where the next begins.
+    let lengths: Vec<i64> = list
+        .fragments()
+        .iter()
+        .map(|f| f.fragment_length_in_milliseconds())
+        .collect();
+    assert_eq!(lengths, [1000; 6]);
+    for pair in stored.windows(2) {
+        assert_eq!(
+            pair[0].producer_timestamp_ms + pair[0].duration_ms,
+            pair[1].producer_timestamp_ms
+        );
+    }
     // JSON carries epoch seconds as a float; the SDK's f64 -> millis conversion may lose 1 ms.
     let listed_ms = f0.producer_timestamp().unwrap().to_millis().unwrap() as u64;
     assert!(

@@ -88,6 +88,63 @@ async fn the_sdk_web_identity_provider_works_against_the_emulator() {
 }
 
 #[tokio::test]
+async fn assume_role_and_assume_role_with_web_identity_answer_alike() {
+    let emu = Emulator::builder().start().await.unwrap();
+    let sts = aws_sdk_sts::Client::new(&emu.sdk_config());
+    let role = "arn:aws:iam::000000000000:role/uploader";
+    let plain = sts
+        .assume_role()
+        .role_arn(role)
+        .role_session_name("plain")
+        .duration_seconds(900)
+        .send()
+        .await
+        .unwrap();
+    let web = sts
+        .assume_role_with_web_identity()
+        .role_arn(role)
+        .role_session_name("web")
+        .duration_seconds(900)
+        .web_identity_token(jwt(600))
+        .send()
+        .await
+        .unwrap();
+    // Both results carry the same elements (the STS API reference lists PackedPolicySize for
+    // both; the SDK marks the accessor deprecated, STS still sends it), and web identity adds
+    // who the token named.
+    #[allow(deprecated)]
+    let packed = (plain.packed_policy_size(), web.packed_policy_size());
+    assert_eq!(packed, (Some(0), Some(0)));
+    for (creds, user, session) in [
+        (plain.credentials(), plain.assumed_role_user(), "plain"),
+        (web.credentials(), web.assumed_role_user(), "web"),
+    ] {
+        let c = creds.unwrap();
+        assert!(c.access_key_id().starts_with("ASIA"));
+        assert_eq!(c.secret_access_key().len(), 40);
+        assert!(c.session_token().starts_with("EMU"));
+        let user = user.unwrap();
+        assert_eq!(
+            user.arn(),
+            format!("arn:aws:sts::123456789012:assumed-role/uploader/{session}")
+        );
+        assert!(user.assumed_role_id().ends_with(&format!(":{session}")));
+    }
+    let ttl = |c: Option<&aws_sdk_sts::types::Credentials>| {
+        c.unwrap().expiration().secs()
+            - aws_sdk_sts::primitives::DateTime::from(std::time::SystemTime::now()).secs()
+    };
+    assert!((890..=900).contains(&ttl(plain.credentials())));
+    assert!((890..=900).contains(&ttl(web.credentials())));
+    assert_eq!(
+        web.subject_from_web_identity_token(),
+        Some("system:serviceaccount:video:uploader")
+    );
+    assert_eq!(web.audience(), Some("sts.amazonaws.com"));
+    assert_eq!(web.provider(), Some("https://oidc.eks.example"));
+}
+
+#[tokio::test]
 async fn an_expired_web_identity_token_is_refused() {
     let emu = Emulator::builder().start().await.unwrap();
     emu.create_stream("irsa-cam", 1).await.unwrap();

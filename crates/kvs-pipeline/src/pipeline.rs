@@ -38,7 +38,9 @@ pub struct Progress {
     pub timecode_mode: Option<TimecodeMode>,
 }
 
-/// How a failure should be treated: an exit code, an HTTP status, retry or dead-letter.
+/// How a failure should be treated: an exit code, an HTTP status, retry or dead-letter. Every
+/// error a pipeline's wiring meets converts into one (`FailureKind::from(&e)`): the pipeline's,
+/// the session's, ffmpeg's, an S3 object's and a stream's.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum FailureKind {
@@ -96,21 +98,62 @@ pub enum PipelineError {
 impl PipelineError {
     /// How to treat the failure.
     pub fn kind(&self) -> FailureKind {
-        use kvs_putmedia::Error as E;
         match self {
             PipelineError::Source(e) if e.bad_input => FailureKind::BadInput,
             PipelineError::Source(_) => FailureKind::Transient,
-            PipelineError::Session(e) => match e {
-                E::Config { .. } => FailureKind::Config,
-                E::Auth { .. } | E::Credentials { .. } => FailureKind::Auth,
-                E::StreamNotFound { .. } => FailureKind::StreamNotFound,
-                E::InvalidMedia { .. } => FailureKind::BadInput,
-                E::Ack { .. } | E::Incomplete { .. } => FailureKind::Partial,
-                _ => FailureKind::Transient,
-            },
+            PipelineError::Session(e) => e.into(),
             PipelineError::Cancelled => FailureKind::Cancelled,
             PipelineError::NoMedia => FailureKind::BadInput,
             PipelineError::Incomplete { .. } => FailureKind::Partial,
+        }
+    }
+}
+
+impl From<&kvs_putmedia::Error> for FailureKind {
+    fn from(e: &kvs_putmedia::Error) -> FailureKind {
+        use kvs_putmedia::Error as E;
+        match e {
+            E::Config { .. } => FailureKind::Config,
+            E::Auth { .. } | E::Credentials { .. } => FailureKind::Auth,
+            E::StreamNotFound { .. } => FailureKind::StreamNotFound,
+            E::InvalidMedia { .. } => FailureKind::BadInput,
+            E::Ack { .. } | E::Incomplete { .. } => FailureKind::Partial,
+            _ => FailureKind::Transient,
+        }
+    }
+}
+
+impl From<&ffmpeg_source::Error> for FailureKind {
+    fn from(e: &ffmpeg_source::Error) -> FailureKind {
+        match e {
+            ffmpeg_source::Error::InvalidConfig { .. } => FailureKind::Config,
+            e if e.is_input_error() => FailureKind::BadInput,
+            _ => FailureKind::Transient,
+        }
+    }
+}
+
+impl From<&crate::object::ObjectError> for FailureKind {
+    fn from(e: &crate::object::ObjectError) -> FailureKind {
+        use crate::object::ObjectError as E;
+        match e {
+            E::NotFound { .. } => FailureKind::BadInput,
+            E::Other {
+                status: Some(401 | 403),
+                ..
+            } => FailureKind::Auth,
+            E::Other { .. } => FailureKind::Transient,
+        }
+    }
+}
+
+impl From<&crate::streams::StreamError> for FailureKind {
+    fn from(e: &crate::streams::StreamError) -> FailureKind {
+        use crate::streams::StreamError as E;
+        match e {
+            E::NotFound(_) => FailureKind::StreamNotFound,
+            E::Auth(_) => FailureKind::Auth,
+            _ => FailureKind::Transient,
         }
     }
 }

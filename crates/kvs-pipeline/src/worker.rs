@@ -20,7 +20,9 @@
 //! `maxReceiveCount` receives, with the reason logged each time. What retrying cannot fix (not
 //! media, no such object, an invalid stream name, an unreadable body) is dead-lettered at once:
 //! sent to the redrive policy's `deadLetterTargetArn` with the reason, then deleted. On
-//! shutdown the worker stops receiving, lets what is in flight finish within the drain time,
+//! shutdown the worker stops receiving (a long poll already under way is let finish, up to its
+//! 20 s, and what it received goes straight back with visibility 0: SQS hid those messages when
+//! the poll took them), lets what is in flight finish within the drain time,
 //! then stops it and returns its message (visibility 0); the next attempt resumes after what
 //! the stream holds ([`crate::resume`]).
 
@@ -48,6 +50,16 @@ use crate::timing::{self, Timing, epoch_ms};
 const LONG_POLL: i32 = 20;
 /// Finished jobs kept for [`Worker::jobs`].
 const HISTORY: usize = 200;
+
+/// What one ReceiveMessage gave.
+type Received = Result<Vec<aws_sdk_sqs::types::Message>, String>;
+
+/// What a [`Worker::poll`] gave.
+enum Poll {
+    Received(Received),
+    /// Shutdown began; whatever the poll received was returned to the queue.
+    Stopped,
+}
 
 /// How the worker runs.
 #[derive(Debug, Clone)]
@@ -305,9 +317,19 @@ impl Worker {
                 p = slots.clone().acquire_owned() => p.expect("the semaphore is never closed"),
             };
             let max = (slots.available_permits() + 1).min(10) as i32;
+            let mut receive = {
+                let me = self.clone();
+                Box::pin(async move { me.receive(&me.cfg.queue_url, max).await })
+            };
             let received = tokio::select! {
-                () = shutdown.cancelled() => break,
-                r = self.receive(&self.cfg.queue_url, max) => r,
+                r = &mut receive => Some(r),
+                () = shutdown.cancelled() => None,
+            };
+            let Some(received) = received else {
+                // Finished beside the drain of what is in flight, not before the drain starts.
+                let me = self.clone();
+                tracker.spawn(async move { me.hand_back(&me.cfg.queue_url, receive).await });
+                break;
             };
             let messages = match received {
                 Ok(m) => m,
@@ -352,11 +374,54 @@ impl Worker {
         }
     }
 
-    async fn receive(
-        &self,
-        queue: &str,
-        max: i32,
-    ) -> Result<Vec<aws_sdk_sqs::types::Message>, String> {
+    /// One long poll of `queue` that `stop` does not cut short: when `stop` fires mid-poll,
+    /// the poll is finished and handed back ([`hand_back`](Self::hand_back)) before this returns.
+    async fn poll(&self, queue: &str, max: i32, stop: &CancellationToken) -> Poll {
+        if stop.is_cancelled() {
+            return Poll::Stopped;
+        }
+        let receive = self.receive(queue, max);
+        tokio::pin!(receive);
+        tokio::select! {
+            r = &mut receive => Poll::Received(r),
+            () = stop.cancelled() => {
+                self.hand_back(queue, receive).await;
+                Poll::Stopped
+            }
+        }
+    }
+
+    /// Finishes a poll that shutdown interrupted and returns what it received to the queue at
+    /// once (visibility 0). SQS makes a message invisible the moment a poll takes it, so
+    /// dropping a poll in flight would lose what it was about to hand over: those messages
+    /// would stay invisible for the whole visibility timeout with nobody working on them. The
+    /// poll takes at most its 20 s wait, plus a margin.
+    async fn hand_back(&self, queue: &str, receive: impl std::future::Future<Output = Received>) {
+        let limit = Duration::from_secs(LONG_POLL as u64 + 10);
+        let received = match tokio::time::timeout(limit, receive).await {
+            Ok(Ok(messages)) => messages,
+            Ok(Err(_)) => Vec::new(),
+            Err(_) => {
+                tracing::warn!(
+                    queue,
+                    "shutdown: the last ReceiveMessage did not answer; anything it took comes back after its visibility timeout"
+                );
+                Vec::new()
+            }
+        };
+        if !received.is_empty() {
+            tracing::info!(
+                queue,
+                messages = received.len(),
+                "shutdown: handing back what the last poll received"
+            );
+        }
+        for m in &received {
+            self.settle(queue, m, None, Verdict::Return).await;
+        }
+    }
+
+    async fn receive(&self, queue: &str, max: i32) -> Received {
         let out = self
             .sqs
             .receive_message()
@@ -381,9 +446,9 @@ impl Worker {
     /// [`WorkerConfig::intake_queue_url`] is set.
     pub async fn forward(&self, intake: &str, stop: CancellationToken) {
         loop {
-            let received = tokio::select! {
-                () = stop.cancelled() => return,
-                r = self.receive(intake, 10) => r,
+            let received = match self.poll(intake, 10, &stop).await {
+                Poll::Received(r) => r,
+                Poll::Stopped => return,
             };
             let messages = match received {
                 Ok(m) => m,

@@ -1,24 +1,13 @@
-//! The PutMedia acknowledgement stream: types and an incremental decoder.
+//! The PutMedia acknowledgement types: what a session reports in its
+//! [`SessionEvent`](crate::SessionEvent)s and errors.
 //!
-//! The `200` response to PutMedia is a chunked body of JSON acknowledgements, one per line.
-//! This module is pure (no I/O, no async runtime): feed it de-chunked body bytes in any chunking
-//! with [`AckDecoder::push`] and pull [`Ack`]s with [`AckDecoder::next_ack`].
+//! The `200` response to PutMedia is a chunked body of JSON acknowledgements, one per line
+//! (docs/protocol.md §2). A session decodes that stream itself; its incremental decoder
+//! (`AckDecoder`) is public only for the benches and fuzz targets and hidden from the docs.
 //!
-//! Reference, section 2: "Parse by de-chunking, splitting on `\n`, skipping blank lines, decoding
+//! docs/protocol.md §2: parse by de-chunking, splitting on `\n`, skipping blank lines, decoding
 //! each line, ignoring unknown keys, and keeping unknown event types and error ids rather than
-//! failing. Cap the line length (the official producer caps an ack at 1024 characters)."
-//!
-//! ```
-//! use kvs_putmedia::ack::{AckDecoder, AckEventType};
-//!
-//! let mut decoder = AckDecoder::new();
-//! decoder.push(b"{\"EventType\":\"BUFFERING\",\"FragmentTimecode\":1663277247152,\"Fragm");
-//! assert!(decoder.next_ack().is_none()); // the line is not complete yet
-//! decoder.push(b"entNumber\":\"91343852333181432511524306419788296366724229586\"}\n");
-//! let ack = decoder.next_ack().unwrap().unwrap();
-//! assert_eq!(ack.event, AckEventType::Buffering);
-//! assert_eq!(ack.fragment_timecode, Some(1663277247152));
-//! ```
+//! failing; cap the line length (the official producer caps an ack at 1024 characters).
 
 use std::borrow::Cow;
 use std::cmp::Ordering;
@@ -31,6 +20,9 @@ use serde::de::{self, Deserializer, Visitor};
 
 /// The line-length cap of the official producer: "the official producer caps an ack at 1024
 /// characters" (reference, section 2).
+// Public only for the benches and fuzz targets (and this crate's tests); a session decodes acks
+// itself, so users never need it. Hidden, and not covered by semver.
+#[doc(hidden)]
 pub const DEFAULT_MAX_LINE_LENGTH: usize = 1024;
 
 /// "`FragmentNumber`: a decimal of up to 128 digits" (reference, section 2).
@@ -155,9 +147,9 @@ pub enum InvalidFragmentNumber {
 
 /// The `EventType` of an acknowledgement.
 ///
-/// Reference, section 2: "BUFFERING: the first byte of a fragment arrived. RECEIVED: the whole
+/// docs/protocol.md §2: BUFFERING: the first byte of a fragment arrived. RECEIVED: the whole
 /// fragment arrived. PERSISTED: durably stored; only sent when the stream's retention is above
-/// zero. IDLE: sent periodically while the connection is open but no media arrives."
+/// zero. IDLE: sent periodically while the connection is open but no media arrives.
 /// Unknown event types are kept, not rejected.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 #[non_exhaustive]
@@ -536,6 +528,9 @@ impl fmt::Display for Ack {
 ///
 /// Every offset is the stream byte offset (in the de-chunked response body) of the first byte of
 /// the offending line.
+// Public only for the benches and fuzz targets (and this crate's tests); a session decodes acks
+// itself, so users never need it. Hidden, and not covered by semver.
+#[doc(hidden)]
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum AckDecodeError {
@@ -757,6 +752,21 @@ enum Mode {
 ///
 /// Bytes are scanned for `\n` once: the scan position is kept across pushes, as in tokio-util's
 /// `LinesCodec`.
+///
+/// ```
+/// use kvs_putmedia::ack::{AckDecoder, AckEventType};
+///
+/// let mut decoder = AckDecoder::new();
+/// decoder.push(b"{\"EventType\":\"BUFFERING\",\"FragmentTimecode\":1663277247152,\"Fragm");
+/// assert!(decoder.next_ack().is_none()); // the line is not complete yet
+/// decoder.push(b"entNumber\":\"91343852333181432511524306419788296366724229586\"}\n");
+/// let ack = decoder.next_ack().unwrap().unwrap();
+/// assert_eq!(ack.event, AckEventType::Buffering);
+/// assert_eq!(ack.fragment_timecode, Some(1663277247152));
+/// ```
+// Public only for the benches and fuzz targets (and this crate's tests); a session decodes acks
+// itself, so users never need it. Hidden, and not covered by semver.
+#[doc(hidden)]
 #[derive(Debug, Clone)]
 pub struct AckDecoder {
     buf: Vec<u8>,
@@ -999,6 +1009,9 @@ impl AckDecoder {
 
 /// Decodes a complete response body: every item [`AckDecoder::next_ack`] and
 /// [`AckDecoder::finish`] give, in order.
+// Public only for the benches and fuzz targets (and this crate's tests); a session decodes acks
+// itself, so users never need it. Hidden, and not covered by semver.
+#[doc(hidden)]
 pub fn decode_all(body: &[u8]) -> Vec<Result<Ack, AckDecodeError>> {
     let mut decoder = AckDecoder::new();
     decoder.push(body);

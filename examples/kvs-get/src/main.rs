@@ -7,20 +7,14 @@
 //! fragments over `--gap-tolerance-ms`, and overlaps; it exits 1 when it finds any (the file is
 //! still written), 2 on a usage error and 3 on any other failure.
 
-mod check;
-
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::time::{Duration, SystemTime};
 
 use anyhow::{Context, Result, bail};
-use aws_sdk_kinesisvideo::types::ApiName;
-use aws_sdk_kinesisvideoarchivedmedia::primitives::DateTime;
-use aws_sdk_kinesisvideoarchivedmedia::types::{
-    FragmentSelector, FragmentSelectorType, TimestampRange,
-};
-use clap::{Parser, ValueEnum};
-
-use crate::check::{FragmentInfo, Report};
+use clap::Parser;
+use kvs_pipeline::readback::{self, Archive, Check, Timestamps};
+use serde::Serialize;
 
 /// Save a stream's time range as one playable file and check it.
 #[derive(Debug, Parser)]
@@ -36,7 +30,7 @@ struct Cli {
     #[arg(long, value_parser = parse_time)]
     end: f64,
     /// Which timestamps the range selects.
-    #[arg(long, value_enum, default_value_t = Timestamps::Producer)]
+    #[arg(long, value_name = "producer|server", default_value_t = Timestamps::Producer)]
     timestamps: Timestamps,
     /// The file to write; `.mp4` gives MP4, anything else Matroska.
     #[arg(short, long)]
@@ -50,12 +44,6 @@ struct Cli {
     /// Print the report as JSON on stdout.
     #[arg(long)]
     json: bool,
-}
-
-#[derive(Debug, Clone, Copy, ValueEnum)]
-enum Timestamps {
-    Producer,
-    Server,
 }
 
 fn parse_time(s: &str) -> Result<f64, String> {
@@ -73,14 +61,7 @@ fn parse_time(s: &str) -> Result<f64, String> {
 #[tokio::main]
 async fn main() -> ExitCode {
     let cli = Cli::parse();
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("kvs_get=info,warn"));
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_target(false)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .init();
+    examples_support::init_logging("kvs_get=info,warn", false);
     if cli.end < cli.start {
         eprintln!("kvs-get: --end is before --start");
         return ExitCode::from(2);
@@ -93,9 +74,18 @@ async fn main() -> ExitCode {
                     serde_json::to_string_pretty(&report).expect("report serializes")
                 );
             } else {
-                eprintln!("{}", report.summary());
+                let c = &report.check;
+                eprintln!(
+                    "{}: {} fragments, {:.1} s of media over {:.1} s, {} problem(s) -> {}",
+                    report.stream,
+                    c.fragments,
+                    c.media_ms as f64 / 1000.0,
+                    c.span_ms as f64 / 1000.0,
+                    c.problems.len(),
+                    report.file
+                );
             }
-            ExitCode::from(if report.ok { 0 } else { 1 })
+            ExitCode::from(if report.check.ok { 0 } else { 1 })
         }
         Err(e) => {
             if cli.json {
@@ -110,126 +100,45 @@ async fn main() -> ExitCode {
     }
 }
 
+/// The check's result, as `--json` prints it.
+#[derive(Debug, Serialize)]
+struct Report {
+    #[serde(flatten)]
+    check: Check,
+    stream: String,
+    file: String,
+    /// Media bytes fetched.
+    bytes: u64,
+}
+
 async fn run(cli: &Cli) -> Result<Report> {
     let mut loader = aws_config::defaults(aws_config::BehaviorVersion::latest());
     if let Some(url) = &cli.endpoint_url {
         loader = loader.endpoint_url(url);
     }
-    let sdk = loader.load().await;
-    let kv = aws_sdk_kinesisvideo::Client::new(&sdk);
-    let endpoint = kv
-        .get_data_endpoint()
-        .stream_name(&cli.stream)
-        .api_name(ApiName::ListFragments)
-        .send()
-        .await
-        .with_context(|| format!("GetDataEndpoint for stream {}", cli.stream))?
-        .data_endpoint
-        .context("GetDataEndpoint answered no endpoint")?;
-    let am = aws_sdk_kinesisvideoarchivedmedia::Client::from_conf(
-        aws_sdk_kinesisvideoarchivedmedia::config::Builder::from(&sdk)
-            .endpoint_url(endpoint)
-            .build(),
-    );
-    let selector = FragmentSelector::builder()
-        .fragment_selector_type(match cli.timestamps {
-            Timestamps::Producer => FragmentSelectorType::ProducerTimestamp,
-            Timestamps::Server => FragmentSelectorType::ServerTimestamp,
-        })
-        .timestamp_range(
-            TimestampRange::builder()
-                .start_timestamp(DateTime::from_secs_f64(cli.start))
-                .end_timestamp(DateTime::from_secs_f64(cli.end))
-                .build()?,
-        )
-        .build()?;
-    let mut fragments = Vec::new();
-    let mut token = None;
-    loop {
-        let page = am
-            .list_fragments()
-            .stream_name(&cli.stream)
-            .fragment_selector(selector.clone())
-            .set_next_token(token)
-            .send()
-            .await
-            .with_context(|| format!("ListFragments of stream {}", cli.stream))?;
-        for f in page.fragments() {
-            fragments.push(FragmentInfo {
-                number: f.fragment_number().unwrap_or_default().to_owned(),
-                producer_ms: f
-                    .producer_timestamp()
-                    .and_then(|t| t.to_millis().ok())
-                    .unwrap_or(0),
-                server_ms: f
-                    .server_timestamp()
-                    .and_then(|t| t.to_millis().ok())
-                    .unwrap_or(0),
-                duration_ms: f.fragment_length_in_milliseconds(),
-                keyframe_first: None,
-            });
-        }
-        token = page.next_token;
-        if token.is_none() {
-            break;
-        }
-    }
+    let archive = Archive::connect(&loader.load().await, &cli.stream).await?;
+    let at = |secs: f64| SystemTime::UNIX_EPOCH + Duration::from_secs_f64(secs);
+    let mut fragments = archive
+        .list(cli.timestamps, (at(cli.start), at(cli.end)))
+        .await?;
     if fragments.is_empty() {
         bail!("stream {} has no fragment in the range", cli.stream);
     }
-    // ListFragments does not promise an order.
-    fragments.sort_by_key(|f| (f.producer_ms, f.number.clone()));
     tracing::info!(fragments = fragments.len(), "listed");
     let dir = tempfile::tempdir().context("temporary directory")?;
     let mut list = String::new();
-    let mut bytes = 0u64;
-    for batch in fragments.chunks_mut(1000) {
-        let numbers: Vec<String> = batch.iter().map(|f| f.number.clone()).collect();
-        let out = am
-            .get_media_for_fragment_list()
-            .stream_name(&cli.stream)
-            .set_fragments(Some(numbers))
-            .send()
-            .await
-            .context("GetMediaForFragmentList")?;
-        let media = out
-            .payload
-            .collect()
-            .await
-            .context("reading GetMediaForFragmentList")?
-            .into_bytes();
-        bytes += media.len() as u64;
-        // Each fragment comes as its own Matroska document (EBML header, Segment, one Cluster).
-        let docs = check::split_documents(&media)?;
-        if docs.len() != batch.len() {
-            bail!(
-                "GetMediaForFragmentList returned {} fragments for {} requested",
-                docs.len(),
-                batch.len()
-            );
-        }
-        for (f, doc) in batch.iter_mut().zip(docs) {
-            f.keyframe_first = Some(check::first_block_is_keyframe(doc)?);
+    let bytes = archive
+        .fetch(&mut fragments, |f, doc| {
             let path = dir.path().join(format!("{}.mkv", f.number));
-            std::fs::write(&path, doc).with_context(|| format!("writing {}", path.display()))?;
             list.push_str(&format!("file '{}'\n", path.display()));
-        }
-    }
+            std::fs::write(&path, doc)
+        })
+        .await?;
     let list_path = dir.path().join("list.txt");
     std::fs::write(&list_path, list)?;
     let status = tokio::process::Command::new("ffmpeg")
-        .args([
-            "-nostdin",
-            "-hide_banner",
-            "-loglevel",
-            "error",
-            "-y",
-            "-f",
-            "concat",
-            "-safe",
-            "0",
-            "-i",
-        ])
+        .args(["-nostdin", "-hide_banner", "-loglevel", "error", "-y"])
+        .args(["-f", "concat", "-safe", "0", "-i"])
         .arg(&list_path)
         .args(["-map", "0", "-c", "copy"])
         .arg(&cli.output)
@@ -243,9 +152,10 @@ async fn run(cli: &Cli) -> Result<Report> {
             cli.output.display()
         );
     }
-    let mut report = check::check(&fragments, cli.gap_tolerance_ms);
-    report.stream = cli.stream.clone();
-    report.file = cli.output.display().to_string();
-    report.bytes = bytes;
-    Ok(report)
+    Ok(Report {
+        check: readback::check(&fragments, cli.gap_tolerance_ms),
+        stream: cli.stream.clone(),
+        file: cli.output.display().to_string(),
+        bytes,
+    })
 }

@@ -28,7 +28,7 @@ EXIT CODES:
   4  authentication or authorization refused (credentials, signature, permissions)
   5  partial failure: some fragments were sent but not all were persisted
   6  the stream does not exist (pass --create-stream to create it)
-  130 interrupted (Ctrl-C); what was sent before is still acknowledged";
+  130 interrupted (Ctrl-C or SIGTERM); what was sent before is still acknowledged";
 
 /// Stream a video file, URL, S3 object or MKV on stdin into Kinesis Video Streams (PutMedia).
 #[derive(Parser, Debug)]

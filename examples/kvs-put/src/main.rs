@@ -13,23 +13,11 @@ use std::process::ExitCode;
 
 use clap::Parser;
 
-fn init_logging() {
-    // Progress and diagnostics go to stderr; stdout is reserved for the `--json` summary.
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("kvs_put=info,warn"));
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_target(false)
-        // No colour codes in log files and CI output.
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .init();
-}
-
 #[tokio::main]
 async fn main() -> ExitCode {
     let cli = cli::Cli::parse();
-    init_logging();
+    // Progress and diagnostics go to stderr; stdout is reserved for the `--json` summary.
+    examples_support::init_logging("kvs_put=info,warn", false);
     let json = cli.json;
     let report = run::run(cli).await;
     report::finish(&report, json);

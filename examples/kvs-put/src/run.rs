@@ -3,12 +3,12 @@
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use aws_config::{BehaviorVersion, Region, SdkConfig};
+use aws_config::{BehaviorVersion, Region};
 use bytes::{Bytes, BytesMut};
 use ffmpeg_source::{FfmpegSource, Input, Profile};
 use kvs_emulator::Emulator;
-use kvs_pipeline::object::{self, ObjectError, ObjectRef};
-use kvs_pipeline::streams::{self, Sessions, StreamError};
+use kvs_pipeline::object::{self, ObjectRef};
+use kvs_pipeline::streams::{self, Sessions};
 use kvs_pipeline::{ByteStream, FailureKind, MediaSource, Pipeline, Timing};
 use kvs_putmedia::{PutMediaClientBuilder, RetryPolicy, StreamId};
 use tokio::io::AsyncReadExt;
@@ -76,7 +76,10 @@ impl Source {
 /// Runs everything and returns the report (never panics on bad input; the exit code is in it).
 pub async fn run(cli: Cli) -> Report {
     let started = Instant::now();
-    let mut report = Report::new(&cli.input);
+    let mut report = Report {
+        input: cli.input.clone(),
+        ..Report::default()
+    };
     let outcome = match execute(&cli, &mut report).await {
         Ok(()) => Outcome::Ok,
         Err(f) => {
@@ -88,23 +91,6 @@ pub async fn run(cli: Cli) -> Report {
     report.exit_code = outcome.code();
     report.wall_time_ms = started.elapsed().as_millis() as u64;
     report
-}
-
-/// An SDK configuration pointing every AWS client at `emu`.
-async fn emulator_sdk_config(emu: &Emulator) -> SdkConfig {
-    let c = emu.credentials();
-    aws_config::defaults(BehaviorVersion::latest())
-        .region(Region::new(emu.region().to_owned()))
-        .endpoint_url(emu.url())
-        .credentials_provider(aws_sdk_s3::config::Credentials::new(
-            c.access_key_id,
-            c.secret_access_key,
-            None,
-            None,
-            "kvs-emulator",
-        ))
-        .load()
-        .await
 }
 
 /// True when the user pointed S3 at plain HTTP (the library decides for Kinesis Video, see
@@ -126,13 +112,12 @@ fn kind_outcome(kind: FailureKind) -> Outcome {
     }
 }
 
-fn ffmpeg_failure(e: ffmpeg_source::Error) -> Failure {
-    let outcome = match &e {
-        ffmpeg_source::Error::InvalidConfig { .. } => Outcome::Usage,
-        e if e.is_input_error() => Outcome::BadInput,
-        _ => Outcome::Error,
-    };
-    Failure::new(outcome, e.to_string())
+/// Any error the wiring meets, with the exit code of its kind.
+fn fail<'a, E: std::fmt::Display>(e: &'a E) -> Failure
+where
+    FailureKind: From<&'a E>,
+{
+    Failure::new(kind_outcome(FailureKind::from(e)), e.to_string())
 }
 
 /// Body of [`run`].
@@ -144,9 +129,7 @@ async fn execute(cli: &Cli, report: &mut Report) -> Result<()> {
             "INPUT `-` reads Matroska from stdin, but stdin is a terminal: pipe MKV into kvs-put",
         ));
     }
-    let settings = cli
-        .encode_settings()
-        .map_err(|e| Failure::new(Outcome::Usage, e.to_string()))?;
+    let settings = cli.encode_settings().map_err(|e| fail(&e))?;
     let stream = match (&cli.stream_name, &cli.stream_arn) {
         (Some(n), None) => StreamId::Name(n.clone()),
         (None, Some(a)) => StreamId::Arn(a.clone()),
@@ -191,7 +174,7 @@ async fn execute(cli: &Cli, report: &mut Report) -> Result<()> {
         None
     };
     let config = match &emulator {
-        Some(emu) => emulator_sdk_config(emu).await,
+        Some(emu) => emu.sdk_config(),
         None => {
             let mut loader = aws_config::defaults(BehaviorVersion::latest());
             if let Some(r) = &cli.region {
@@ -218,11 +201,7 @@ async fn execute(cli: &Cli, report: &mut Report) -> Result<()> {
     let kv = aws_sdk_kinesisvideo::Client::new(&config);
     let retention = streams::prepare(&kv, &stream, create)
         .await
-        .map_err(|e| match e {
-            StreamError::NotFound(_) => Failure::new(Outcome::StreamNotFound, e.to_string()),
-            StreamError::Auth(_) => Failure::new(Outcome::Auth, e.to_string()),
-            _ => Failure::new(Outcome::Error, e.to_string()),
-        })?;
+        .map_err(|e| fail(&e))?;
     report.retention_hours = retention;
 
     let pacing = cli.pace;
@@ -233,21 +212,13 @@ async fn execute(cli: &Cli, report: &mut Report) -> Result<()> {
             if u.to_ascii_lowercase().starts_with("http://") {
                 tracing::warn!("reading the input over plain HTTP, as the URL given asks");
             }
-            Some(Input::url_allow_http(u.clone()).map_err(ffmpeg_failure)?)
+            Some(Input::url_allow_http(u.clone()).map_err(|e| fail(&e))?)
         }
         Source::S3(o) => {
             let s3 = aws_sdk_s3::Client::new(&config);
-            let s3_failure = |e: ObjectError| match &e {
-                ObjectError::NotFound { .. } => Failure::new(Outcome::BadInput, e.to_string()),
-                ObjectError::Other {
-                    status: Some(401 | 403),
-                    ..
-                } => Failure::new(Outcome::Auth, e.to_string()),
-                _ => Failure::new(Outcome::Error, e.to_string()),
-            };
-            object::head(&s3, o).await.map_err(s3_failure)?;
-            let url = object::presign(&s3, o).await.map_err(s3_failure)?;
-            Some(Input::url_with(url, allow_http).map_err(ffmpeg_failure)?)
+            object::head(&s3, o).await.map_err(|e| fail(&e))?;
+            let url = object::presign(&s3, o).await.map_err(|e| fail(&e))?;
+            Some(Input::url_with(url, allow_http).map_err(|e| fail(&e))?)
         }
     };
     // The one timecode rule (kvs_pipeline::timing); stdin has no pacing and defaults to live.
@@ -263,8 +234,7 @@ async fn execute(cli: &Cli, report: &mut Report) -> Result<()> {
         .with_overflow_policy(cli.on_full)
         .with_retry_policy(RetryPolicy::default().with_max_attempts(cli.max_retries));
     let run = Run {
-        sessions: Sessions::new(builder)
-            .map_err(|e| Failure::new(Outcome::Usage, e.to_string()))?,
+        sessions: Sessions::new(builder).map_err(|e| fail(&e))?,
         stream,
         completion: Some(streams::completion_for(retention)),
         timing,
@@ -281,10 +251,10 @@ async fn execute(cli: &Cli, report: &mut Report) -> Result<()> {
                 .with_pacing(pacing)
                 .from_env()
                 .build()
-                .map_err(ffmpeg_failure)?
+                .map_err(|e| fail(&e))?
                 .spawn()
                 .await
-                .map_err(ffmpeg_failure)?;
+                .map_err(|e| fail(&e))?;
             report.decision = Some(job.decision().to_string());
             tracing::info!(decision = %job.decision(), "ffmpeg started");
             run.stream(job, report).await
@@ -324,9 +294,8 @@ impl Run {
         let stop = CancellationToken::new();
         let on_interrupt = stop.clone();
         let interrupt = tokio::spawn(async move {
-            if tokio::signal::ctrl_c().await.is_ok() {
-                on_interrupt.cancel();
-            }
+            examples_support::shutdown_signal().await;
+            on_interrupt.cancel();
         });
         let pipeline = Pipeline::new(source)
             .with_timing(self.timing)
@@ -338,7 +307,7 @@ impl Run {
             .await;
         progress.stop();
         interrupt.abort();
-        report.fill(&outcome);
+        report.delivery = (&outcome).into();
         outcome.result.map_err(|e| {
             let outcome = kind_outcome(e.kind());
             let mut message = e.to_string();

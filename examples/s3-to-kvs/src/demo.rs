@@ -6,9 +6,9 @@
 //!    created on first use, several objects at once);
 //! 3. upload clips the way phones do (H.264 with B-frames + AAC, MP4 with its index at the end,
 //!    each with its recording time) under a few prefixes, all at once;
-//! 4. wait for every object, then read each stream back through `ListFragments` and
-//!    `GetMediaForFragmentList` and check every fragment with ffprobe: stored once, in upload
-//!    order, starting with a video keyframe.
+//! 4. wait for every object, then read each stream back (`kvs_pipeline::readback`:
+//!    `ListFragments` and `GetMediaForFragmentList`) and check every fragment: stored once, in
+//!    upload order, starting with a video keyframe.
 
 use std::collections::BTreeMap;
 use std::process::Stdio;
@@ -16,19 +16,15 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use anyhow::{Context, ensure};
-use aws_config::{BehaviorVersion, Region, SdkConfig};
-use aws_sdk_kinesisvideo::types::ApiName;
-use aws_sdk_kinesisvideoarchivedmedia::types::{
-    FragmentSelector, FragmentSelectorType, TimestampRange,
-};
+use aws_config::SdkConfig;
 use aws_sdk_s3::types::{Event, NotificationConfiguration, QueueConfiguration};
 use aws_sdk_sqs::types::QueueAttributeName;
 use bytes::Bytes;
 use kvs_emulator::Emulator;
+use kvs_pipeline::readback::{Archive, StoredFragment, Timestamps};
 use kvs_pipeline::streams::{Route, Sessions};
 use kvs_pipeline::worker::{JobState, Worker, WorkerConfig};
 use kvs_putmedia::PutMediaClientBuilder;
-use tokio::io::AsyncWriteExt;
 use tokio_util::sync::CancellationToken;
 
 use ffmpeg_source::Pacing;
@@ -70,23 +66,6 @@ pub async fn start_emulator() -> anyhow::Result<Emulator> {
         .context("starting the embedded emulator")
 }
 
-/// An SDK configuration pointing every AWS client at `emu`.
-pub async fn emulator_sdk_config(emu: &Emulator) -> SdkConfig {
-    let c = emu.credentials();
-    aws_config::defaults(BehaviorVersion::latest())
-        .region(Region::new(emu.region().to_owned()))
-        .endpoint_url(emu.url())
-        .credentials_provider(aws_sdk_s3::config::Credentials::new(
-            c.access_key_id.clone(),
-            c.secret_access_key.clone(),
-            None,
-            None,
-            "kvs-emulator",
-        ))
-        .load()
-        .await
-}
-
 /// Creates `name` on a freshly started emulator, with 24 h retention so fragments are
 /// PERSISTED.
 pub async fn create_stream(emu: &Emulator, name: &str) -> anyhow::Result<()> {
@@ -96,108 +75,18 @@ pub async fn create_stream(emu: &Emulator, name: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
-struct Checked {
-    producer_ms: i64,
-    keyframe_first: bool,
-}
-
-/// ffprobe's verdict on the first video frame of a standalone fragment.
-async fn first_video_frame_is_key(media: Bytes) -> anyhow::Result<bool> {
-    let mut child = tokio::process::Command::new("ffprobe")
-        .args(["-v", "error", "-select_streams", "v:0"])
-        .args([
-            "-show_entries",
-            "frame=key_frame",
-            "-of",
-            "csv=p=0",
-            "-i",
-            "pipe:0",
-        ])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .kill_on_drop(true)
-        .spawn()
-        .context("running ffprobe")?;
-    let mut stdin = child.stdin.take().expect("piped stdin");
-    let writer = tokio::spawn(async move {
-        // ffprobe stops reading after the first frame; a broken pipe then is expected.
-        let _ = stdin.write_all(&media).await;
-    });
-    let out = child.wait_with_output().await?;
-    let _ = writer.await;
-    // One CSV line per frame; a frame with side data gets extra (empty) fields: "1,".
-    let first = String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .next()
-        .and_then(|l| l.split(',').next().map(|f| f.trim() == "1"));
-    Ok(first == Some(true))
-}
-
-async fn read_back(config: &SdkConfig, stream: &str) -> anyhow::Result<Vec<Checked>> {
-    let kv = aws_sdk_kinesisvideo::Client::new(config);
-    let endpoint = kv
-        .get_data_endpoint()
-        .stream_name(stream)
-        .api_name(ApiName::ListFragments)
-        .send()
-        .await
-        .context("GetDataEndpoint(LIST_FRAGMENTS)")?
-        .data_endpoint
-        .context("GetDataEndpoint returned no endpoint")?;
-    let archived = aws_sdk_kinesisvideoarchivedmedia::Client::from_conf(
-        aws_sdk_kinesisvideoarchivedmedia::config::Builder::from(config)
-            .endpoint_url(endpoint)
-            .build(),
+/// Every fragment of `stream` with its media read, in arrival order: producer times then show
+/// whether objects went in upload order.
+async fn read_back(config: &SdkConfig, stream: &str) -> anyhow::Result<Vec<StoredFragment>> {
+    let archive = Archive::connect(config, stream).await?;
+    let range = (
+        SystemTime::UNIX_EPOCH,
+        SystemTime::now() + Duration::from_secs(3600),
     );
-    let now = aws_sdk_kinesisvideoarchivedmedia::primitives::DateTime::from(
-        std::time::SystemTime::now() + Duration::from_secs(3600),
-    );
-    let listed = archived
-        .list_fragments()
-        .stream_name(stream)
-        .fragment_selector(
-            FragmentSelector::builder()
-                .fragment_selector_type(FragmentSelectorType::ProducerTimestamp)
-                .timestamp_range(
-                    TimestampRange::builder()
-                        .start_timestamp(
-                            aws_sdk_kinesisvideoarchivedmedia::primitives::DateTime::from_secs(0),
-                        )
-                        .end_timestamp(now)
-                        .build()?,
-                )
-                .build()?,
-        )
-        .send()
-        .await
-        .context("ListFragments")?;
-    let mut fragments = listed.fragments.unwrap_or_default();
-    // Arrival order: producer times then show whether objects went in upload order.
-    fragments.sort_by_key(|f| f.server_timestamp.map(|t| t.to_millis().unwrap_or(0)));
-    let mut checked = Vec::with_capacity(fragments.len());
-    for f in fragments {
-        let number = f.fragment_number.clone().unwrap_or_default();
-        let media = archived
-            .get_media_for_fragment_list()
-            .stream_name(stream)
-            .fragments(&number)
-            .send()
-            .await
-            .with_context(|| format!("GetMediaForFragmentList({number})"))?
-            .payload
-            .collect()
-            .await?
-            .into_bytes();
-        checked.push(Checked {
-            keyframe_first: first_video_frame_is_key(media).await?,
-            producer_ms: f
-                .producer_timestamp
-                .and_then(|t| t.to_millis().ok())
-                .unwrap_or(0),
-        });
-    }
-    Ok(checked)
+    let mut stored = archive.list(Timestamps::Producer, range).await?;
+    archive.fetch(&mut stored, |_, _| Ok(())).await?;
+    stored.sort_by_key(|f| f.server_ms);
+    Ok(stored)
 }
 
 /// Makes a phone-like clip recorded at `recorded` (its `creation_time`), `variant` changing
@@ -318,7 +207,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
         emu.url(),
         emu.region()
     );
-    let config = emulator_sdk_config(&emu).await;
+    let config = emu.sdk_config();
     let (intake, work) = wire_queues(&config).await?;
     println!(
         "bucket        s3://{DEMO_BUCKET} notifies {intake}\nwork queue    {work} (FIFO, group = stream; DLQ after 3 receives)"
@@ -412,7 +301,10 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
     for (stream, objs) in &per_stream {
         let stored = read_back(&config, stream).await?;
         let expected: u64 = objs.iter().map(|j| j.fragments).sum();
-        let aligned = stored.iter().filter(|f| f.keyframe_first).count();
+        let aligned = stored
+            .iter()
+            .filter(|f| f.keyframe_first == Some(true))
+            .count();
         // Producer times of each object's fragments follow its recording time (upload order).
         let ordered = stored
             .windows(2)
@@ -453,7 +345,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
             "keep running: the emulator stays up at {} until Ctrl-C",
             emu.url()
         );
-        let _ = tokio::signal::ctrl_c().await;
+        examples_support::shutdown_signal().await;
     }
     stop.cancel();
     running.await?;

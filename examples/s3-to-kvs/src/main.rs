@@ -15,6 +15,7 @@ use std::time::Duration;
 use anyhow::bail;
 use aws_config::SdkConfig;
 use clap::{Parser, Subcommand, ValueEnum};
+use examples_support::{init_logging, shutdown_signal};
 use ffmpeg_source::Pacing;
 use kvs_pipeline::emf::{Emf, Metric};
 use kvs_pipeline::service::{self as http, jobs};
@@ -48,7 +49,7 @@ enum Command {
 }
 
 /// Log output format.
-#[derive(Debug, Clone, Copy, ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 enum LogFormat {
     /// One JSON object per line (for CloudWatch and other collectors).
     Json,
@@ -157,49 +158,22 @@ pub struct ServeArgs {
     log_format: LogFormat,
 }
 
-fn init_logging(format: LogFormat, default_filter: &str) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_filter));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    match format {
-        LogFormat::Json => builder.json().flatten_event(true).init(),
-        LogFormat::Text => builder.init(),
-    }
-}
-
-async fn shutdown_signal() {
-    let ctrl_c = tokio::signal::ctrl_c();
-    #[cfg(unix)]
-    {
-        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-            .expect("installing a SIGTERM handler");
-        tokio::select! {
-            _ = ctrl_c => {},
-            _ = term.recv() => {},
-        }
-    }
-    #[cfg(not(unix))]
-    let _ = ctrl_c.await;
-}
-
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     match cli.command {
         Some(Command::Demo(args)) => {
             // The demo prints its own report on stdout; logs only for what went wrong.
-            init_logging(LogFormat::Text, "warn");
+            init_logging("warn", false);
             demo::run(args).await
         }
         Some(Command::Worker(args)) => {
-            init_logging(args.log_format, "info");
+            init_logging("info", args.log_format == LogFormat::Json);
             worker(args).await
         }
         Some(Command::Healthcheck(args)) => healthcheck::run(args).await,
         Some(Command::Serve) | None => {
-            init_logging(cli.serve.log_format, "info");
+            init_logging("info", cli.serve.log_format == LogFormat::Json);
             serve(cli.serve).await
         }
     }
@@ -217,7 +191,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         None
     };
     let config = match &emulator {
-        Some(emu) => demo::emulator_sdk_config(emu).await,
+        Some(emu) => emu.sdk_config(),
         None => aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await,
     };
     let stream = match (&args.stream_name, &args.stream_arn) {

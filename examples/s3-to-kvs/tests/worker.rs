@@ -352,7 +352,8 @@ async fn sigterm_stops_receiving_and_returns_what_is_in_flight_within_the_drain_
 
     sigterm(pid);
     let signalled = Instant::now();
-    // Sent after the signal: a worker that stopped receiving never takes it.
+    // Sent after the signal: the worker's last long poll, still open, may take it (as SQS would
+    // hand it to that open poll), but hands it straight back instead of working on it.
     tokio::time::sleep(Duration::from_millis(500)).await;
     env.send(&q, "later", "cam/long.mp4").await;
 
@@ -392,7 +393,10 @@ async fn sigterm_stops_receiving_and_returns_what_is_in_flight_within_the_drain_
         .iter()
         .find(|m| m.group_id.as_deref() == Some("later"))
         .unwrap();
-    assert_eq!(later.receive_count, 0, "received after SIGTERM: {later:?}");
+    assert!(
+        later.receive_count <= 1 && !later.in_flight,
+        "received after SIGTERM and kept: {later:?}"
+    );
     let all = env.emu.fragments("drain");
     assert!(
         all.iter().all(|f| f.persisted),

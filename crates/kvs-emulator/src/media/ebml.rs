@@ -31,6 +31,7 @@ pub(crate) mod id {
     pub const TRACK_TYPE: u32 = 0x83;
     pub const CODEC_ID: u32 = 0x86;
     pub const CODEC_PRIVATE: u32 = 0x63A2;
+    pub const DEFAULT_DURATION: u32 = 0x23_E383;
 
     pub const TAG: u32 = 0x7373;
     pub const SIMPLE_TAG: u32 = 0x67C8;

@@ -105,6 +105,9 @@ pub struct TrackInfo {
     /// CodecPrivate (0x63A2) length in bytes; KVS does not validate it at ingestion
     /// (reference section 4.4).
     pub codec_private_len: usize,
+    /// DefaultDuration (0x23E383), in ns: how long each frame lasts when its block gives no
+    /// BlockDuration.
+    pub default_duration_ns: Option<u64>,
 }
 
 /// A fragment that ended (RECEIVED).
@@ -114,8 +117,11 @@ pub struct CompletedFragment {
     pub timecode: u64,
     /// Producer timestamp in epoch ms (reference section 4.10).
     pub producer_timestamp_ms: u64,
-    /// From the Cluster timecode to the end of its latest frame (the frame's BlockDuration when
-    /// it had one, else its timestamp), in ms.
+    /// From the Cluster timecode to the end of its latest frame, in ms: the playback duration
+    /// ListFragments reports as `FragmentLengthInMilliseconds`
+    /// (<https://docs.aws.amazon.com/kinesisvideostreams/latest/dg/API_reader_Fragment.html>).
+    /// A frame ends after its BlockDuration, else its track's DefaultDuration, else the
+    /// interval since the track's previous frame (a SimpleBlock carries no duration).
     pub duration_ms: u64,
     /// The Cluster as received; an unknown-size Cluster gets its real size written so the bytes
     /// are self-delimiting.
@@ -273,6 +279,10 @@ pub struct Ingest {
     /// Latest frame (absolute, TimecodeScale units) and Cluster timecode of the previous fragment.
     previous_last_frame: Option<i128>,
     previous_cluster_timecode: Option<u64>,
+    /// Per track (in Tracks order), across fragments: the latest frame's timestamp and the
+    /// interval before it, for the duration of a frame that states none.
+    track_last_frame: Vec<Option<i128>>,
+    track_frame_interval: Vec<Option<i128>>,
     /// Producer timestamps of recent fragment starts, for the fragments-per-second rule.
     recent_starts: VecDeque<u64>,
     /// Metadata tags waiting for the next Cluster.
@@ -307,6 +317,8 @@ impl Ingest {
             fragments_seen: 0,
             previous_last_frame: None,
             previous_cluster_timecode: None,
+            track_last_frame: Vec::new(),
+            track_frame_interval: Vec::new(),
             recent_starts: VecDeque::new(),
             pending_tags: Vec::new(),
             pending_tag_problem: None,
@@ -1030,6 +1042,8 @@ impl Ingest {
             );
             return;
         }
+        self.track_last_frame = vec![None; tracks.len()];
+        self.track_frame_interval = vec![None; tracks.len()];
         self.tracks = tracks;
         self.tracks_element = Some(Self::without_padding(id::TRACKS, &children));
         self.rebuild_header();
@@ -1042,6 +1056,7 @@ impl Ingest {
             track_type: None,
             codec_id: None,
             codec_private_len: 0,
+            default_duration_ns: None,
         };
         for child in ebml::children(body)? {
             match child.id {
@@ -1050,6 +1065,9 @@ impl Ingest {
                 id::TRACK_TYPE => track.track_type = Some(ebml::read_uint(child.body)?),
                 id::CODEC_ID => track.codec_id = Some(ebml::read_string(child.body)),
                 id::CODEC_PRIVATE => track.codec_private_len = child.body.len(),
+                id::DEFAULT_DURATION => {
+                    track.default_duration_ns = Some(ebml::read_uint(child.body)?)
+                }
                 _ => {}
             }
         }
@@ -1366,6 +1384,11 @@ impl Ingest {
         };
         let previous_last = self.previous_last_frame;
         let scale = self.timecode_scale_ns;
+        let default_duration = self.tracks[index]
+            .default_duration_ns
+            .map(|ns| i128::from(ns) / i128::from(scale.max(1)));
+        let track_last = self.track_last_frame.get(index).copied().flatten();
+        let track_interval = self.track_frame_interval.get(index).copied().flatten();
         let max_duration = self.cfg.max_fragment_duration_ms;
         let Some(frag) = self.fragment.as_mut() else {
             return;
@@ -1394,11 +1417,29 @@ impl Ingest {
             return;
         }
         frag.last_frame_per_track[index] = Some(absolute);
+        let interval = track_last
+            .map(|last| absolute - last)
+            .filter(|&gap| gap > 0)
+            .or(track_interval);
+        if let Some(slot) = self.track_last_frame.get_mut(index) {
+            *slot = Some(absolute);
+        }
+        if let Some(slot) = self.track_frame_interval.get_mut(index) {
+            *slot = interval;
+        }
         frag.frames[index] = frag.frames[index].saturating_add(1);
         frag.first_frame_keyframe.get_or_insert(keyframe);
         let max_frame = frag.max_frame.map_or(absolute, |m| m.max(absolute));
         frag.max_frame = Some(max_frame);
-        let end = absolute + i128::from(duration.unwrap_or(0));
+        // The fragment's playback duration includes its last frame's own duration: the block's
+        // BlockDuration, else the track's DefaultDuration, else (a SimpleBlock states none) the
+        // track's frame interval so far.
+        let frame_duration = duration
+            .map(i128::from)
+            .or(default_duration)
+            .or(interval)
+            .unwrap_or(0);
+        let end = absolute.saturating_add(frame_duration);
         frag.max_frame_end = Some(frag.max_frame_end.map_or(end, |m| m.max(end)));
         // Section 3: at most 20 s per fragment.
         let span_ms = ticks_to_ms(max_frame - i128::from(cluster_tc), scale);

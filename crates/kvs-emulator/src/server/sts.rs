@@ -105,27 +105,8 @@ async fn handle_inner(
         Some("AssumeRole") => {
             let (role_arn, session, duration) = role_params(&get)?;
             let issued = issue(shared, role_arn, session, duration);
-            let Issued {
-                akid,
-                secret,
-                token,
-                expires_ms,
-                user_id,
-                arn,
-            } = issued;
-            tracing::debug!(caller = %principal.access_key_id, %akid, "issued temporary credentials");
-            Ok(xml_response(
-                200,
-                format!(
-                    "<AssumeRoleResponse xmlns=\"{NS}\"><AssumeRoleResult><Credentials><AccessKeyId>{akid}</AccessKeyId><SecretAccessKey>{}</SecretAccessKey><SessionToken>{}</SessionToken><Expiration>{}</Expiration></Credentials><AssumedRoleUser><AssumedRoleId>{}</AssumedRoleId><Arn>{}</Arn></AssumedRoleUser><PackedPolicySize>0</PackedPolicySize></AssumeRoleResult><ResponseMetadata><RequestId>{rid}</RequestId></ResponseMetadata></AssumeRoleResponse>",
-                    xml_escape(&secret),
-                    xml_escape(&token),
-                    iso8601(expires_ms),
-                    xml_escape(&user_id),
-                    xml_escape(&arn),
-                ),
-                &rid,
-            ))
+            tracing::debug!(caller = %principal.access_key_id, akid = %issued.akid, "issued temporary credentials");
+            Ok(role_response("AssumeRole", &issued, "", &rid))
         }
         Some(other) => Err(ApiError::new(
             400,
@@ -243,31 +224,40 @@ fn assume_role_with_web_identity<'a>(
     let token =
         get("WebIdentityToken").ok_or_else(|| validation("WebIdentityToken is required"))?;
     let identity = crate::api::parse_web_identity_token(token, shared.now_ms())?;
-    let Issued {
-        akid,
-        secret,
-        token,
-        expires_ms,
-        user_id,
-        arn,
-    } = issue(shared, role_arn, session, duration);
-    tracing::debug!(subject = %identity.subject, %akid, "issued web identity credentials");
-    let rid = request_id();
-    Ok(xml_response(
+    let issued = issue(shared, role_arn, session, duration);
+    tracing::debug!(subject = %identity.subject, akid = %issued.akid, "issued web identity credentials");
+    let extra = format!(
+        "<SubjectFromWebIdentityToken>{}</SubjectFromWebIdentityToken><Audience>{}</Audience><Provider>{}</Provider>",
+        xml_escape(&identity.subject),
+        xml_escape(&identity.audience),
+        xml_escape(&identity.provider),
+    );
+    Ok(role_response(
+        "AssumeRoleWithWebIdentity",
+        &issued,
+        &extra,
+        &request_id(),
+    ))
+}
+
+/// The response of `action` (`AssumeRole` or `AssumeRoleWithWebIdentity`): both carry the same
+/// Credentials, AssumedRoleUser and PackedPolicySize
+/// (<https://docs.aws.amazon.com/STS/latest/APIReference/API_AssumeRoleWithWebIdentity.html>),
+/// plus the action's own `extra` result elements (XML, already escaped).
+fn role_response(action: &str, issued: &Issued, extra: &str, rid: &str) -> Response<RespBody> {
+    xml_response(
         200,
         format!(
-            "<AssumeRoleWithWebIdentityResponse xmlns=\"{NS}\"><AssumeRoleWithWebIdentityResult><SubjectFromWebIdentityToken>{}</SubjectFromWebIdentityToken><Audience>{}</Audience><AssumedRoleUser><Arn>{}</Arn><AssumedRoleId>{}</AssumedRoleId></AssumedRoleUser><Credentials><SessionToken>{}</SessionToken><SecretAccessKey>{}</SecretAccessKey><Expiration>{}</Expiration><AccessKeyId>{akid}</AccessKeyId></Credentials><Provider>{}</Provider></AssumeRoleWithWebIdentityResult><ResponseMetadata><RequestId>{rid}</RequestId></ResponseMetadata></AssumeRoleWithWebIdentityResponse>",
-            xml_escape(&identity.subject),
-            xml_escape(&identity.audience),
-            xml_escape(&arn),
-            xml_escape(&user_id),
-            xml_escape(&token),
-            xml_escape(&secret),
-            iso8601(expires_ms),
-            xml_escape(&identity.provider),
+            "<{action}Response xmlns=\"{NS}\"><{action}Result><Credentials><AccessKeyId>{}</AccessKeyId><SecretAccessKey>{}</SecretAccessKey><SessionToken>{}</SessionToken><Expiration>{}</Expiration></Credentials><AssumedRoleUser><AssumedRoleId>{}</AssumedRoleId><Arn>{}</Arn></AssumedRoleUser><PackedPolicySize>0</PackedPolicySize>{extra}</{action}Result><ResponseMetadata><RequestId>{rid}</RequestId></ResponseMetadata></{action}Response>",
+            xml_escape(&issued.akid),
+            xml_escape(&issued.secret),
+            xml_escape(&issued.token),
+            iso8601(issued.expires_ms),
+            xml_escape(&issued.user_id),
+            xml_escape(&issued.arn),
         ),
-        &rid,
-    ))
+        rid,
+    )
 }
 
 fn validation(msg: &str) -> ApiError {

@@ -14,6 +14,7 @@ use serde::Serialize;
 use tokio::sync::{Notify, watch};
 use uuid::Uuid;
 
+use crate::Delivery;
 pub use crate::object::ObjectRef;
 
 /// Where a job is in its life.
@@ -50,26 +51,9 @@ pub struct Progress {
     pub media_time_ms: u64,
     /// Duration of the input when ffprobe knows it.
     pub duration_ms: Option<u64>,
-    /// Fragments written to the PutMedia body.
-    pub fragments_sent: u64,
-    /// Fragments KVS acknowledged as RECEIVED.
-    pub fragments_received: u64,
-    /// Fragments KVS acknowledged as PERSISTED.
-    pub fragments_persisted: u64,
-    /// Fragments KVS refused, with their error ids.
-    pub fragments_failed: u64,
-    /// Media bytes sent.
-    pub bytes_sent: u64,
-    /// Fragments dropped from a full replay buffer.
-    pub fragments_dropped: u64,
-    /// Fragments sent again after a connection failure.
-    pub fragments_resent: u64,
-    /// PutMedia requests opened.
-    pub connections: u32,
-    /// Connection failures retried.
-    pub retries: u64,
-    /// Connections rotated.
-    pub rotations: u64,
+    /// What the session delivered so far (the same fields as every other report).
+    #[serde(flatten)]
+    pub delivery: Delivery,
 }
 
 impl Progress {
@@ -77,25 +61,12 @@ impl Progress {
     pub fn update(&mut self, p: &crate::Progress) {
         self.media_time_ms = p.media_time.map_or(0, |d| d.as_millis() as u64);
         self.duration_ms = p.duration.map(|d| d.as_millis() as u64);
-        self.summary(&p.session);
+        self.delivery = Delivery::new(&p.session, p.first_fragment_number.clone());
     }
 
     /// Copies the final outcome.
     pub fn finish(&mut self, o: &crate::Outcome) {
-        self.summary(&o.summary);
-    }
-
-    fn summary(&mut self, s: &kvs_putmedia::SessionSummary) {
-        self.fragments_sent = s.fragments_sent;
-        self.bytes_sent = s.bytes_sent;
-        self.fragments_received = s.fragments_received;
-        self.fragments_persisted = s.fragments_persisted;
-        self.fragments_failed = s.fragments_skipped.max(s.fragments_failed.len() as u64);
-        self.fragments_dropped = s.fragments_dropped;
-        self.fragments_resent = s.fragments_resent;
-        self.connections = s.connections;
-        self.retries = s.retries;
-        self.rotations = s.rotations;
+        self.delivery = Delivery::from(o);
     }
 }
 

@@ -61,12 +61,7 @@ fn object_error(e: ObjectError) -> JobError {
 }
 
 fn ffmpeg_error(e: ffmpeg_source::Error) -> JobError {
-    let kind = if e.is_input_error() {
-        FailureKind::BadInput
-    } else {
-        FailureKind::Transient
-    };
-    job_error(kind, e.to_string())
+    job_error((&e).into(), e.to_string())
 }
 
 impl JobRunner for Runner {

@@ -14,7 +14,7 @@ use super::events::{FragmentAck, SessionEvent};
 use super::ledger::Acked;
 use super::recovery::{ConnEnd, EndingError, error_ack_action};
 use super::session::{ConnShared, Shared, State};
-use super::summary::{FAILED_KEPT, FailedFragment};
+use super::summary::FailedFragment;
 use crate::ack::{
     Ack, AckDecoder, AckError, AckErrorId, AckEventType, ErrorAction, FragmentNumber,
 };
@@ -136,7 +136,7 @@ pub(crate) async fn read_acks(
     };
     drop(body);
     tracing::debug!(stream = %shared.stream, connection = conn.id, end = ?end, "PutMedia connection ended");
-    shared.lock().ended.push((conn.id, end));
+    shared.lock().connection_ended(conn.id, end);
     shared.driver.notify_one();
 }
 
@@ -153,11 +153,10 @@ fn handle_decoded(
         // The decoder recovers after a bad line: report it and keep reading.
         Err(e) => {
             tracing::debug!(error = %e, "undecodable ack line");
-            let mut st = shared.lock();
             let ev = SessionEvent::UndecodableAck {
                 reason: e.to_string(),
             };
-            shared.emit(&mut st, Ok(ev));
+            shared.lock().emit(Ok(ev));
             None
         }
     }
@@ -170,7 +169,7 @@ impl Shared {
     /// when the connection owes nothing.
     pub(crate) fn drain_owed_since(&self, conn: u32) -> Option<Instant> {
         let st = self.lock();
-        if !st.input_done {
+        if !st.input_done() {
             return None;
         }
         st.ledger.owed_since(conn, Instant::now())
@@ -182,13 +181,9 @@ impl Shared {
     pub(crate) fn on_ack(&self, ack: Ack) -> Option<EndingError> {
         let now = Instant::now();
         let mut st = self.lock();
-        if st.first_ack_at.is_none() {
-            st.first_ack_at = Some(now);
-            let from = st.first_byte_at;
-            st.summary.first_ack_latency = from.map(|t| now.saturating_duration_since(t));
-        }
+        st.record_ack(now);
         match (&ack.event, ack.fragment_timecode) {
-            (AckEventType::Idle, _) => self.emit(&mut st, Ok(SessionEvent::Idle)),
+            (AckEventType::Idle, _) => st.emit(Ok(SessionEvent::Idle)),
             (AckEventType::Error, tc) => {
                 let error = ack
                     .error
@@ -198,7 +193,7 @@ impl Shared {
             }
             (event, Some(tc)) => {
                 let Some(acked) = st.ledger.on_ack(tc, event, now) else {
-                    self.emit(&mut st, Ok(SessionEvent::UnmatchedAck(ack)));
+                    st.emit(Ok(SessionEvent::UnmatchedAck(ack)));
                     return None;
                 };
                 if matches!(event, AckEventType::Received) {
@@ -209,11 +204,7 @@ impl Shared {
                 if acked.first
                     && let Some(l) = acked.latency
                 {
-                    match event {
-                        AckEventType::Received => st.received_latency.record(l),
-                        AckEventType::Persisted => st.persisted_latency.record(l),
-                        _ => {}
-                    }
+                    st.record_latency(event, l);
                 }
                 if acked.completed {
                     self.wake_sink();
@@ -227,9 +218,9 @@ impl Shared {
                     size,
                     latency,
                 };
-                self.emit(&mut st, Ok(SessionEvent::Fragment(fa)));
+                st.emit(Ok(SessionEvent::Fragment(fa)));
             }
-            (_, None) => self.emit(&mut st, Ok(SessionEvent::UnmatchedAck(ack))),
+            (_, None) => st.emit(Ok(SessionEvent::UnmatchedAck(ack))),
         }
         None
     }
@@ -251,13 +242,11 @@ impl Shared {
             ErrorAction::Stop => {
                 // The refused fragment is reported like a skipped one, so every caller's
                 // summary names it, not only the error.
-                if st.summary.fragments_failed.len() < FAILED_KEPT {
-                    st.summary.fragments_failed.push(FailedFragment {
-                        timecode: tc,
-                        fragment_number: fragment_number.clone(),
-                        error: error.clone(),
-                    });
-                }
+                st.record_failed(FailedFragment {
+                    timecode: tc,
+                    fragment_number: fragment_number.clone(),
+                    error: error.clone(),
+                });
                 let err = Error::Ack {
                     stream: self.stream.clone(),
                     id: error.id,
@@ -279,11 +268,9 @@ impl Shared {
                         fragment_number,
                         error: error.clone(),
                     };
-                    if st.summary.fragments_failed.len() < FAILED_KEPT {
-                        st.summary.fragments_failed.push(failed.clone());
-                    }
+                    st.record_failed(failed.clone());
                     tracing::warn!(stream = %self.stream, timecode = tc, error = %error.id, "fragment refused for good; skipped");
-                    self.emit(st, Ok(SessionEvent::Skipped(failed)));
+                    st.emit(Ok(SessionEvent::Skipped(failed)));
                 }
             }
             ErrorAction::Retry | ErrorAction::Reconnect => {

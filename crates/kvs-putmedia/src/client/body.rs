@@ -150,10 +150,7 @@ impl Shared {
     pub(crate) fn on_sent(&self, chunk: &BodyChunk, conn: &ConnShared) {
         let now = Instant::now();
         let mut st = self.lock();
-        st.summary.bytes_sent += chunk.data.remaining() as u64;
-        if st.first_byte_at.is_none() {
-            st.first_byte_at = Some(now);
-        }
+        st.record_sent(chunk.data.remaining() as u64, now);
         if !conn.first_byte_sent.swap(true, Ordering::Relaxed) {
             conn.first_byte.notify_one();
         }

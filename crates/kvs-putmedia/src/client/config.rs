@@ -410,8 +410,10 @@ impl PutMediaClientBuilder {
     /// [`PutMediaClient::start`](super::PutMediaClient::start), or name one per session with
     /// [`PutMediaClient::start_session`](super::PutMediaClient::start_session).
     ///
-    /// The transport follows the same environment as the SDK calls: `AWS_CA_BUNDLE` (a PEM file
-    /// of extra trusted certificates) beside the platform root store (which honours
+    /// The transport follows the same environment as the SDK calls: `AWS_CA_BUNDLE`, else the
+    /// selected profile's `ca_bundle` (a PEM file of extra trusted certificates, as in the AWS
+    /// CLI: <https://docs.aws.amazon.com/cli/latest/userguide/cli-configure-files.html>) beside
+    /// the platform root store (which honours
     /// `SSL_CERT_FILE` and `SSL_CERT_DIR`), and `HTTPS_PROXY`, `HTTP_PROXY`, `ALL_PROXY` and
     /// `NO_PROXY` (lower case too). An `http://` endpoint set through the standard AWS settings
     /// (`AWS_ENDPOINT_URL`, `AWS_ENDPOINT_URL_KINESIS_VIDEO`, `AWS_ENDPOINT_URL_STS` or a
@@ -435,7 +437,7 @@ impl PutMediaClientBuilder {
         {
             b.allow_http = true;
         }
-        if let Some(path) = first_env(&["AWS_CA_BUNDLE"]) {
+        if let Some(path) = first_env(&["AWS_CA_BUNDLE"]).or_else(profile_ca_bundle) {
             b.trust.bundles.push(path.into());
         }
         let all = first_env(&["ALL_PROXY", "all_proxy"]);
@@ -749,6 +751,37 @@ impl PutMediaClientBuilder {
 }
 
 /// The first of these environment variables that is set and not empty.
+/// The `ca_bundle` of the profile `AWS_PROFILE` selects (else `default`) in the shared config
+/// files (`AWS_CONFIG_FILE`, `AWS_SHARED_CREDENTIALS_FILE` or their `~/.aws` defaults), read
+/// with aws-config's own profile parser. A profile the SDK was told to use in code
+/// (`ConfigLoader::profile_name`) is not visible here: pass its bundle with `with_ca_bundle`.
+fn profile_ca_bundle() -> Option<String> {
+    use aws_types::os_shim_internal::{Env, Fs};
+    use futures::FutureExt as _;
+    // The default file locations (the SDK's own `EnvConfigFiles::default()`).
+    let files = Default::default();
+    let (fs, env) = (Fs::real(), Env::real());
+    // aws-config reads real files with std::fs, so the load completes on its first poll; this
+    // keeps `from_env_with` synchronous. Should it ever wait, say so rather than block.
+    let Some(loaded) = aws_config::profile::load(&fs, &env, &files, None).now_or_never() else {
+        tracing::warn!(
+            "the AWS profile files did not load synchronously; a profile ca_bundle is not applied"
+        );
+        return None;
+    };
+    match loaded {
+        Ok(profiles) => profiles
+            .get("ca_bundle")
+            .map(str::trim)
+            .filter(|v| !v.is_empty())
+            .map(str::to_owned),
+        Err(e) => {
+            tracing::debug!(error = %e, "no AWS profile to read a ca_bundle from");
+            None
+        }
+    }
+}
+
 fn first_env(names: &[&str]) -> Option<String> {
     names
         .iter()

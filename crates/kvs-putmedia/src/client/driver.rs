@@ -175,7 +175,7 @@ impl<C: Connector> Driver<C> {
         let progress = self.shared.lock().ledger.progress();
         let next = self.budget.next(action, progress, &mut self.jitter);
         if matches!(next, Next::Backoff { .. }) {
-            self.shared.lock().summary.retries += 1;
+            self.shared.lock().count_retry();
         }
         next
     }
@@ -224,13 +224,14 @@ impl<C: Connector> Driver<C> {
         tracing::trace!(stream = %self.shared.stream, cur = ?self.cur.as_ref().map(|c| (c.id, c.last_sent)), "driver step");
         let shared = self.shared.clone();
         let mut st = shared.lock();
-        if st.failure.is_some() || (st.sink_gone && !st.input_done) {
+        if st.failed() || st.abandoned() {
             return Step::Exit;
         }
         // How the current connection ended: the action and the error to report.
         let mut outcome = None;
-        let ended_any = !st.ended.is_empty();
-        for (id, end) in std::mem::take(&mut st.ended) {
+        let conn_ends = st.take_ended();
+        let ended_any = !conn_ends.is_empty();
+        for (id, end) in conn_ends {
             let rec = decide(end.ended(|| st.ledger.owes_unreceived(id)));
             let requeued = st.ledger.requeue(id, rec.replay);
             let is_current = self.cur.as_ref().is_some_and(|c| c.id == id);
@@ -255,7 +256,7 @@ impl<C: Connector> Driver<C> {
             }
             self.refresh_endpoint |= rec.new_endpoint;
             if rec.rotation {
-                st.summary.rotations += 1;
+                st.count_rotation();
             }
             self.cause = rec.cause;
             let err = match end {
@@ -287,7 +288,7 @@ impl<C: Connector> Driver<C> {
                 Next::Now => {}
                 next => {
                     self.carry_out(next, err);
-                    return if self.shared.lock().failure.is_some() {
+                    return if self.shared.lock().failed() {
                         Step::Exit
                     } else {
                         Step::Again
@@ -296,15 +297,12 @@ impl<C: Connector> Driver<C> {
             }
             st = shared.lock();
         }
-        if st.input_done && st.ledger.outstanding() == 0 {
+        if st.drained() {
             return Step::Exit;
         }
         // A sink waiting on our own backpressure is not a source pause: cutting its fragment
         // short would drop video up to the next keyframe.
-        let pause_at = match self.pause_flush {
-            Some(p) if !st.input_done && !st.flushed && !st.sink_waiting => Some(st.last_input + p),
-            _ => None,
-        };
+        let pause_at = self.pause_flush.and_then(|p| st.pause_at(p));
         if pause_at.is_some_and(|t| now >= t) {
             return Step::Flush;
         }
@@ -317,7 +315,7 @@ impl<C: Connector> Driver<C> {
             // Between two fragments by construction: every fragment is queued whole.
             if now >= c.rotate_at {
                 tracing::info!(stream = %shared.stream, connection = c.id, "rotating the PutMedia connection");
-                st.summary.rotations += 1;
+                st.count_rotation();
                 // docs/protocol.md §3: rotation takes a new GetDataEndpoint.
                 self.refresh_endpoint = true;
             }
@@ -424,7 +422,7 @@ impl<C: Connector> Driver<C> {
                     delay,
                     error,
                 };
-                shared.emit(&mut st, Ok(ev));
+                st.emit(Ok(ev));
             }
             Next::GiveUp => shared.fail(&mut st, err),
         }
@@ -479,17 +477,14 @@ impl<C: Connector> Driver<C> {
         let shared = self.shared.clone();
         let mut st = shared.lock();
         let header_version = st.ledger.header_version();
-        st.summary.connections = id;
+        st.connection_opened(id);
         let replay = st.ledger.replay_count();
         tracing::info!(stream = %shared.stream, connection = id, ?cause, replay, "PutMedia connection open");
-        shared.emit(
-            &mut st,
-            Ok(SessionEvent::Connected {
-                connection: id,
-                cause,
-                replay,
-            }),
-        );
+        st.emit(Ok(SessionEvent::Connected {
+            connection: id,
+            cause,
+            replay,
+        }));
         self.cur = Some(Current {
             id,
             tx,
@@ -506,7 +501,7 @@ impl<C: Connector> Driver<C> {
     async fn finish(mut self) {
         let completed = {
             let st = self.shared.lock();
-            st.failure.is_none() && st.input_done && st.ledger.outstanding() == 0
+            !st.failed() && st.drained()
         };
         // Dropping the sender ends the body: hyper writes the terminating zero-length chunk.
         // Unless the session completed, the request is aborted instead, so the service does

@@ -33,8 +33,7 @@ impl Shared {
     ) -> Result<()> {
         let mut st = self.lock();
         if input {
-            st.last_input = Instant::now();
-            st.flushed = false;
+            st.note_input(Instant::now());
         }
         let mut added = false;
         while let Some(out) = refragmenter.next_output() {
@@ -86,8 +85,8 @@ impl Shared {
                 }
                 Output::Warning(w) => {
                     tracing::debug!(stream = %self.stream, warning = ?w, "re-fragmenter warning");
-                    st.summary.warnings += 1;
-                    self.emit(&mut st, Ok(SessionEvent::Warning(w)));
+                    st.count_warning();
+                    st.emit(Ok(SessionEvent::Warning(w)));
                 }
             }
         }
@@ -108,7 +107,7 @@ impl Shared {
                 received,
             } = dropped;
             tracing::warn!(stream = %self.stream, timecode, size, received, "replay buffer full: dropped the oldest fragment");
-            self.emit(st, Ok(SessionEvent::Dropped(dropped)));
+            st.emit(Ok(SessionEvent::Dropped(dropped)));
         }
     }
 
@@ -116,17 +115,8 @@ impl Shared {
     /// the locks, since input may have come since the driver decided.
     pub(crate) fn pause_flush(&self, after: Duration) {
         let mut r = self.lock_refragmenter();
-        {
-            let mut st = self.lock();
-            if st.input_done
-                || st.flushed
-                || st.failure.is_some()
-                || st.sink_waiting
-                || st.last_input.elapsed() < after
-            {
-                return;
-            }
-            st.flushed = true;
+        if !self.lock().claim_pause_flush(after, Instant::now()) {
+            return;
         }
         match r.flush() {
             Ok(true) => {
@@ -267,18 +257,14 @@ impl PutMediaSink {
 
     /// No more input: the driver finishes what is in the ledger, then stops.
     fn end_input(&self) {
-        let mut st = self.shared.lock();
-        st.input_done = true;
-        drop(st);
+        self.shared.lock().input_ended();
         self.shared.driver.notify_one();
     }
 }
 
 impl Drop for PutMediaSink {
     fn drop(&mut self) {
-        let mut st = self.shared.lock();
-        st.sink_gone = true;
-        drop(st);
+        self.shared.lock().sink_dropped();
         self.shared.driver.notify_one();
     }
 }
@@ -297,24 +283,21 @@ impl Sink<Bytes> for PutMediaSink {
         };
         {
             let st = shared.lock();
-            if let Some(e) = &st.failure {
+            if let Some(e) = st.failure() {
                 return Poll::Ready(Err(e.clone()));
             }
-            if !blocked(&st) && !st.sink_waiting {
+            if !blocked(&st) && !st.sink_waiting() {
                 return Poll::Ready(Ok(()));
             }
         }
         shared.register_sink(cx.waker());
         // Re-check after registering so a wake between the check and the registration is not lost.
         let mut st = shared.lock();
-        if let Some(e) = &st.failure {
+        if let Some(e) = st.failure() {
             return Poll::Ready(Err(e.clone()));
         }
         let waiting = blocked(&st);
-        if waiting != st.sink_waiting {
-            st.sink_waiting = waiting;
-            // Time spent waiting at the cap does not count towards a pause.
-            st.last_input = Instant::now();
+        if st.set_sink_waiting(waiting, Instant::now()) {
             drop(st);
             // The driver's pause detection depends on it.
             shared.driver.notify_one();
@@ -330,7 +313,7 @@ impl Sink<Bytes> for PutMediaSink {
         if self.close != CloseState::Open {
             return Err(self.closed_error());
         }
-        if let Some(e) = &self.shared.lock().failure {
+        if let Some(e) = self.shared.lock().failure() {
             return Err(e.clone());
         }
         let len = item.len() as u64;
@@ -349,7 +332,7 @@ impl Sink<Bytes> for PutMediaSink {
     /// not a connection is up right now. Waiting here for a connection would make every
     /// `SinkExt::send` block through a reconnect, which a live source cannot afford.
     fn poll_flush(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<Result<()>> {
-        match &self.shared.lock().failure {
+        match self.shared.lock().failure() {
             Some(e) => Poll::Ready(Err(e.clone())),
             None => Poll::Ready(Ok(())),
         }
@@ -359,7 +342,7 @@ impl Sink<Bytes> for PutMediaSink {
         loop {
             match self.close {
                 CloseState::Open => {
-                    let failed = self.shared.lock().failure.clone();
+                    let failed = self.shared.lock().failure().cloned();
                     if let Some(e) = failed {
                         self.close = CloseState::Closed;
                         return Poll::Ready(Err(e));
@@ -383,9 +366,9 @@ impl Sink<Bytes> for PutMediaSink {
                     self.shared.register_sink(cx.waker());
                     let result = {
                         let st = self.shared.lock();
-                        if let Some(e) = &st.failure {
+                        if let Some(e) = st.failure() {
                             Some(Err(e.clone()))
-                        } else if st.ledger.outstanding() == 0 && st.driver_done {
+                        } else if st.ledger.outstanding() == 0 && st.driver_done() {
                             // Every fragment is accounted for and the request ended cleanly;
                             // a session that skipped or dropped some must not look complete.
                             let summary = st.snapshot();
@@ -440,17 +423,7 @@ impl Stream for AckStream {
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
         match self.events.poll_recv(cx) {
             // The error that ended the session is never lost to a full channel: it comes last.
-            Poll::Ready(None) => {
-                let mut st = self.shared.lock();
-                match &st.failure {
-                    Some(e) if !st.failure_reported => {
-                        let e = e.clone();
-                        st.failure_reported = true;
-                        Poll::Ready(Some(Err(e)))
-                    }
-                    _ => Poll::Ready(None),
-                }
-            }
+            Poll::Ready(None) => Poll::Ready(self.shared.lock().take_failure_to_report().map(Err)),
             other => other,
         }
     }

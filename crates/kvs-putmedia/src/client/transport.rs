@@ -373,7 +373,7 @@ pub(crate) fn request_error(
         // Retrying cannot help: the trust store decides, and it is configuration.
         return Error::config(format!(
             "the TLS certificate of the data endpoint for stream {stream} was refused ({tls}): \
-             trust its CA with with_ca_bundle or AWS_CA_BUNDLE"
+             trust its CA with with_ca_bundle, AWS_CA_BUNDLE or the profile's ca_bundle"
         ));
     }
     if e.is_connect() && timed_out {
