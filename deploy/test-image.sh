@@ -146,8 +146,8 @@ if ! E2E_DURATION_MS=10000 python3 - <<'PY'
 import datetime, os, sys, time, boto3
 stream, want_ms = os.environ["E2E_STREAM"], int(os.environ["E2E_DURATION_MS"])
 frame_ms = 40  # 25 fps
-# A fragment's length runs from its first frame's timestamp to its last one's, one frame short
-# of the media it holds: the lengths plus a frame per fragment make the clip's duration.
+# A fragment's length is its playback duration (ListFragments' FragmentLengthInMilliseconds,
+# last frame included), so the lengths add up to the clip's duration.
 kv, sqs = boto3.client("kinesisvideo"), boto3.client("sqs")
 def backlog(url):
     a = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["All"])["Attributes"]
@@ -172,7 +172,7 @@ while time.monotonic() < deadline:
         if state:
             print(f"[e2e] waiting: {state}", file=sys.stderr, flush=True)
     frags = sorted(fragments(), key=lambda f: f["ProducerTimestamp"])
-    total_ms = sum(f["FragmentLengthInMilliseconds"] + frame_ms for f in frags)
+    total_ms = sum(f["FragmentLengthInMilliseconds"] for f in frags)
     tolerance_ms = frame_ms
     queues = {n: backlog(os.environ[n]) for n in ("INTAKE_QUEUE_URL", "QUEUE_URL", "WORK_DLQ_URL", "INTAKE_DLQ_URL")}
     state = f"{len(frags)} fragments, {total_ms} ms of {want_ms}, queues {queues}"
