@@ -1,5 +1,7 @@
 //! PutMedia sink throughput and client CPU, next to a plain hyper chunked POST of the same bytes
-//! to the same emulator endpoint (the floor: what any HTTP client must spend).
+//! to the same emulator endpoint (the floor: what any HTTP client must spend), and the same bytes
+//! through `kvs_pipeline::Pipeline` (what the binaries run: the sink plus progress, the ack
+//! reader and the outcome).
 //!
 //! A synthetic, pre-encoded MKV (32 MiB, 1 s keyframe-aligned clusters of ~256 KB, absolute
 //! timecodes an hour in the past so nothing is "in the future") is streamed with no pacing into
@@ -22,6 +24,7 @@ use futures::SinkExt;
 use http_body_util::{BodyExt, StreamBody};
 use hyper::body::Frame;
 use kvs_emulator::Emulator;
+use kvs_pipeline::{ByteStream, Pipeline, Timing};
 use kvs_putmedia::mkv::{RefragmentConfig, TimecodeMode};
 use kvs_putmedia::{CompletionAck, PutMediaClient, PutMediaClientBuilder};
 
@@ -169,6 +172,25 @@ async fn run_sink(emu: &Emulator, data: &Bytes, origin_ms: u64) {
     assert_eq!(summary.fragments_sent, summary.fragments, "no resend");
 }
 
+/// The same bytes through the pipeline the binaries use: a `ByteStream` source, the timecodes
+/// chosen by `Timing` (anchored at the same origin), the session opened by the pipeline.
+async fn run_pipeline(emu: &Emulator, data: &Bytes, origin_ms: u64) {
+    let builder = client(emu, origin_ms);
+    let chunks = (0..data.len())
+        .step_by(CHUNK)
+        .map(|i| Ok::<_, std::io::Error>(data.slice(i..(i + CHUNK).min(data.len()))));
+    let origin = UNIX_EPOCH + Duration::from_millis(origin_ms);
+    let outcome = Pipeline::new(ByteStream::new(futures::stream::iter(chunks)))
+        .with_timing(Timing::Anchored(origin))
+        .run(|mode| async move { builder.with_timecode_mode(mode).build()?.start().await })
+        .await;
+    outcome.result.unwrap();
+    let summary = outcome.summary;
+    assert!(summary.fragments > 0);
+    assert_eq!(summary.fragments_delivered, summary.fragments);
+    assert_eq!(summary.fragments_sent, summary.fragments, "no resend");
+}
+
 /// The floor: the same bytes in the same 64 KiB chunks as one signed chunked POST through a
 /// bare hyper 1 connection; reads the ack stream to its end without decoding it.
 async fn run_plain(emu: &Emulator, data: &Bytes, clusters: usize) {
@@ -269,17 +291,17 @@ fn bench(c: &mut Criterion) {
     g.sample_size(10);
     g.measurement_time(Duration::from_secs(20));
     g.throughput(Throughput::Bytes(data.len() as u64));
-    for (name, sink) in [("plain_hyper_post", false), ("sink", true)] {
+    for name in ["plain_hyper_post", "sink", "pipeline"] {
         g.bench_function(name, |b| {
             b.iter_custom(|iters| {
                 let mut wall = Duration::ZERO;
                 for _ in 0..iters {
                     let emu = env.emulator();
                     let (t0, c0) = (Instant::now(), thread_cpu());
-                    if sink {
-                        env.rt.block_on(run_sink(&emu, &data, origin_ms));
-                    } else {
-                        env.rt.block_on(run_plain(&emu, &data, clusters));
+                    match name {
+                        "sink" => env.rt.block_on(run_sink(&emu, &data, origin_ms)),
+                        "pipeline" => env.rt.block_on(run_pipeline(&emu, &data, origin_ms)),
+                        _ => env.rt.block_on(run_plain(&emu, &data, clusters)),
                     }
                     wall += t0.elapsed();
                     let cpu = (thread_cpu() - c0).as_secs_f64();
@@ -292,7 +314,7 @@ fn bench(c: &mut Criterion) {
     }
     g.finish();
     let runs = CPU.lock().unwrap();
-    for name in ["plain_hyper_post", "sink"] {
+    for name in ["plain_hyper_post", "sink", "pipeline"] {
         let (cpu, bytes) = runs
             .iter()
             .filter(|r| r.0 == name)
