@@ -46,7 +46,7 @@ use aws_credential_types::Credentials;
 use bytes::{Bytes, BytesMut};
 use futures::{SinkExt, StreamExt};
 use kvs_putmedia::ack::AckEventType;
-use kvs_putmedia::mkv::TimecodeMode;
+use kvs_putmedia::mkv::{RefragmentConfig, TimecodeMode};
 use kvs_putmedia::{PutMediaClient, SessionEvent, SessionOptions, SessionSummary};
 
 const USAGE: &str = "\
@@ -58,6 +58,8 @@ options (all optional):
   --ramp D               stagger of the stream starts (default 10s, at most the duration)
   --read-interval-ms MS  how often each stream reads its 'pipe' (default 40: ffmpeg at 25 fps)
   --clip-seconds S       length of the looped clip (default 30)
+  --gop-seconds G        keyframe interval of the clip and the sessions' target fragment
+                         duration (default 2): the media a session holds for resend scales with it
   --persist-delay-ms MS  emulator delay between RECEIVED and PERSISTED (default 100)
   --worker-threads N     producer tokio worker threads (default: one per core)
   --hold D               open every session, then wait this long before any media (default 0):
@@ -72,6 +74,7 @@ struct Args {
     ramp: Duration,
     read_interval: Duration,
     clip_seconds: u32,
+    gop_seconds: u32,
     persist_delay: Duration,
     worker_threads: Option<usize>,
     hold: Duration,
@@ -103,6 +106,7 @@ impl Args {
             ramp: Duration::from_secs(10),
             read_interval: Duration::from_millis(40),
             clip_seconds: 30,
+            gop_seconds: 2,
             persist_delay: Duration::from_millis(100),
             worker_threads: None,
             hold: Duration::ZERO,
@@ -122,6 +126,7 @@ impl Args {
                 "--ramp" => a.ramp = parse_duration(&value()?)?,
                 "--read-interval-ms" => a.read_interval = Duration::from_millis(num(value()?)?),
                 "--clip-seconds" => a.clip_seconds = num(value()?)? as u32,
+                "--gop-seconds" => a.gop_seconds = num(value()?)? as u32,
                 "--persist-delay-ms" => a.persist_delay = Duration::from_millis(num(value()?)?),
                 "--worker-threads" => a.worker_threads = Some(num(value()?)? as usize),
                 "--json" => a.json = Some(PathBuf::from(value()?)),
@@ -133,8 +138,10 @@ impl Args {
         if a.streams == 0 || a.duration.is_zero() || a.read_interval.is_zero() {
             return Err("streams, duration and read interval must be above zero".into());
         }
-        if a.clip_seconds < 4 {
-            return Err("--clip-seconds must be at least 4 (two GOPs)".into());
+        if a.gop_seconds == 0 || a.clip_seconds < 2 * a.gop_seconds {
+            return Err(
+                "--gop-seconds must be above zero and --clip-seconds at least two GOPs".into(),
+            );
         }
         a.ramp = a.ramp.min(a.duration);
         a.check_windows()?;
@@ -345,8 +352,14 @@ impl Drop for EmulatorProcess {
 // ---------------------------------------------------------------------------------------------
 // The clip, and each stream's endless, paced reading of it.
 
-fn make_clip(dir: &Path, seconds: u32) -> Result<PathBuf, String> {
-    let path = dir.join(format!("fleet-clip-{seconds}s.mkv"));
+fn make_clip(dir: &Path, seconds: u32, gop_seconds: u32) -> Result<PathBuf, String> {
+    // The default GOP keeps the name earlier runs cached their clip under.
+    let name = match gop_seconds {
+        2 => format!("fleet-clip-{seconds}s.mkv"),
+        g => format!("fleet-clip-{seconds}s-gop{g}s.mkv"),
+    };
+    let path = dir.join(name);
+    let gop = (25 * gop_seconds).to_string();
     if path.exists() {
         return Ok(path);
     }
@@ -359,7 +372,7 @@ fn make_clip(dir: &Path, seconds: u32) -> Result<PathBuf, String> {
         .args(["-f", "lavfi", "-i", "sine=frequency=440:sample_rate=48000"])
         .args(["-t", &t, "-c:v", "libx264", "-profile:v", "baseline"])
         .args(["-preset", "veryfast", "-b:v", "900k", "-maxrate", "1000k"])
-        .args(["-bufsize", "1000k", "-g", "50", "-keyint_min", "50"])
+        .args(["-bufsize", "1000k", "-g", &gop, "-keyint_min", &gop])
         .args(["-sc_threshold", "0", "-bf", "0", "-pix_fmt", "yuv420p"])
         .args(["-c:a", "aac", "-b:a", "64k", "-ac", "1"])
         // On a pipe, as a producer reading ffmpeg's stdout gets it.
@@ -777,8 +790,13 @@ fn epoch_ms() -> u64 {
 }
 
 /// The one client every session of the fleet starts from, as a service would hold it.
-fn fleet_client(env: &Env) -> Result<PutMediaClient, String> {
+fn fleet_client(env: &Env, gop_seconds: u32) -> Result<PutMediaClient, String> {
+    let fragments = RefragmentConfig::builder()
+        .with_target_fragment_duration(Duration::from_secs(gop_seconds.into()))
+        .build()
+        .map_err(|e| format!("fragment settings: {e}"))?;
     PutMediaClient::builder()
+        .with_refragment_config(fragments)
         .with_region(&env.region)
         .with_credentials(env.creds.clone())
         .with_endpoint_url(&env.url)
@@ -856,7 +874,7 @@ async fn one_stream(
 fn run(args: &Args) -> Result<bool, String> {
     let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR"));
     std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
-    let clip_path = make_clip(&dir, args.clip_seconds)?;
+    let clip_path = make_clip(&dir, args.clip_seconds, args.gop_seconds)?;
     let file = std::fs::read(&clip_path).map_err(|e| e.to_string())?;
     let clip = Arc::new(Clip::parse(&file)?);
     let clip_rate = clip.body.len() as f64 / (clip.period_ms as f64 / 1000.0);
@@ -891,7 +909,7 @@ fn run(args: &Args) -> Result<bool, String> {
     }
     let rt = rtb.build().map_err(|e| e.to_string())?;
     rt.block_on(create_streams(&env, args.streams))?;
-    let client = fleet_client(&env)?;
+    let client = fleet_client(&env, args.gop_seconds)?;
     let stats = Arc::new(Stats {
         received: Histogram::new(),
         persisted: Histogram::new(),
