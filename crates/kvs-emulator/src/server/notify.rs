@@ -412,33 +412,9 @@ pub(crate) async fn object_created(
     if !has_config {
         return;
     }
-    let Some(secret) = shared
-        .creds
-        .lock()
-        .expect("creds lock")
-        .get(akid)
-        .map(|c| c.secret.clone())
-    else {
+    let Some(resp) = head_as(shared, s3, akid, bucket, key).await else {
         return;
     };
-    let Some(addr) = emulator_addr(shared) else {
-        return;
-    };
-    let creds = EmulatorCredentials {
-        access_key_id: akid.to_owned(),
-        secret_access_key: secret,
-    };
-    let req = super::s3::signed_request(
-        &addr,
-        &shared.cfg.region,
-        &creds,
-        http::Method::HEAD,
-        bucket,
-        key,
-        Bytes::new(),
-        (shared.now_ms() / 1000) as i64,
-    );
-    let resp = super::s3::call(s3, req).await;
     if !resp.status().is_success() {
         tracing::warn!(bucket, key, status = %resp.status(), "cannot read the new object for its event");
         return;
@@ -613,20 +589,23 @@ pub(crate) async fn handle_configuration(
     }
 }
 
-async fn bucket_exists(router: &Router, akid: &str, bucket: &str) -> bool {
-    let shared = &router.shared;
-    let Some(secret) = shared
+/// A HEAD of `bucket`/`key` (the bucket itself when `key` is empty) through the emulator's own
+/// S3, signed as the caller `akid`, so S3 answers with that caller's view. `None` when the
+/// caller's key is unknown or the emulator has no address yet.
+async fn head_as(
+    shared: &Shared,
+    s3: &S3Service,
+    akid: &str,
+    bucket: &str,
+    key: &str,
+) -> Option<Response<RespBody>> {
+    let secret = shared
         .creds
         .lock()
         .expect("creds lock")
         .get(akid)
-        .map(|c| c.secret.clone())
-    else {
-        return false;
-    };
-    let Some(addr) = emulator_addr(shared) else {
-        return false;
-    };
+        .map(|c| c.secret.clone())?;
+    let addr = emulator_addr(shared)?;
     let creds = EmulatorCredentials {
         access_key_id: akid.to_owned(),
         secret_access_key: secret,
@@ -637,11 +616,17 @@ async fn bucket_exists(router: &Router, akid: &str, bucket: &str) -> bool {
         &creds,
         http::Method::HEAD,
         bucket,
-        "",
+        key,
         Bytes::new(),
         (shared.now_ms() / 1000) as i64,
     );
-    let resp = super::s3::call(&router.s3, req).await;
+    Some(super::s3::call(s3, req).await)
+}
+
+async fn bucket_exists(router: &Router, akid: &str, bucket: &str) -> bool {
+    let Some(resp) = head_as(&router.shared, &router.s3, akid, bucket, "").await else {
+        return false;
+    };
     let ok = resp.status().is_success();
     let _ = resp.into_body().collect().await;
     ok
