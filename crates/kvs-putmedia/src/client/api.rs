@@ -176,15 +176,17 @@ impl PutMediaClient {
     ) -> Result<(PutMediaSink, AckStream)> {
         let b = &self.inner.builder;
         let session = Arc::new(options.resolve(b)?);
-        let completion = self.completion_ack(&session).await;
+        // The control-plane and connection futures are boxed so that this one stays small:
+        // callers await it inside their own long-lived tasks, which would otherwise keep room
+        // for the SDK calls' state for as long as the session runs.
+        let completion = Box::pin(self.completion_ack(&session)).await;
         let refragmenter = Refragmenter::new(self.refragment_config(session.timecode_mode));
         let limits = BufferLimits {
             bytes: session.buffer_bound,
             duration: session.buffer_duration,
             overflow: session.overflow,
         };
-        let (shared, events) =
-            Shared::new(session.stream.to_string(), completion, refragmenter, limits);
+        let shared = Shared::new(session.stream.to_string(), completion, refragmenter, limits);
         // One producer start timestamp for the whole session: with RELATIVE timecodes a
         // fragment's producer time is this plus its timecode (docs/protocol.md §4.10), so every
         // connection of the session must send the same one.
@@ -194,9 +196,9 @@ impl PutMediaClient {
             session,
         };
         let mut driver = Driver::new(shared.clone(), client, producer_start, b.jitter_seed);
-        driver.connect_first().await?;
+        Box::pin(driver.connect_first()).await?;
         let task = tokio::spawn(driver.run());
-        Ok(sink::halves(shared, events, task))
+        Ok(sink::halves(shared, task))
     }
 
     /// The cached data endpoint of `stream`, or a fresh one from `GetDataEndpoint(PUT_MEDIA)`

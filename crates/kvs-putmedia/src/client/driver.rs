@@ -190,7 +190,10 @@ impl<C: Connector> Driver<C> {
                 Step::Exit => break,
                 Step::Again => {}
                 Step::Connect => {
-                    if let Err((action, err)) = self.try_connect().await {
+                    // Boxed: opening a connection (credentials, GetDataEndpoint, the request)
+                    // is a large future, needed once per connection; inline, every session's
+                    // task would carry its size for the session's whole life.
+                    if let Err((action, err)) = Box::pin(self.try_connect()).await {
                         let next = self.next(action);
                         self.carry_out(next, err);
                     }
@@ -215,7 +218,7 @@ impl<C: Connector> Driver<C> {
                 }
             }
         }
-        self.finish().await;
+        Box::pin(self.finish()).await;
     }
 
     /// Decides the next action and does the synchronous work: connection ends, sends.

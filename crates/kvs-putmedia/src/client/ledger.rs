@@ -20,8 +20,13 @@ use super::recovery::Replay;
 use crate::ack::AckEventType;
 
 /// Completed fragments whose metadata is kept to match late acks (e.g. PERSISTED after RECEIVED
-/// completed them); older ones are forgotten so the ledger stays bounded.
+/// completed them, or the acks of a resend): at most this many, so the ledger stays bounded...
 const COMPLETED_KEPT: usize = 64;
+/// ...and of those, beyond [`COMPLETED_MIN`], only the ones that end within this much media
+/// time of the newest fragment. Late acks come seconds after the first ones; a fixed count
+/// alone kept minutes of 2 s fragments, ~8 KiB per session (docs/performance.md, fleet).
+const COMPLETED_WINDOW_MS: u64 = 30_000;
+const COMPLETED_MIN: usize = 8;
 
 /// Where a fragment is (docs/protocol.md §6: "sent -> buffering -> received -> persisted | error").
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -562,16 +567,24 @@ impl Ledger {
         }
     }
 
-    /// Forgets the oldest done entries beyond [`COMPLETED_KEPT`].
+    /// Forgets the oldest done entries beyond [`COMPLETED_KEPT`], and those beyond
+    /// [`COMPLETED_MIN`] that ended more than [`COMPLETED_WINDOW_MS`] before the newest
+    /// fragment.
     fn prune(&mut self) {
-        let done = self.entries.len() - self.outstanding;
-        if done <= COMPLETED_KEPT {
+        let mut done = self.entries.len() - self.outstanding;
+        if done <= COMPLETED_MIN {
             return;
         }
-        let mut excess = done - COMPLETED_KEPT;
+        let newest_end = self.entries.last_key_value().map_or(0, |(_, e)| e.end_ms);
+        let stale = |e: &Entry| e.end_ms.saturating_add(COMPLETED_WINDOW_MS) < newest_end;
+        let oldest_done = self.entries.values().find(|e| e.done);
+        if done <= COMPLETED_KEPT && !oldest_done.is_some_and(stale) {
+            return;
+        }
+        // Oldest first: the key is the timecode.
         self.entries.retain(|_, e| {
-            if excess > 0 && e.done {
-                excess -= 1;
+            if e.done && done > COMPLETED_MIN && (done > COMPLETED_KEPT || stale(e)) {
+                done -= 1;
                 false
             } else {
                 true

@@ -12,12 +12,12 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use futures::task::AtomicWaker;
-use tokio::sync::{Notify, mpsc};
+use tokio::sync::Notify;
 use tokio::time::Instant;
 
 use super::config::CompletionAck;
 use super::error::{Error, Result};
-use super::events::{EVENT_CAPACITY, SessionEvent};
+use super::events::{EVENT_CAPACITY, EventQueue, SessionEvent};
 use super::ledger::{Caps, Ledger};
 use super::policy::OverflowPolicy;
 use super::recovery::ConnEnd;
@@ -39,7 +39,7 @@ pub(crate) struct State {
     /// Connection ends not yet handled by the driver.
     ended: Vec<(u32, ConnEnd)>,
     timing: AckTiming,
-    events: Option<mpsc::Sender<Result<SessionEvent>>>,
+    events: EventQueue,
     /// The summary's fields counted here rather than derived (see [`State::snapshot`]).
     summary: SessionSummary,
 }
@@ -48,7 +48,7 @@ pub(crate) struct State {
 #[derive(Debug, Default)]
 struct Failure {
     error: Option<Error>,
-    /// The error went into the event channel (else the stream yields it at its end).
+    /// The error went into the event queue (else the stream yields it at its end).
     reported: bool,
 }
 
@@ -84,7 +84,7 @@ struct AckTiming {
 }
 
 impl State {
-    fn new(ledger: Ledger, events: mpsc::Sender<Result<SessionEvent>>) -> Self {
+    fn new(ledger: Ledger, events: EventQueue) -> Self {
         Self {
             ledger,
             failure: Failure::default(),
@@ -96,7 +96,7 @@ impl State {
             },
             ended: Vec::new(),
             timing: AckTiming::default(),
-            events: Some(events),
+            events,
             summary: SessionSummary::default(),
         }
     }
@@ -122,21 +122,23 @@ impl State {
     }
 
     /// Sends `ev` to the [`AckStream`](crate::AckStream), counting it as dropped when the
-    /// channel is full or closed.
+    /// queue is full or no longer read.
     pub(crate) fn emit(&mut self, ev: Result<SessionEvent>) {
         self.send_event(ev);
     }
 
     /// [`Self::emit`], telling whether the event was delivered.
     fn send_event(&mut self, ev: Result<SessionEvent>) -> bool {
-        let delivered = self
-            .events
-            .as_ref()
-            .is_some_and(|tx| tx.try_send(ev).is_ok());
+        let delivered = self.events.push(ev);
         if !delivered {
             self.summary.events_dropped += 1;
         }
         delivered
+    }
+
+    /// The event queue the [`AckStream`](crate::AckStream) reads.
+    pub(crate) fn events(&mut self) -> &mut EventQueue {
+        &mut self.events
     }
 
     /// The error that ended the session, if it failed.
@@ -157,7 +159,7 @@ impl State {
         self.failure.reported = self.send_event(Err(err));
     }
 
-    /// The event stream ended: the failure, if the event channel did not carry it (once).
+    /// The event stream ended: the failure, if the event queue did not carry it (once).
     pub(crate) fn take_failure_to_report(&mut self) -> Option<Error> {
         if self.failure.reported {
             return None;
@@ -354,9 +356,9 @@ impl Shared {
         completion: CompletionAck,
         refragmenter: Refragmenter,
         limits: BufferLimits,
-    ) -> (Arc<Self>, mpsc::Receiver<Result<SessionEvent>>) {
-        let (events, rx) = mpsc::channel(EVENT_CAPACITY);
-        let shared = Arc::new(Self {
+    ) -> Arc<Self> {
+        let events = EventQueue::new(EVENT_CAPACITY);
+        Arc::new(Self {
             stream,
             state: Mutex::new(State::new(
                 Ledger::new(
@@ -373,8 +375,7 @@ impl Shared {
             driver: Notify::new(),
             overflow: limits.overflow,
             eofr: crate::mkv::end_of_fragment_tag(),
-        });
-        (shared, rx)
+        })
     }
 
     pub(crate) fn lock(&self) -> MutexGuard<'_, State> {
@@ -400,7 +401,7 @@ impl Shared {
     /// No more events: the driver has stopped.
     pub(crate) fn end_events(&self) {
         let mut st = self.lock();
-        st.events = None;
+        st.events.end();
         st.ends.driver = true;
         drop(st);
         self.sink_waker.wake();
@@ -421,15 +422,14 @@ mod tests {
     use super::*;
     use crate::ack::{AckError, AckErrorId};
 
-    fn state(capacity: usize) -> (State, mpsc::Receiver<Result<SessionEvent>>) {
-        let (tx, rx) = mpsc::channel(capacity);
+    fn state(capacity: usize) -> State {
         let caps = Caps {
             bytes: 1 << 20,
             duration: Duration::from_secs(60),
         };
-        (
-            State::new(Ledger::new(CompletionAck::Persisted, caps), tx),
-            rx,
+        State::new(
+            Ledger::new(CompletionAck::Persisted, caps),
+            EventQueue::new(capacity),
         )
     }
 
@@ -441,19 +441,24 @@ mod tests {
 
     #[test]
     fn the_first_failure_wins_and_is_reported_once() {
-        let (mut st, mut rx) = state(4);
+        let mut st = state(4);
         st.fail(closed("a"));
         st.fail(closed("b"));
         assert!(matches!(st.failure(), Some(Error::SessionClosed { stream }) if stream == "a"));
-        assert!(matches!(rx.try_recv(), Ok(Err(Error::SessionClosed { stream })) if stream == "a"));
-        assert!(rx.try_recv().is_err(), "the second failure is not an event");
+        assert!(
+            matches!(st.events.pop(), Some(Err(Error::SessionClosed { stream })) if stream == "a")
+        );
+        assert!(
+            st.events.pop().is_none(),
+            "the second failure is not an event"
+        );
         // The channel carried it, so the end of the stream does not repeat it.
         assert!(st.take_failure_to_report().is_none());
     }
 
     #[test]
     fn a_failure_the_full_channel_lost_comes_at_the_end_once() {
-        let (mut st, _rx) = state(1);
+        let mut st = state(1);
         st.emit(Ok(SessionEvent::Idle));
         st.fail(closed("a"));
         assert_eq!(st.snapshot().events_dropped, 1);
@@ -463,7 +468,7 @@ mod tests {
 
     #[test]
     fn a_pause_flush_is_due_once_per_pause_and_never_while_the_sink_waits() {
-        let (mut st, _rx) = state(4);
+        let mut st = state(4);
         let t0 = Instant::now();
         let after = Duration::from_secs(1);
         st.note_input(t0);
@@ -494,7 +499,7 @@ mod tests {
 
     #[test]
     fn no_pause_flush_after_a_failure() {
-        let (mut st, _rx) = state(4);
+        let mut st = state(4);
         let t0 = Instant::now();
         st.note_input(t0);
         st.fail(closed("a"));
@@ -503,7 +508,7 @@ mod tests {
 
     #[test]
     fn a_sink_dropped_before_its_input_ended_abandons_the_session() {
-        let (mut st, _rx) = state(4);
+        let mut st = state(4);
         assert!(!st.abandoned());
         st.sink_dropped();
         assert!(st.abandoned());
@@ -514,7 +519,7 @@ mod tests {
 
     #[test]
     fn the_first_ack_latency_counts_from_the_first_byte() {
-        let (mut st, _rx) = state(4);
+        let mut st = state(4);
         let t0 = Instant::now();
         st.record_sent(10, t0);
         st.record_sent(5, t0 + Duration::from_millis(50));
@@ -527,7 +532,7 @@ mod tests {
 
     #[test]
     fn connection_ends_are_taken_in_order_and_once() {
-        let (mut st, _rx) = state(4);
+        let mut st = state(4);
         st.connection_ended(1, ConnEnd::Closed { error: None });
         st.connection_ended(2, ConnEnd::Failed(closed("a")));
         let ids: Vec<u32> = st.take_ended().into_iter().map(|(id, _)| id).collect();
@@ -537,7 +542,7 @@ mod tests {
 
     #[test]
     fn the_summary_lists_at_most_failed_kept_refused_fragments() {
-        let (mut st, _rx) = state(4);
+        let mut st = state(4);
         for tc in 0..FAILED_KEPT as u64 + 5 {
             st.record_failed(FailedFragment {
                 timecode: Some(tc),

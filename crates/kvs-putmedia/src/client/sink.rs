@@ -9,7 +9,6 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use futures::{Sink, Stream};
-use tokio::sync::mpsc;
 use tokio::time::Instant;
 
 #[cfg(doc)]
@@ -39,16 +38,14 @@ impl Shared {
         while let Some(out) = refragmenter.next_output() {
             match out {
                 Output::Header(h) => st.ledger.set_header(h.bytes()),
-                Output::Fragment(f) => {
+                Output::Fragment(mut f) => {
                     let tc = f.timecode();
                     // One HTTP chunk per fragment, written with vectored I/O straight from the
-                    // re-fragmenter's slices: no copy, one chunk-size line per fragment.
-                    let data: Vec<Bytes> = f
-                        .chunks()
-                        .iter()
-                        .filter(|c| !c.is_empty())
-                        .cloned()
-                        .collect();
+                    // re-fragmenter's slices: no copy, one chunk-size line per fragment. The
+                    // list is moved, not cloned: no second allocation and reference count per
+                    // slice, per fragment.
+                    let mut data = std::mem::take(&mut f.chunks);
+                    data.retain(|c| !c.is_empty());
                     let scale_ns = refragmenter
                         .header()
                         .map_or(1_000_000, |h| h.timecode_scale_ns());
@@ -143,7 +140,6 @@ impl Drop for TaskGuard {
 /// Builds the two halves of a session whose driver task is `driver`.
 pub(crate) fn halves(
     shared: Arc<Shared>,
-    events: mpsc::Receiver<Result<SessionEvent>>,
     driver: tokio::task::JoinHandle<()>,
 ) -> (PutMediaSink, AckStream) {
     let guard = Arc::new(TaskGuard(driver));
@@ -155,7 +151,6 @@ pub(crate) fn halves(
     };
     let stream = AckStream {
         shared,
-        events,
         _guard: guard,
     };
     (sink, stream)
@@ -406,7 +401,6 @@ impl Sink<Bytes> for PutMediaSink {
 #[derive(Debug)]
 pub struct AckStream {
     shared: Arc<Shared>,
-    events: mpsc::Receiver<Result<SessionEvent>>,
     _guard: Arc<TaskGuard>,
 }
 
@@ -420,11 +414,19 @@ impl AckStream {
 impl Stream for AckStream {
     type Item = Result<SessionEvent>;
 
-    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
-        match self.events.poll_recv(cx) {
-            // The error that ended the session is never lost to a full channel: it comes last.
-            Poll::Ready(None) => Poll::Ready(self.shared.lock().take_failure_to_report().map(Err)),
+    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        let mut st = self.shared.lock();
+        match st.events().poll_next(cx) {
+            // The error that ended the session is never lost to a full queue: it comes last.
+            Poll::Ready(None) => Poll::Ready(st.take_failure_to_report().map(Err)),
             other => other,
         }
+    }
+}
+
+impl Drop for AckStream {
+    fn drop(&mut self) {
+        // Nobody reads any more: later events are counted as dropped, none kept.
+        self.shared.lock().events().close();
     }
 }

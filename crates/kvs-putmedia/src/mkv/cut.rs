@@ -292,21 +292,14 @@ impl Cutter {
         old.forced = forced;
         // Frames of other tracks timed at or after the cut belong to the new fragment.
         let mut moved = 0u8;
-        if old
+        for x in old
             .frames
-            .iter()
-            .any(|x| x.track != cut_track && x.time >= cut)
+            .extract_if(.., |x| x.track != cut_track && x.time >= cut)
         {
-            let mut keep = Vec::with_capacity(old.frames.len());
-            for x in old.frames.drain(..) {
-                if x.track != cut_track && x.time >= cut {
-                    moved |= 1 << x.track;
-                    new.push(x);
-                } else {
-                    keep.push(x);
-                }
-            }
-            old.frames = keep;
+            moved |= 1 << x.track;
+            new.push(x);
+        }
+        if moved != 0 {
             old.recompute();
         }
         self.open = Some(new);
@@ -442,7 +435,7 @@ impl Cutter {
             arena.put_i16(rel);
             arena.put_u8(f.flags);
             chunks.push(arena.split().freeze());
-            f.payload.append_to(&mut chunks);
+            f.payload.move_to(&mut chunks);
             match counts.iter_mut().find(|t| t.track == number) {
                 Some(t) => t.frames += 1,
                 None => counts.push(TrackFrames {

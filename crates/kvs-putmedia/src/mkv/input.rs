@@ -2,7 +2,7 @@
 
 use std::collections::VecDeque;
 
-use bytes::{Bytes, BytesMut};
+use bytes::{Buf, Bytes, BytesMut};
 
 /// Buffered input. Bytes leave it as reference-counted slices of the chunks that were pushed.
 #[derive(Debug, Default)]
@@ -14,31 +14,32 @@ pub(crate) struct Input {
 }
 
 /// A block payload: slices of the input, usually one.
+///
+/// Kept to the size of one `Bytes`: every frame of every open fragment carries one (2,000
+/// sessions hold ~150 frames each), and a payload split across input chunks is rare enough
+/// (at most one per read) to pay for its own allocation.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum Payload {
     One(Bytes),
-    Two(Bytes, Bytes),
-    // Only for payloads spanning three or more input chunks, which outweigh the allocation.
-    Many(Vec<Bytes>),
+    Many(Box<[Bytes]>),
 }
+
+const _: () = assert!(std::mem::size_of::<Payload>() == std::mem::size_of::<Bytes>());
 
 impl Payload {
     pub(crate) fn len(&self) -> usize {
         match self {
             Self::One(a) => a.len(),
-            Self::Two(a, b) => a.len() + b.len(),
             Self::Many(v) => v.iter().map(Bytes::len).sum(),
         }
     }
 
-    pub(crate) fn append_to(&self, out: &mut Vec<Bytes>) {
-        match self {
-            Self::One(a) => out.push(a.clone()),
-            Self::Two(a, b) => {
-                out.push(a.clone());
-                out.push(b.clone());
-            }
-            Self::Many(v) => out.extend(v.iter().cloned()),
+    /// Moves the slices into `out`, leaving this payload empty: a fragment is written once,
+    /// so no reference count goes up for the copy and down again for the frame.
+    pub(crate) fn move_to(&mut self, out: &mut Vec<Bytes>) {
+        match std::mem::replace(self, Self::One(Bytes::new())) {
+            Self::One(a) => out.push(a),
+            Self::Many(v) => out.extend(v),
         }
     }
 }
@@ -107,7 +108,9 @@ impl Input {
                 n -= front.len();
                 self.chunks.pop_front();
             } else {
-                let _ = front.split_to(n);
+                // Moves the start: no slice made and dropped (two reference-count updates
+                // per block header otherwise).
+                front.advance(n);
                 n = 0;
             }
         }
@@ -120,18 +123,14 @@ impl Input {
         if first.len() == n {
             return Payload::One(first);
         }
-        let second = self.take_front(n - first.len());
-        if first.len() + second.len() == n {
-            return Payload::Two(first, second);
-        }
-        let mut v = vec![first, second];
-        let mut got: usize = v.iter().map(Bytes::len).sum();
+        let mut got = first.len();
+        let mut v = vec![first];
         while got < n {
             let b = self.take_front(n - got);
             got += b.len();
             v.push(b);
         }
-        Payload::Many(v)
+        Payload::Many(v.into_boxed_slice())
     }
 
     /// Take `n` bytes (`n <= len`) contiguously: a slice when they lie in one chunk, else a copy.
