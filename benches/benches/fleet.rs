@@ -293,6 +293,9 @@ impl EmulatorProcess {
                 "--persist-delay-ms",
                 &args.persist_delay.as_millis().to_string(),
             ])
+            // A heap profiler preloaded into the bench (heaptrack, see docs/performance.md)
+            // profiles the producer only.
+            .env_remove("LD_PRELOAD")
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .spawn()
@@ -713,11 +716,31 @@ fn pid_cpu(pid: u32) -> f64 {
         .unwrap_or(0.0)
 }
 
+/// Bytes handed out by glibc's malloc and not yet freed (arena chunks plus mmap'd blocks), in
+/// kB. Read once a second: `mallinfo2` walks the arenas under their locks.
+#[cfg(target_env = "gnu")]
+#[allow(unsafe_code)]
+fn heap_in_use_kb() -> u64 {
+    // SAFETY: mallinfo2 has no preconditions and returns a plain struct.
+    let mi = unsafe { libc::mallinfo2() };
+    ((mi.uordblks + mi.hblkhd) / 1024) as u64
+}
+
+/// Not glibc: no figure (printed as "-", never as 0).
+#[cfg(not(target_env = "gnu"))]
+fn heap_in_use_kb() -> u64 {
+    0
+}
+
 #[derive(Debug, Clone, Copy)]
 struct Sample {
     t: f64,
     cpu: f64,
     rss_kb: u64,
+    /// glibc's own count of the bytes it has handed out and not had back (`mallinfo2`), so the
+    /// RSS can be split into live heap and what the allocator keeps. Every 5th sample only:
+    /// the call locks every arena, which the producer's threads would feel each second.
+    heap_kb: Option<u64>,
     emu_cpu: f64,
     emu_rss_kb: u64,
 }
@@ -735,6 +758,7 @@ fn sampler(
                 t: t0.elapsed().as_secs_f64(),
                 cpu: process_cpu().as_secs_f64(),
                 rss_kb: status_kb("self", "VmRSS:"),
+                heap_kb: (out.len() % 5 == 0).then(heap_in_use_kb),
                 emu_cpu: pid_cpu(emu_pid),
                 emu_rss_kb: status_kb(&emu_pid.to_string(), "VmRSS:"),
             });
@@ -1045,12 +1069,12 @@ fn run(args: &Args) -> Result<bool, String> {
         stats.persisted.quantile_ms(0.99),
     ));
     line(String::new());
-    line("Producer RSS per minute (min / max, MiB), emulator CPU cores in that minute:".into());
+    line("Producer RSS per minute (min / max, MiB), its live malloc heap (max, MiB), emulator CPU cores in that minute:".into());
     line(String::new());
     line(
-        "| minute | producer RSS min | producer RSS max | producer cores | emulator cores |".into(),
+        "| minute | producer RSS min | producer RSS max | producer heap max | producer cores | emulator cores |".into(),
     );
-    line("|---|---|---|---|---|".into());
+    line("|---|---|---|---|---|---|".into());
     let minutes = (samples.last().map_or(0.0, |s| s.t) / 60.0).ceil() as usize;
     for m in 0..minutes {
         let ss: Vec<&Sample> = samples
@@ -1062,10 +1086,14 @@ fn run(args: &Args) -> Result<bool, String> {
         };
         let dt = (b.t - a.t).max(1e-9);
         line(format!(
-            "| {} | {:.1} | {:.1} | {:.3} | {:.3} |",
+            "| {} | {:.1} | {:.1} | {} | {:.3} | {:.3} |",
             m + 1,
             mb(ss.iter().map(|s| s.rss_kb).min().unwrap_or(0)),
             mb(ss.iter().map(|s| s.rss_kb).max().unwrap_or(0)),
+            match ss.iter().filter_map(|s| s.heap_kb).max().unwrap_or(0) {
+                0 => "-".to_owned(),
+                kb => format!("{:.1}", mb(kb)),
+            },
             (b.cpu - a.cpu) / dt,
             (b.emu_cpu - a.emu_cpu) / dt,
         ));
@@ -1131,7 +1159,7 @@ fn run(args: &Args) -> Result<bool, String> {
             "received_p99_ms": stats.received.quantile_ms(0.99),
             "persisted_p50_ms": stats.persisted.quantile_ms(0.5),
             "persisted_p99_ms": stats.persisted.quantile_ms(0.99),
-            "samples": samples.iter().map(|s| serde_json::json!([s.t, s.cpu, s.rss_kb, s.emu_cpu, s.emu_rss_kb])).collect::<Vec<_>>(),
+            "samples": samples.iter().map(|s| serde_json::json!([s.t, s.cpu, s.rss_kb, s.heap_kb, s.emu_cpu, s.emu_rss_kb])).collect::<Vec<_>>(),
             "report": report,
         });
         std::fs::write(path, serde_json::to_vec_pretty(&json).unwrap_or_default())
