@@ -457,7 +457,7 @@ mod tests {
     }
 
     #[test]
-    fn a_failure_the_full_channel_lost_comes_at_the_end_once() {
+    fn a_failure_the_full_queue_lost_comes_at_the_end_once() {
         let mut st = state(1);
         st.emit(Ok(SessionEvent::Idle));
         st.fail(closed("a"));
