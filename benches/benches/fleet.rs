@@ -356,12 +356,7 @@ impl Drop for EmulatorProcess {
 // The clip, and each stream's endless, paced reading of it.
 
 fn make_clip(dir: &Path, seconds: u32, gop_seconds: u32) -> Result<PathBuf, String> {
-    // The default GOP keeps the name earlier runs cached their clip under.
-    let name = match gop_seconds {
-        2 => format!("fleet-clip-{seconds}s.mkv"),
-        g => format!("fleet-clip-{seconds}s-gop{g}s.mkv"),
-    };
-    let path = dir.join(name);
+    let path = dir.join(format!("fleet-clip-{seconds}s-gop{gop_seconds}s.mkv"));
     let gop = (25 * gop_seconds).to_string();
     if path.exists() {
         return Ok(path);
@@ -717,7 +712,7 @@ fn pid_cpu(pid: u32) -> f64 {
 }
 
 /// Bytes handed out by glibc's malloc and not yet freed (arena chunks plus mmap'd blocks), in
-/// kB. Read once a second: `mallinfo2` walks the arenas under their locks.
+/// kB. `mallinfo2` walks the arenas under their locks, so the sampler asks every 5 s only.
 #[cfg(target_env = "gnu")]
 #[allow(unsafe_code)]
 fn heap_in_use_kb() -> u64 {

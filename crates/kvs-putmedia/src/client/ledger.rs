@@ -577,11 +577,7 @@ impl Ledger {
         }
         let newest_end = self.entries.last_key_value().map_or(0, |(_, e)| e.end_ms);
         let stale = |e: &Entry| e.end_ms.saturating_add(COMPLETED_WINDOW_MS) < newest_end;
-        let oldest_done = self.entries.values().find(|e| e.done);
-        if done <= COMPLETED_KEPT && !oldest_done.is_some_and(stale) {
-            return;
-        }
-        // Oldest first: the key is the timecode.
+        // Oldest first (the key is the timecode); a few dozen entries at most.
         self.entries.retain(|_, e| {
             if e.done && done > COMPLETED_MIN && (done > COMPLETED_KEPT || stale(e)) {
                 done -= 1;

@@ -452,7 +452,7 @@ mod tests {
             st.events.pop().is_none(),
             "the second failure is not an event"
         );
-        // The channel carried it, so the end of the stream does not repeat it.
+        // The queue carried it, so the end of the stream does not repeat it.
         assert!(st.take_failure_to_report().is_none());
     }
 
